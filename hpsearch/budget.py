@@ -1,0 +1,180 @@
+"""The study-wide budget: one ledger row per study that every worker claims trials from.
+
+Optuna counts `n_trials` per process, and `MaxTrialsCallback` only looks after a trial ends, so
+N workers overshoot by up to N - 1 trials. Here a worker claims a slot *before* it asks Optuna for
+a trial, with one conditional UPDATE that the database serialises:
+
+    UPDATE hpsearch_ledger SET claimed = claimed + 1
+    WHERE study_id = ? AND claimed < trial_limit AND <time and GPU-hour limits not reached>
+
+One row changed means the slot is ours; none means the budget is spent. Every execution of a
+trial takes a slot: fresh, enqueued and retried ones alike. A retry of a crashed trial adds one
+slot (`add_retry_slot`), so retries never eat into the trials the user asked for. The table lives
+beside Optuna's in the same database; Optuna and optuna-dashboard ignore it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+_metadata = sa.MetaData()
+ledger_table = sa.Table(
+    "hpsearch_ledger",
+    _metadata,
+    sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("trial_limit", sa.Integer, nullable=True),
+    sa.Column("claimed", sa.Integer, nullable=False, default=0),
+    sa.Column("retry_slots", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("gpu_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("gpu_seconds_limit", sa.Float, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The budget a run asks for; None means unlimited."""
+
+    n_trials: int | None = None
+    timeout_s: float | None = None
+    gpu_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """A snapshot of the ledger, for progress lines and `hpsearch status`."""
+
+    claimed: int
+    retry_slots: int
+    trial_limit: int | None
+    started_at: float | None
+    timeout_s: float | None
+    gpu_seconds: float
+    gpu_seconds_limit: float | None
+
+    def spent_reason(self, now: float) -> str | None:
+        """Why no slot can be claimed now, or None while the budget lasts."""
+        if self.trial_limit is not None and self.claimed >= self.trial_limit + self.retry_slots:
+            return f"n_trials reached ({self.claimed - self.retry_slots}/{self.trial_limit})"
+        if (
+            self.timeout_s is not None
+            and self.started_at is not None
+            and now - self.started_at >= self.timeout_s
+        ):
+            return f"timeout reached ({self.timeout_s:.0f}s since the first trial)"
+        if self.gpu_seconds_limit is not None and self.gpu_seconds >= self.gpu_seconds_limit:
+            return f"gpu_hours reached ({self.gpu_seconds / 3600:.2f} h)"
+        return None
+
+
+class Ledger:
+    """The budget row of one study in a SQL database."""
+
+    def __init__(self, engine: sa.Engine, study_id: int) -> None:
+        self._engine = engine
+        self._study_id = study_id
+        _metadata.create_all(engine, checkfirst=True)
+
+    def set_limits(self, limits: Limits, *, already_claimed: int = 0) -> None:
+        """Create the row, or update its limits (a later run may raise or lower the budget)."""
+        t = ledger_table
+        values = {
+            "trial_limit": limits.n_trials,
+            "timeout_s": limits.timeout_s,
+            "gpu_seconds_limit": None if limits.gpu_hours is None else limits.gpu_hours * 3600,
+        }
+        with self._engine.begin() as c:
+            updated = c.execute(sa.update(t).where(t.c.study_id == self._study_id).values(values))
+            if updated.rowcount == 0:
+                try:
+                    with c.begin_nested():
+                        c.execute(
+                            sa.insert(t).values(
+                                study_id=self._study_id,
+                                claimed=already_claimed,
+                                retry_slots=0,
+                                gpu_seconds=0.0,
+                                **values,
+                            )
+                        )
+                except sa.exc.IntegrityError:
+                    # Another worker inserted the row first; its limits come from the same file.
+                    c.execute(
+                        sa.update(t).where(t.c.study_id == self._study_id).values(values)
+                    )
+
+    def claim(self, *, now: float | None = None) -> bool:
+        """Take one slot; False when the budget is spent."""
+        now = time.time() if now is None else now
+        t = ledger_table
+        statement = (
+            sa.update(t)
+            .where(t.c.study_id == self._study_id)
+            .where(
+                sa.or_(
+                    t.c.trial_limit.is_(None), t.c.claimed < t.c.trial_limit + t.c.retry_slots
+                )
+            )
+            .where(
+                sa.or_(
+                    t.c.timeout_s.is_(None),
+                    t.c.started_at.is_(None),
+                    t.c.started_at + t.c.timeout_s > now,
+                )
+            )
+            .where(
+                sa.or_(t.c.gpu_seconds_limit.is_(None), t.c.gpu_seconds < t.c.gpu_seconds_limit)
+            )
+            .values(claimed=t.c.claimed + 1, started_at=sa.func.coalesce(t.c.started_at, now))
+        )
+        with self._engine.begin() as c:
+            return c.execute(statement).rowcount == 1
+
+    def add_retry_slot(self) -> None:
+        """One more slot, for the retry of a trial whose worker died."""
+        t = ledger_table
+        with self._engine.begin() as c:
+            c.execute(
+                sa.update(t)
+                .where(t.c.study_id == self._study_id)
+                .values(retry_slots=t.c.retry_slots + 1)
+            )
+
+    def release(self) -> None:
+        """Give back a slot that was claimed but never used for a trial."""
+        t = ledger_table
+        with self._engine.begin() as c:
+            c.execute(
+                sa.update(t)
+                .where(t.c.study_id == self._study_id)
+                .values(claimed=t.c.claimed - 1)
+            )
+
+    def spend_gpu_seconds(self, seconds: float) -> None:
+        t = ledger_table
+        with self._engine.begin() as c:
+            c.execute(
+                sa.update(t)
+                .where(t.c.study_id == self._study_id)
+                .values(gpu_seconds=t.c.gpu_seconds + seconds)
+            )
+
+    def state(self) -> LedgerState | None:
+        t = ledger_table
+        with self._engine.connect() as c:
+            row = c.execute(sa.select(t).where(t.c.study_id == self._study_id)).first()
+        if row is None:
+            return None
+        return LedgerState(
+            claimed=row.claimed,
+            retry_slots=row.retry_slots,
+            trial_limit=row.trial_limit,
+            started_at=row.started_at,
+            timeout_s=row.timeout_s,
+            gpu_seconds=row.gpu_seconds,
+            gpu_seconds_limit=row.gpu_seconds_limit,
+        )

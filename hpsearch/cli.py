@@ -1,0 +1,65 @@
+"""The `hpsearch` command line: one module per command under `hpsearch.commands`.
+
+`main(argv) -> int` maps every `HpsearchError` to one line on stderr and exit code 2; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from hpsearch import __version__
+from hpsearch.commands import COMMANDS
+from hpsearch.errors import HpsearchError
+
+_log = logging.getLogger("hpsearch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsearch",
+        description="Hyperparameter search for deep learning, on one machine or many.",
+    )
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        p.add_argument("-v", "--verbose", action="store_true", help="log more (debug level)")
+        p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        command.add_arguments(p)
+        p.set_defaults(handler=command.run)
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("hpsearch")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    import optuna  # optuna's own per-trial lines duplicate ours; keep its warnings
+
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.handler(args))
+    except HpsearchError as e:
+        if args.debug:
+            raise
+        print(f"hpsearch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,25 @@
+"""The CLI's commands, one module each: `NAME`, `HELP`, `add_arguments(parser)`, `run(args)`."""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+from typing import Protocol, cast
+
+from hpsearch.commands import run, schema, validate
+
+
+class Command(Protocol):
+    NAME: str
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _commands(*modules: ModuleType) -> list[Command]:
+    return [cast(Command, m) for m in modules]
+
+
+COMMANDS: list[Command] = _commands(run, validate, schema)

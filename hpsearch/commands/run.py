@@ -1,0 +1,90 @@
+"""`hpsearch run STUDY.yaml`: create or join the study and run trials until the budget is spent."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpsearch.budget import Ledger, Limits
+from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.errors import HpsearchError
+from hpsearch.spec import parse_duration
+from hpsearch.worker import run_worker
+
+NAME = "run"
+HELP = "create or join the study and run trials until its budget is spent"
+_log = logging.getLogger("hpsearch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_arguments(parser)
+    parser.add_argument("--n-trials", type=int, metavar="N", help="study-wide trial budget")
+    parser.add_argument("--timeout", metavar="DURATION", help="study-wide time budget (2h, 30m)")
+    parser.add_argument("--artifacts", metavar="DIR", help="where checkpoints go on this machine")
+
+
+def limits_from(args: argparse.Namespace, budget_n: int | None, budget_t: float | None,
+                gpu_hours: float | None) -> Limits:  # fmt: skip
+    if args.n_trials is not None and args.n_trials < 1:
+        raise HpsearchError(f"--n-trials must be >= 1, but got {args.n_trials}")
+    timeout = budget_t
+    if args.timeout is not None:
+        try:
+            timeout = parse_duration(args.timeout)
+        except ValueError as e:
+            raise HpsearchError(f"--timeout: {e}") from None
+    n_trials = args.n_trials if args.n_trials is not None else budget_n
+    return Limits(n_trials=n_trials, timeout_s=timeout, gpu_hours=gpu_hours)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded, url = load(args)
+    budget = loaded.spec.budget
+    limits = limits_from(args, budget.n_trials, budget.timeout, budget.gpu_hours)
+    _log.info("study %r on %s", args.name or loaded.spec.name, url.redacted)
+    started = time.monotonic()
+    run_worker(
+        loaded,
+        url,
+        limits=limits,
+        study_name=args.name,
+        artifacts=args.artifacts,
+        on_trial=_progress(limits, started),
+    )
+    return 0
+
+
+ProgressLine = Callable[[optuna.Study, FrozenTrial, Ledger | None], None]
+
+
+def _progress(limits: Limits, started: float) -> ProgressLine:
+    def line(study: optuna.Study, trial: FrozenTrial, ledger: Ledger | None) -> None:
+        state = ledger.state() if ledger is not None else None
+        done = f"{state.claimed - state.retry_slots}" if state is not None else "?"
+        total = f"/{limits.n_trials}" if limits.n_trials else ""
+        value = ""
+        if trial.state.name == "PRUNED":
+            value = f" at step {trial.last_step}"
+        elif trial.values is not None:
+            value = " value=" + ",".join(f"{v:.6g}" for v in trial.values)
+        elif trial.state.name == "FAIL":
+            value = f" ({trial.user_attrs.get('fail_reason', 'failed')})"
+        best = ""
+        if len(study.directions) == 1:
+            try:
+                b = study.best_trial
+                best = f" | best {b.value:.6g} (trial {b.number})"
+            except ValueError:
+                pass
+        _log.info(
+            "[%s%s] trial %d %s%s%s | %.0fs",
+            done, total, trial.number, trial.state.name, value, best,
+            time.monotonic() - started,
+        )  # fmt: skip
+
+    return line

@@ -1,0 +1,62 @@
+"""`hpsearch validate STUDY.yaml`: check the file, the objective and the data; run nothing."""
+
+from __future__ import annotations
+
+import argparse
+
+from hpsearch import objective
+from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.search_space import optuna_name
+from hpsearch.spec import LoadedSpec, TrainerObjective
+
+NAME = "validate"
+HELP = "check a study file and print the resolved search space and storage; run nothing"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded, url = load(args)
+    objective.check(loaded)
+    spec = loaded.spec
+    print(f"{loaded.path}: ok")
+    print(f"  study:      {args.name or spec.name}")
+    directions = ", ".join(
+        f"{d} {m}" for d, m in zip(spec.study_directions, spec.metrics, strict=True)
+    )
+    print(f"  objective:  {directions}")
+    print(f"  storage:    {url.redacted} (from {url.source})")
+    print(f"  sampler:    {spec.sampler.type}   pruner: {spec.pruner.type}")
+    budget = spec.budget
+    print(
+        f"  budget:     n_trials={budget.n_trials or 'unlimited'} "
+        f"timeout={f'{budget.timeout:.0f}s' if budget.timeout else 'none'} "
+        f"gpu_hours={budget.gpu_hours or 'none'}"
+    )
+    print("  search space:")
+    for name in spec.ordered_parameters():
+        param = spec.search_space[name]
+        shown = param.model_dump(exclude={"when"}, exclude_none=True)
+        shown.pop("type")
+        fields = " ".join(f"{k}={v}" for k, v in shown.items())
+        when = f"  when {param.when}" if param.when else ""
+        alias = optuna_name(name, param)
+        alias_note = f" (optuna: {alias})" if alias != name else ""
+        print(f"    {name}: {param.type} {fields}{when}{alias_note}")
+    if spec.enqueue:
+        print(f"  enqueued:   {len(spec.enqueue)} trial(s)")
+    _print_data_summary(loaded)
+    return 0
+
+
+def _print_data_summary(loaded: LoadedSpec) -> None:
+    objective_spec = loaded.spec.objective
+    if not isinstance(objective_spec, TrainerObjective):
+        return
+    from hpsearch.trainer_objective import data_summary  # imports torch; only for the trainer
+
+    print("  data:")
+    for line in data_summary(loaded):
+        print(f"    {line}")

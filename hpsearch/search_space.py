@@ -1,0 +1,114 @@
+"""The study file's search space as Optuna `suggest_*` calls, and back.
+
+A power of two is suggested as its integer exponent under the Optuna name `log2_<name>`: an
+integer range may change between workers (each GPU's own `high: auto`), a categorical list may
+not (Optuna refuses a changed choice list within a study). Conditional parameters (`when`) are
+suggested only when their parents took one of the listed values, parents first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from hpsearch.spec import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    Param,
+    PowerOfTwoParam,
+    StudySpec,
+)
+
+EXPONENT_PREFIX = "log2_"
+
+
+def optuna_name(name: str, param: Param) -> str:
+    """The name a parameter has inside Optuna (and so in optuna-dashboard)."""
+    return EXPONENT_PREFIX + name if isinstance(param, PowerOfTwoParam) else name
+
+
+def is_active(param: Param, values: Mapping[str, Any]) -> bool:
+    """Whether every `when` condition of `param` holds for the values chosen so far."""
+    for parent, allowed in (param.when or {}).items():
+        if parent not in values:
+            return False
+        choices = allowed if isinstance(allowed, list) else [allowed]
+        if values[parent] not in choices:
+            return False
+    return True
+
+
+def suggest(
+    trial: optuna.Trial, spec: StudySpec, *, limits: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Sample one point of the search space: the values the objective sees.
+
+    Args:
+        trial: the Optuna trial to suggest on.
+        spec: the study.
+        limits: for `power_of_two` parameters with `high: auto`, the largest value this
+            worker's device holds (from the batch-size fitter).
+    """
+    values: dict[str, Any] = {}
+    for name in spec.ordered_parameters():
+        param = spec.search_space[name]
+        if not is_active(param, values):
+            continue
+        values[name] = _suggest_one(trial, name, param, (limits or {}).get(name))
+    return values
+
+
+def _suggest_one(trial: optuna.Trial, name: str, param: Param, limit: int | None) -> Any:
+    if isinstance(param, FloatParam):
+        return trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, IntParam):
+        return trial.suggest_int(name, param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, PowerOfTwoParam):
+        high = param.high_exponent(limit)
+        exponent = trial.suggest_int(optuna_name(name, param), param.low_exponent, high)
+        return 2**exponent
+    assert isinstance(param, CategoricalParam)
+    return trial.suggest_categorical(name, param.choices)
+
+
+def to_optuna_params(spec: StudySpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """User-facing values (`batch_size: 32`) -> Optuna parameters (`log2_batch_size: 5`)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        param = spec.search_space[name]
+        if isinstance(param, PowerOfTwoParam):
+            out[optuna_name(name, param)] = int(value).bit_length() - 1
+        else:
+            out[name] = value
+    return out
+
+
+def from_optuna_params(spec: StudySpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna parameters -> user-facing values; the inverse of `to_optuna_params`."""
+    out: dict[str, Any] = {}
+    for name, param in spec.search_space.items():
+        key = optuna_name(name, param)
+        if key in params:
+            out[name] = 2 ** params[key] if isinstance(param, PowerOfTwoParam) else params[key]
+    return out
+
+
+def grid(spec: StudySpec, *, limits: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
+    """Every value of each (discrete) parameter, in Optuna names, for the grid sampler."""
+    out: dict[str, list[Any]] = {}
+    for name, param in spec.search_space.items():
+        if isinstance(param, CategoricalParam):
+            out[name] = list(param.choices)
+        elif isinstance(param, PowerOfTwoParam):
+            high = param.high_exponent((limits or {}).get(name))
+            out[optuna_name(name, param)] = list(range(param.low_exponent, high + 1))
+        elif isinstance(param, IntParam):
+            out[name] = list(range(param.low, param.high + 1, param.step))
+        else:
+            assert param.step is not None  # the spec refuses a grid over a continuous float
+            n = int(round((param.high - param.low) / param.step))
+            out[name] = [round(param.low + i * param.step, 12) for i in range(n + 1)]
+    return out

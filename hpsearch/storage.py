@@ -1,0 +1,253 @@
+"""Where a study lives: the storage URL's precedence, its password, its redaction, and opening it.
+
+Precedence, first match wins: the `--storage` flag > the `HPSEARCH_STORAGE` environment variable >
+`storage:` in the study file > `sqlite:///<root>/storage/hpsearch.db`, where <root> is the git
+checkout holding the study file (or the study file's folder outside git).
+
+A password never comes from the study file or the command line (both are visible: in version
+control and in `ps`). It comes from `HPSEARCH_DB_PASSWORD`, or from `HPSEARCH_STORAGE`, and is
+never printed: every URL shown to a person goes through `StorageURL.redacted`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage, GrpcStorageProxy, RDBStorage
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from hpsearch.errors import StorageError
+from hpsearch.spec import LoadedSpec
+
+_log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "HPSEARCH_DB_PASSWORD"
+STORAGE_ENV = "HPSEARCH_STORAGE"
+
+# SQLAlchemy drivers installed with hpsearch; a bare dialect gets the one we ship.
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A resolved storage URL. `str()` is redacted; `secret_url` holds the password."""
+
+    secret_url: str
+    source: str
+
+    @property
+    def kind(self) -> str:
+        """`sqlite`, `postgresql`, `mysql` or `grpc`."""
+        if self.secret_url.startswith("grpc://"):
+            return "grpc"
+        return make_url(self.secret_url).get_backend_name()
+
+    @property
+    def redacted(self) -> str:
+        if self.kind == "grpc":
+            return self.secret_url
+        return make_url(self.secret_url).render_as_string(hide_password=True)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.kind != "sqlite":
+            return None
+        database = make_url(self.secret_url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.redacted!r}, source={self.source!r})"
+
+
+def default_root(study_dir: Path) -> Path:
+    """The folder that holds `storage/`: the git checkout of the study file, else its folder."""
+    for folder in (study_dir, *study_dir.parents):
+        if (folder / ".git").exists():
+            return folder
+    return study_dir
+
+
+def resolve(
+    loaded: LoadedSpec, *, flag: str | None = None, environ: Mapping[str, str] | None = None
+) -> StorageURL:
+    """Pick the storage URL by precedence (see the module docstring) and add the password.
+
+    Raises:
+        StorageError: the URL is malformed, or a password is on the command line.
+    """
+    env = os.environ if environ is None else environ
+    if flag:
+        if _password_of(flag) is not None:
+            raise StorageError(
+                "--storage: a password on the command line is visible to every user in `ps`; "
+                f"remove it and set {PASSWORD_ENV} (or put the whole URL in {STORAGE_ENV})"
+            )
+        raw, source = flag, "--storage"
+    elif env.get(STORAGE_ENV):
+        raw, source = env[STORAGE_ENV], STORAGE_ENV
+    elif loaded.spec.storage:
+        raw, source = loaded.spec.storage, f"{loaded.path} storage:"
+    else:
+        db = default_root(loaded.directory.resolve()) / "storage" / "hpsearch.db"
+        raw, source = f"sqlite:///{db}", "default"
+    url = _normalise(raw, source, base=loaded.directory.resolve(), password=env.get(PASSWORD_ENV))
+    if url.kind == "sqlite" and url.sqlite_path is not None:
+        _log.info("storage: %s (from %s)", url.redacted, source)
+    return url
+
+
+def _password_of(raw: str) -> str | None:
+    if raw.startswith("grpc://"):
+        return None
+    try:
+        return make_url(raw).password  # type: ignore[return-value]
+    except ArgumentError:
+        return None
+
+
+def _normalise(raw: str, source: str, *, base: Path, password: str | None) -> StorageURL:
+    if raw.startswith("grpc://"):
+        return StorageURL(raw, source)
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise StorageError(
+            f"{source}: {raw!r} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
+            "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise StorageError(
+            f"{source}: storage {backend!r} is not supported; use sqlite, postgresql, mysql "
+            "or grpc://host:port (the storage proxy)"
+        )
+    if url.drivername in _DRIVERS:
+        url = url.set(drivername=_DRIVERS[url.drivername])
+    if backend == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = url.set(database=str(path.resolve()))
+    if password is not None and backend != "sqlite":
+        url = url.set(password=password)
+    return StorageURL(_render(url), source)
+
+
+def _render(url: URL) -> str:
+    # SQLAlchemy percent-encodes the password (`@ % / :`), which leaves braces; Optuna's
+    # RDBStorage runs str.format over the URL, so braces are doubled to survive it.
+    return url.render_as_string(hide_password=False).replace("{", "{{").replace("}", "}}")
+
+
+def _engine_kwargs(url: StorageURL, pool_size: int) -> dict[str, Any]:
+    if url.kind == "sqlite":
+        # Several local workers share one file: wait for the lock rather than failing with
+        # "database is locked" (the writer holds it for milliseconds).
+        return {"connect_args": {"timeout": 120}}
+    # pre_ping checks each pooled connection before use, so a restarted server or a dropped
+    # connection costs a reconnect instead of a failed trial.
+    return {
+        "pool_pre_ping": True,
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_recycle": 3600,
+        "connect_args": {"connect_timeout": 10},
+    }
+
+
+def check_reachable(url: StorageURL) -> None:
+    """Connect once and run `SELECT 1`.
+
+    Raises:
+        StorageError: naming the redacted URL and the server's one-line reason.
+    """
+    if url.kind == "grpc":
+        return
+    engine = sqlalchemy.create_engine(
+        url.secret_url.replace("{{", "{").replace("}}", "}"), **_engine_kwargs(url, 1)
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise StorageError(
+            f"cannot reach storage {url.redacted}: {_first_line(e)}; check that the server "
+            f"runs and the URL, user and {PASSWORD_ENV} are right"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+StaleCallback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def open_storage(
+    url: StorageURL,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    stale_callback: StaleCallback | None = None,
+    pool_size: int = 2,
+    create_tables: bool = True,
+) -> BaseStorage:
+    """Open an Optuna storage on `url`, with heartbeats when `heartbeat_interval` is set.
+
+    Raises:
+        StorageError: the database is unreachable or its schema is incompatible.
+    """
+    if url.kind == "grpc":
+        host, _, port = url.secret_url.removeprefix("grpc://").rstrip("/").partition(":")
+        return GrpcStorageProxy(host=host, port=int(port or 13000))
+    check_reachable(url)
+    if url.sqlite_path is not None:
+        _enable_wal(url.sqlite_path)
+    try:
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely on
+            # for crashed workers, so the warning would only be noise for our users.
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(
+                url.secret_url,
+                engine_kwargs=_engine_kwargs(url, pool_size),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_callback,
+                skip_table_creation=not create_tables,
+                skip_compatibility_check=not create_tables,
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as e:
+        raise StorageError(f"cannot open storage {url.redacted}: {_first_line(e)}") from None
+
+
+def _enable_wal(path: Path) -> None:
+    # WAL lets readers (status, the dashboard) run while a worker writes. It is a property of
+    # the database file, so setting it once is enough.
+    try:
+        connection = sqlite3.connect(path, timeout=120)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise StorageError(f"cannot open SQLite database {path}: {e}") from None

@@ -1,0 +1,296 @@
+"""The training loop: one trial trains, evaluates and reports once per epoch (no Optuna here).
+
+Read top to bottom: `setup_training` builds what a step needs, `TrainingSetup.step` is one
+optimizer step, `TrainingSetup.evaluate` one pass over validation, `fit` the whole trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from hpsearch.train.checkpoints import save_checkpoint
+from hpsearch.train.data import load_data
+from hpsearch.train.models import Classifier, build_model, freeze_backbone
+from hpsearch.train.options import METRICS, TrainerOptions
+from hpsearch.train.runtime import (
+    autocast,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
+from hpsearch.train.schedules import make_scheduler
+
+logger = logging.getLogger(__name__)
+
+# Called once per epoch with the metrics and the epoch (from 1). It may raise, e.g. Optuna's
+# TrialPruned: fit lets the exception through untouched, which is how pruning stops a trial.
+Report = Callable[[Mapping[str, float], int], None]
+
+
+@dataclass
+class TrainingSetup:
+    """A model on its device with its optimizer, schedule, loss and precision settings."""
+
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    loss_fn: nn.Module
+    ctx: AbstractContextManager[object]  # autocast, or nullcontext for fp32
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    memory_format: torch.memory_format
+    micro_batch_size: int | None
+    num_classes: int
+    steps: int = 0  # optimizer steps taken
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the batch; returns its mean loss as a tensor (no host sync).
+
+        With `micro_batch_size`, gradients of the micro-batches are accumulated first, each
+        loss weighted by its share of the batch, so the step equals a full-batch step (except
+        for BatchNorm, which normalises each micro-batch on its own).
+        """
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        chunk = self.micro_batch_size or len(y)
+        total = torch.zeros((), device=self.device)
+        for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
+            with self.ctx:
+                loss = self.loss_fn(self.model(xs), ys) * (len(ys) / len(y))
+            # The scaler is a pass-through unless training in fp16.
+            self.scaler.scale(loss).backward()
+            total += loss.detach().float()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.steps += 1
+        return total
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """`step`, returning the loss as a float (the batch-size fitter's probe)."""
+        return float(self.step(x, y))
+
+    @torch.inference_mode()
+    def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """Validation metrics over already-preprocessed batches; leaves the model in eval mode.
+
+        `val_loss` is plain cross-entropy, without label smoothing, so trials that search
+        `label_smoothing` stay comparable.
+        """
+        self.model.eval()
+        loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        hits = torch.zeros(self.num_classes, device=self.device, dtype=torch.long)
+        seen = torch.zeros(self.num_classes, device=self.device, dtype=torch.long)
+        for x, y in batches:
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            y = y.to(self.device, non_blocking=True)
+            with self.ctx:
+                logits = self.model(x)
+            loss += F.cross_entropy(logits.float(), y, reduction="sum")
+            hits += torch.bincount(y[logits.argmax(1) == y], minlength=self.num_classes)
+            seen += torch.bincount(y, minlength=self.num_classes)
+        n, present = int(seen.sum()), seen > 0
+        recall = hits[present].double() / seen[present].double()
+        return {
+            "val_accuracy": float(hits.sum()) / max(n, 1),
+            "val_loss": float(loss) / max(n, 1),
+            "val_balanced_accuracy": float(recall.mean()) if len(recall) else 0.0,
+        }
+
+
+def _optimizer(options: TrainerOptions, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm scales (1-D tensors), as in nanoGPT's
+    # configure_optimizers: decaying them only fights the normalisation.
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": options.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum)
+    # For Adam(W), `momentum` is beta1, the same role (0.9 is both defaults).
+    betas = (options.momentum, 0.999)
+    if options.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=options.lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=options.lr, betas=betas)
+
+
+def setup_training(
+    options: TrainerOptions,
+    *,
+    num_classes: int,
+    in_channels: int,
+    device: torch.device | str,
+    steps_per_epoch: int = 1,
+) -> TrainingSetup:
+    """Build the model, optimizer, schedule, loss and precision for `options` on `device`.
+
+    Needs no dataset: the batch-size fitter calls it, then `train_step` on synthetic tensors.
+    """
+    device = torch.device(device)
+    dtype = resolve_precision(options.precision, device)
+    channels_last = (
+        device.type == "cuda" if options.channels_last is None else options.channels_last
+    )
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(
+        options.model,
+        num_classes,
+        in_channels,
+        pretrained=options.pretrained,
+        weights=options.weights,
+        dropout=options.dropout,
+    )
+    model = model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
+    optimizer = _optimizer(options, model)
+    scheduler = make_scheduler(
+        optimizer,
+        options.lr_schedule,
+        steps_per_epoch=steps_per_epoch,
+        epochs=options.epochs,
+        warmup_epochs=options.warmup_epochs,
+    )
+    micro = options.micro_batch_size
+    return TrainingSetup(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=options.label_smoothing),
+        ctx=autocast(device, dtype),
+        scaler=grad_scaler(device, dtype),
+        device=device,
+        memory_format=memory_format,
+        micro_batch_size=micro if micro is not None and micro < options.batch_size else None,
+        num_classes=num_classes,
+    )
+
+
+def _better(value: float, best: float, mode: str) -> bool:
+    if math.isnan(best):
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+def fit(
+    options: TrainerOptions,
+    report: Report,
+    *,
+    monitor: str = "val_accuracy",
+    mode: str = "max",
+    checkpoint_path: Path | None = None,
+    cache_dir: Path | None = None,
+    log: logging.Logger | None = None,
+) -> dict[str, float]:
+    """Train one trial: each epoch trains, evaluates, maybe checkpoints, then calls `report`.
+
+    Args:
+        options: the trial's validated options.
+        report: called as `report(metrics, epoch)` after every epoch, epoch counting from 1;
+            whatever it raises propagates (that is how a pruner stops the trial).
+        monitor: the metric that picks the best epoch (one of `METRICS`), with `mode`.
+        checkpoint_path: where the best epoch's checkpoint goes (plus a `.json` score sidecar).
+        cache_dir: where the image-folder scan and dataset statistics are cached.
+        log: the logger for progress lines (default: this module's).
+
+    Returns:
+        The best epoch's metrics plus `epochs_run` and `best_epoch`.
+    """
+    log = log or logger
+    if monitor not in METRICS or mode not in ("max", "min"):
+        raise ValueError(
+            f"`monitor` must be in {METRICS} and `mode` max or min, got {monitor!r}, {mode!r}."
+        )
+    seed_everything(options.seed)
+    device = resolve_device(options.device)
+    data = load_data(options, device=device, cache_dir=cache_dir)
+    steps_per_epoch = len(data.train)
+    if options.max_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, options.max_train_batches)
+    setup = setup_training(
+        options,
+        num_classes=len(data.classes),
+        in_channels=data.in_channels,
+        device=device,
+        steps_per_epoch=steps_per_epoch,
+    )
+    model, transform = setup.model, data.transform
+    log.info(
+        "training %s on %s: %d classes, %d images of %dx%dx%d, %d steps/epoch, device %s",
+        options.model,
+        options.dataset.name or options.dataset.path,
+        len(data.classes),
+        data.num_train,
+        data.in_channels,
+        data.image_size,
+        data.image_size,
+        steps_per_epoch,
+        device,
+    )
+    best: dict[str, float] = {}
+    epoch = 0
+    for epoch in range(1, options.epochs + 1):
+        # Two-stage fine-tuning: only the new head learns for the first epochs. Frozen
+        # BatchNorm layers also stay in eval mode, so their statistics keep their loaded values.
+        frozen = epoch <= options.freeze_backbone_epochs
+        freeze_backbone(model, frozen)
+        model.train()
+        if frozen:
+            model.backbone.eval()
+        start, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
+        for i, (x, y) in enumerate(data.train):
+            if i == steps_per_epoch:
+                break
+            x = transform(x.to(device, non_blocking=True), train=True)
+            loss_sum += setup.step(x, y) * len(y)
+            seen += len(y)
+        val_batches = ((transform(x.to(device), train=False), y) for x, y in data.val)
+        metrics = {**setup.evaluate(val_batches), "train_loss": float(loss_sum) / max(seen, 1)}
+        metrics["epoch"] = float(epoch)
+        seconds = time.perf_counter() - start
+        log.info(
+            "epoch %d/%d: %s (%.1fs, %.0f train images/s)",
+            epoch,
+            options.epochs,
+            ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS),
+            seconds,
+            seen / seconds,
+        )
+        if not best or _better(metrics[monitor], best[monitor], mode):
+            best = dict(metrics)
+            if checkpoint_path is not None:
+                save_checkpoint(
+                    checkpoint_path,
+                    model=model,
+                    options=options.model_dump(mode="json"),
+                    metrics=best,
+                    classes=data.classes,
+                    preprocessing={
+                        "image_size": data.image_size,
+                        "channels": data.in_channels,
+                        "mean": transform.mean.flatten().tolist(),
+                        "std": transform.std.flatten().tolist(),
+                    },
+                    monitor=monitor,
+                    mode=mode,
+                )
+        report(dict(metrics), epoch)
+        if not math.isfinite(metrics["train_loss"]):
+            # A diverged run (lr too high) cannot recover: stop instead of burning the budget.
+            log.warning(
+                "epoch %d: training loss is %s; stopping this trial", epoch, metrics["train_loss"]
+            )
+            break
+    return {**best, "epochs_run": float(epoch), "best_epoch": best["epoch"]}
