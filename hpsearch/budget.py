@@ -16,9 +16,15 @@ beside Optuna's in the same database; Optuna and optuna-dashboard ignore it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
+from hpsearch.resilient import call_with_retries
+
+T = TypeVar("T")
 
 _metadata = sa.MetaData()
 ledger_table = sa.Table(
@@ -77,9 +83,17 @@ class Ledger:
     def __init__(self, engine: sa.Engine, study_id: int) -> None:
         self._engine = engine
         self._study_id = study_id
-        _metadata.create_all(engine, checkfirst=True)
+        try:
+            _metadata.create_all(engine, checkfirst=True)
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError):
+            # Workers starting together race to create the table; one wins, the rest retry.
+            time.sleep(0.5)
+            _metadata.create_all(engine, checkfirst=True)
 
-    def set_limits(self, limits: Limits, *, already_claimed: int = 0) -> None:
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        return call_with_retries(call, what=f"budget ledger {what}", on_retry=self._engine.dispose)
+
+    def set_limits(self, limits: Limits) -> None:
         """Create the row, or update its limits (a later run may raise or lower the budget)."""
         t = ledger_table
         values = {
@@ -87,25 +101,21 @@ class Ledger:
             "timeout_s": limits.timeout_s,
             "gpu_seconds_limit": None if limits.gpu_hours is None else limits.gpu_hours * 3600,
         }
-        with self._engine.begin() as c:
-            updated = c.execute(sa.update(t).where(t.c.study_id == self._study_id).values(values))
-            if updated.rowcount == 0:
-                try:
-                    with c.begin_nested():
-                        c.execute(
-                            sa.insert(t).values(
-                                study_id=self._study_id,
-                                claimed=already_claimed,
-                                retry_slots=0,
-                                gpu_seconds=0.0,
-                                **values,
-                            )
-                        )
-                except sa.exc.IntegrityError:
-                    # Another worker inserted the row first; its limits come from the same file.
-                    c.execute(
-                        sa.update(t).where(t.c.study_id == self._study_id).values(values)
-                    )
+        row = {"study_id": self._study_id, "claimed": 0, "retry_slots": 0, "gpu_seconds": 0.0}
+
+        def upsert() -> None:
+            with self._engine.begin() as c:
+                updated = c.execute(
+                    sa.update(t).where(t.c.study_id == self._study_id).values(values)
+                )
+                if updated.rowcount == 0:
+                    c.execute(sa.insert(t).values(**row, **values))
+
+        try:
+            self._retry(upsert, "set limits")
+        except sa.exc.IntegrityError:
+            # Another worker inserted the row first; its limits come from the same file.
+            self._retry(upsert, "set limits")
 
     def claim(self, *, now: float | None = None) -> bool:
         """Take one slot; False when the budget is spent."""
@@ -115,9 +125,7 @@ class Ledger:
             sa.update(t)
             .where(t.c.study_id == self._study_id)
             .where(
-                sa.or_(
-                    t.c.trial_limit.is_(None), t.c.claimed < t.c.trial_limit + t.c.retry_slots
-                )
+                sa.or_(t.c.trial_limit.is_(None), t.c.claimed < t.c.trial_limit + t.c.retry_slots)
             )
             .where(
                 sa.or_(
@@ -131,42 +139,39 @@ class Ledger:
             )
             .values(claimed=t.c.claimed + 1, started_at=sa.func.coalesce(t.c.started_at, now))
         )
-        with self._engine.begin() as c:
-            return c.execute(statement).rowcount == 1
+        return self._update(statement, "claim") == 1
 
     def add_retry_slot(self) -> None:
         """One more slot, for the retry of a trial whose worker died."""
         t = ledger_table
-        with self._engine.begin() as c:
-            c.execute(
-                sa.update(t)
-                .where(t.c.study_id == self._study_id)
-                .values(retry_slots=t.c.retry_slots + 1)
-            )
+        self._update(sa.update(t).values(retry_slots=t.c.retry_slots + 1), "retry slot")
 
     def release(self) -> None:
         """Give back a slot that was claimed but never used for a trial."""
         t = ledger_table
-        with self._engine.begin() as c:
-            c.execute(
-                sa.update(t)
-                .where(t.c.study_id == self._study_id)
-                .values(claimed=t.c.claimed - 1)
-            )
+        self._update(sa.update(t).values(claimed=t.c.claimed - 1), "release")
 
     def spend_gpu_seconds(self, seconds: float) -> None:
         t = ledger_table
-        with self._engine.begin() as c:
-            c.execute(
-                sa.update(t)
-                .where(t.c.study_id == self._study_id)
-                .values(gpu_seconds=t.c.gpu_seconds + seconds)
-            )
+        self._update(sa.update(t).values(gpu_seconds=t.c.gpu_seconds + seconds), "spend")
+
+    def _update(self, statement: sa.Update, what: str) -> int:
+        statement = statement.where(ledger_table.c.study_id == self._study_id)
+
+        def run() -> int:
+            with self._engine.begin() as c:
+                return int(c.execute(statement).rowcount)
+
+        return self._retry(run, what)
 
     def state(self) -> LedgerState | None:
         t = ledger_table
-        with self._engine.connect() as c:
-            row = c.execute(sa.select(t).where(t.c.study_id == self._study_id)).first()
+
+        def read() -> sa.Row[Any] | None:
+            with self._engine.connect() as c:
+                return c.execute(sa.select(t).where(t.c.study_id == self._study_id)).first()
+
+        row = self._retry(read, "read")
         if row is None:
             return None
         return LedgerState(

@@ -62,7 +62,9 @@ def load_function(loaded: LoadedSpec) -> UserFunction:
         if target.endswith(".py"):
             path = (loaded.directory / target).resolve()
             if not path.is_file():
-                raise loaded.error(where, f"no file {path}; the path is relative to the study file")
+                raise loaded.error(
+                    where, f"no file {path}; the path is relative to the study file"
+                )
             module_name = f"hpsearch_user_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(module_name, path)
             assert module_spec is not None and module_spec.loader is not None
@@ -78,7 +80,7 @@ def load_function(loaded: LoadedSpec) -> UserFunction:
     function = getattr(module, name, None)
     if not callable(function):
         raise loaded.error(where, f"{target!r} has no function {name!r}")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def check(loaded: LoadedSpec) -> None:
@@ -207,7 +209,11 @@ def _values(spec: StudySpec, result: Any) -> TrialValue:
         return _pick(result, metrics[0])
     if isinstance(result, Mapping):
         return [_pick(result, m) for m in metrics]
-    if isinstance(result, Sequence) and not isinstance(result, str) and len(result) == len(metrics):
+    if (
+        isinstance(result, Sequence)
+        and not isinstance(result, str)
+        and len(result) == len(metrics)
+    ):
         return [_pick(v, m) for v, m in zip(result, metrics, strict=True)]
     raise ObjectiveError(
         f"a study with metrics {metrics} needs a dict with those keys or a tuple of "

@@ -1,4 +1,4 @@
-"""The study file: its schema as frozen pydantic models, and `load_spec(path)`, the one YAML reader.
+"""The study file: its schema as frozen pydantic models, and `load_spec`, the one YAML reader.
 
 Every error a user can make in the file becomes one `SpecError` line naming the file, the line,
 the key path and the fix. This module imports neither torch nor optuna (a test checks), so
@@ -207,8 +207,11 @@ def param_contains(param: Param, value: Any) -> bool:
         return False
     if isinstance(param, PowerOfTwoParam):
         high = math.inf if param.high == "auto" else param.high
-        return isinstance(value, int) and value >= 1 and not value & (value - 1) and (
-            param.low <= value <= high
+        return (
+            isinstance(value, int)
+            and value >= 1
+            and not value & (value - 1)
+            and (param.low <= value <= high)
         )
     if isinstance(param, IntParam) and not float(value).is_integer():
         return False
@@ -582,7 +585,8 @@ class StudySpec(_Model):
                 where: KeyPath = ("search_space", name, "when", parent)
                 if parent not in self.search_space:
                     raise Problem(
-                        where, f"`when` names unknown parameter {parent!r}; valid: {', '.join(names)}"
+                        where,
+                        f"`when` names unknown parameter {parent!r}; valid: {', '.join(names)}",
                     )
                 if parent == name:
                     raise Problem(where, "a parameter cannot depend on itself")
@@ -824,7 +828,11 @@ def _strip_tags(loc: Sequence[str | int]) -> KeyPath:
     out: list[str | int] = []
     for i, seg in enumerate(loc):
         # A tag follows the key it belongs to; the first segment is always a real key.
-        if i > 0 and isinstance(seg, str) and (seg in tags or seg.startswith(("literal[", "list["))):
+        if (
+            i > 0
+            and isinstance(seg, str)
+            and (seg in tags or seg.startswith(("literal[", "list[")))
+        ):
             continue
         out.append(seg)
     return tuple(out)

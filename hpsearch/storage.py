@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import BaseStorage, GrpcStorageProxy, RDBStorage
+from optuna.storages import BaseStorage, GrpcStorageProxy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from hpsearch.errors import StorageError
+from hpsearch.resilient import ResilientRDBStorage, is_disconnect
 from hpsearch.spec import LoadedSpec
 
 _log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ def _password_of(raw: str) -> str | None:
     if raw.startswith("grpc://"):
         return None
     try:
-        return make_url(raw).password  # type: ignore[return-value]
+        return make_url(raw).password
     except ArgumentError:
         return None
 
@@ -222,22 +224,32 @@ def open_storage(
     check_reachable(url)
     if url.sqlite_path is not None:
         _enable_wal(url.sqlite_path)
-    try:
-        with warnings.catch_warnings():
-            # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely on
-            # for crashed workers, so the warning would only be noise for our users.
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(
-                url.secret_url,
-                engine_kwargs=_engine_kwargs(url, pool_size),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=stale_callback,
-                skip_table_creation=not create_tables,
-                skip_compatibility_check=not create_tables,
-            )
-    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as e:
-        raise StorageError(f"cannot open storage {url.redacted}: {_first_line(e)}") from None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely
+                # on for crashed workers, so the warning would only be noise for our users.
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return ResilientRDBStorage(
+                    url.secret_url,
+                    engine_kwargs=_engine_kwargs(url, pool_size),
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=stale_callback,
+                    skip_table_creation=not create_tables,
+                    skip_compatibility_check=not create_tables,
+                )
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the losers see "already exists" errors and succeed on a second try.
+            if attempt == 4 or is_disconnect(e) and attempt >= 2:
+                raise StorageError(
+                    f"cannot open storage {url.redacted}: {_first_line(e)}"
+                ) from None
+            time.sleep(0.2 * (attempt + 1))
+        except (RuntimeError, ValueError) as e:
+            raise StorageError(f"cannot open storage {url.redacted}: {_first_line(e)}") from None
+    raise AssertionError("unreachable")
 
 
 def _enable_wal(path: Path) -> None:
@@ -251,3 +263,47 @@ def _enable_wal(path: Path) -> None:
             connection.close()
     except sqlite3.Error as e:
         raise StorageError(f"cannot open SQLite database {path}: {e}") from None
+
+
+_NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "lustre", "gpfs",
+                        "ceph", "glusterfs", "9p", "afs")  # fmt: skip
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding `path` (Linux /proc/mounts), or None if unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    target = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3 and (
+            target == fields[1] or target.startswith(fields[1].rstrip("/") + "/")
+        ):
+            if len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
+
+
+def refuse_sqlite_across_machines(url: StorageURL) -> None:
+    """SQLite on a network filesystem corrupts under workers on several machines: refuse it.
+
+    Raises:
+        StorageError: with the reason and the fix (a PostgreSQL or MySQL server).
+    """
+    path = url.sqlite_path
+    if path is None:
+        return
+    kind = filesystem_type(path.parent)
+    if (
+        kind is not None
+        and kind.split(".")[0] in _NETWORK_FILESYSTEMS
+        or kind in _NETWORK_FILESYSTEMS
+    ):
+        raise StorageError(
+            f"storage {url.redacted} is a SQLite file on a network filesystem ({kind}); SQLite's "
+            "locks do not work across machines and the study would be corrupted. Run a "
+            "PostgreSQL or MySQL server and pass --storage postgresql+psycopg://user@host/db"
+        )

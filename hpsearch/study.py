@@ -122,15 +122,15 @@ def make_pruner(p: Any) -> BasePruner:
         wrapped = None if p.wrapped is None else make_pruner(p.wrapped)
         return optuna.pruners.PatientPruner(wrapped, patience=p.patience, min_delta=p.min_delta)
     options = p.model_dump(exclude={"type"})
-    cls: type[BasePruner] = {
+    pruners: dict[type, Callable[..., BasePruner]] = {
         s.MedianPruner: optuna.pruners.MedianPruner,
         s.PercentilePruner: optuna.pruners.PercentilePruner,
         s.SuccessiveHalvingPruner: optuna.pruners.SuccessiveHalvingPruner,
         s.HyperbandPruner: optuna.pruners.HyperbandPruner,
         s.ThresholdPruner: optuna.pruners.ThresholdPruner,
         s.WilcoxonPruner: optuna.pruners.WilcoxonPruner,
-    }[type(p)]
-    return cls(**options)
+    }
+    return pruners[type(p)](**options)
 
 
 # --- the study -------------------------------------------------------------------------------
@@ -187,7 +187,9 @@ def create_or_load(
     return study, True
 
 
-def _check_same_space(loaded: LoadedSpec, study: optuna.Study, document: Mapping[str, Any]) -> None:
+def _check_same_space(
+    loaded: LoadedSpec, study: optuna.Study, document: Mapping[str, Any]
+) -> None:
     stored = study.user_attrs.get(SPACE_ATTR)
     if stored is None:
         stored = {"directions": [d.name.lower() for d in study.directions]}

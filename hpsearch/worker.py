@@ -23,17 +23,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import provenance
 from hpsearch.budget import Ledger, Limits
+from hpsearch.errors import StorageError
 from hpsearch.objective import TrialContext, build
 from hpsearch.spec import LoadedSpec
-from hpsearch.storage import StorageURL, open_storage
+from hpsearch.storage import StorageURL, open_storage, refuse_sqlite_across_machines
 from hpsearch.study import create_or_load
 
 _log = logging.getLogger(__name__)
@@ -73,10 +73,27 @@ class RetryPolicy:
         self.ledger: Ledger | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        worker = trial.user_attrs.get("worker", "?")
-        reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         self.retry(study, trial, crashed=True)
+
+    def fail_stale(self, study: optuna.Study, storage: RDBStorage) -> None:
+        """Optuna's `fail_stale_trials`, but recording why on the trial before it is closed.
+
+        A finished trial's attributes are read-only, so the reason is written while the trial
+        is still RUNNING; of several workers doing this at once, the one whose state change
+        wins queues the retry.
+        """
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            trial = storage.get_trial(trial_id)
+            worker = trial.user_attrs.get("worker", "?")
+            reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
+            try:
+                storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+                if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+            _log.warning("trial %d: %s", trial.number, reason)
+            self.retry(study, storage.get_trial(trial_id), crashed=True)
 
     def retry(self, study: optuna.Study, trial: FrozenTrial, *, crashed: bool) -> bool:
         """Queue `trial` again with the same parameters; False when the policy says no."""
@@ -92,7 +109,9 @@ class RetryPolicy:
             )
             return False
         if len(history) >= self.max_retries:
-            _log.warning("trial %d: %d retries used, not retried again", trial.number, len(history))
+            _log.warning(
+                "trial %d: %d retries used, not retried again", trial.number, len(history)
+            )
             return False
         if self.ledger is not None:
             self.ledger.add_retry_slot()
@@ -144,7 +163,7 @@ def run_worker(
     limits: Limits,
     study_name: str | None = None,
     worker_id: str = "0",
-    artifacts: os.PathLike[str] | str | None = None,
+    artifacts: str | None = None,
     on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None = None,
     linger_poll: float | None = None,
 ) -> WorkerReport:
@@ -158,6 +177,9 @@ def run_worker(
         stale_callback=policy,
     )
     study, created = create_or_load(loaded, storage, name=study_name)
+    if url.kind == "sqlite":
+        refuse_sqlite_across_machines(url)
+        _refuse_other_hosts(study, url)
     ledger = None
     if isinstance(storage, RDBStorage):
         ledger = Ledger(storage.engine, study._study_id)
@@ -174,9 +196,14 @@ def run_worker(
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         current[:] = [trial._trial_id]
-        return run_trial(trial)
+        try:
+            return run_trial(trial)
+        except WorkerStopped as stopped:
+            # Written while the trial still runs: a finished trial's attributes are read-only.
+            trial.set_user_attr("fail_reason", f"worker stopped by {stopped}")
+            raise
 
-    poll = linger_poll if linger_poll is not None else spec.workers.heartbeat_interval
+    poll = linger_poll if linger_poll is not None else min(spec.workers.heartbeat_interval, 5.0)
 
     def record(study: optuna.Study, trial: FrozenTrial) -> None:
         state = trial.state.name
@@ -189,13 +216,13 @@ def run_worker(
     with _graceful_signals(report):
         try:
             while True:
+                if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+                    policy.fail_stale(study, storage)
                 if ledger is not None and not ledger.claim():
                     state = ledger.state()
                     report.budget_reason = state.spent_reason(time.time()) if state else None
-                    if _others_running(study):
+                    if _others_running(study) and isinstance(storage, RDBStorage):
                         time.sleep(poll)  # linger: a crashed trial may still need a retry
-                        with _quiet_experimental():
-                            fail_stale_trials(study)
                         continue
                     break
                 if ledger is None and _count_done(study) >= (limits.n_trials or float("inf")):
@@ -212,6 +239,19 @@ def run_worker(
         f" ({report.stopped_by})" if report.stopped_by else f" ({report.budget_reason})",
     )
     return report
+
+
+def _refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
+    """A SQLite study that already has trials from another host is shared across machines."""
+    here = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False):
+        host = trial.user_attrs.get("host")
+        if host is not None and host != here:
+            raise StorageError(
+                f"storage {url.redacted} is SQLite, but trial {trial.number} ran on host "
+                f"{host!r} and this is {here!r}: SQLite serves one machine. Use a PostgreSQL or "
+                "MySQL server for workers on several machines (--storage postgresql+psycopg://...)"
+            )
 
 
 def _others_running(study: optuna.Study) -> bool:
@@ -231,19 +271,11 @@ def _retry_interrupted(
     """Queue again the trial this worker was running when it was told to stop."""
     storage = study._storage
     trial = storage.get_trial(trial_id)
-    if trial.state == TrialState.RUNNING:  # the signal came before Optuna recorded the failure
+    if trial.state == TrialState.RUNNING:  # the signal came outside the objective
+        storage.set_trial_user_attr(trial_id, "fail_reason", f"worker stopped by {signal_name}")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    elif trial.state != TrialState.FAIL:
-        return  # it finished before the signal: nothing to retry
-    storage.set_trial_user_attr(trial_id, "fail_reason", f"worker stopped by {signal_name}")
+    elif trial.state != TrialState.FAIL or "worker stopped" not in str(
+        trial.user_attrs.get("fail_reason")
+    ):
+        return  # it finished, or failed on its own, before the signal: nothing to retry
     policy.retry(study, storage.get_trial(trial_id), crashed=False)
-
-
-@contextmanager
-def _quiet_experimental() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-

@@ -7,6 +7,16 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from hpsearch.commands import run, schema, validate
+    best,
+    dashboard,
+    export,
+    report,
+    run,
+    schema,
+    status,
+    storage_proxy,
+    validate,
+)
 
 
 class Command(Protocol):

@@ -13,7 +13,9 @@ from optuna.trial import FrozenTrial
 from hpsearch.budget import Ledger, Limits
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
+from hpsearch.launcher import launch, parse_gpus
 from hpsearch.spec import parse_duration
+from hpsearch.storage import refuse_sqlite_across_machines
 from hpsearch.worker import run_worker
 
 NAME = "run"
@@ -26,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-trials", type=int, metavar="N", help="study-wide trial budget")
     parser.add_argument("--timeout", metavar="DURATION", help="study-wide time budget (2h, 30m)")
     parser.add_argument("--artifacts", metavar="DIR", help="where checkpoints go on this machine")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="start N local worker processes"
+    )
+    parser.add_argument(
+        "--gpus", metavar="all|0,2", help="start one worker process per GPU (all, or indices)"
+    )
+    parser.add_argument("--worker-id", default="0", help=argparse.SUPPRESS)
 
 
 def limits_from(args: argparse.Namespace, budget_n: int | None, budget_t: float | None,
@@ -46,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
     budget = loaded.spec.budget
     limits = limits_from(args, budget.n_trials, budget.timeout, budget.gpu_hours)
+    if args.workers < 1:
+        raise HpsearchError(f"--workers must be >= 1, but got {args.workers}")
+    if args.gpus or args.workers > 1:
+        if args.gpus and args.workers > 1:
+            raise HpsearchError("give --gpus or --workers, not both (--gpus starts one per GPU)")
+        refuse_sqlite_across_machines(url)
+        gpus = parse_gpus(args.gpus) if args.gpus else None
+        return launch(_child_argv(args), url, n_workers=args.workers, gpus=gpus)
     _log.info("study %r on %s", args.name or loaded.spec.name, url.redacted)
     started = time.monotonic()
     run_worker(
@@ -53,10 +70,25 @@ def run(args: argparse.Namespace) -> int:
         url,
         limits=limits,
         study_name=args.name,
+        worker_id=args.worker_id,
         artifacts=args.artifacts,
         on_trial=_progress(limits, started),
     )
     return 0
+
+
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """The children's arguments: the parent's, less the storage (it travels in the environment)."""
+    argv = [args.study_file]
+    for flag, value in (("--name", args.name), ("--n-trials", args.n_trials),
+                        ("--timeout", args.timeout), ("--artifacts", args.artifacts)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.quiet:
+        argv.append("-q")
+    if args.verbose:
+        argv.append("-v")
+    return argv
 
 
 ProgressLine = Callable[[optuna.Study, FrozenTrial, Ledger | None], None]

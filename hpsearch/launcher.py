@@ -1,0 +1,95 @@
+"""Start several local worker processes: one per GPU (`--gpus`) or N for CPU studies (`--workers`).
+
+The parent never imports torch or touches CUDA: each child gets `CUDA_VISIBLE_DEVICES` before it
+starts, so its CUDA context sees exactly one device as `cuda:0`. The storage URL reaches the
+children through the environment, never their command line, so `ps` shows no password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from hpsearch.errors import HpsearchError
+from hpsearch.storage import STORAGE_ENV, StorageURL
+
+_log = logging.getLogger(__name__)
+
+
+def visible_gpus() -> list[str]:
+    """The GPU indices of this machine, read without initialising CUDA."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        return [line.strip() for line in out.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError):
+        folder = Path("/proc/driver/nvidia/gpus")
+        return [str(i) for i in range(len(list(folder.iterdir())))] if folder.is_dir() else []
+
+
+def parse_gpus(value: str) -> list[str]:
+    """`all` or `0,2,3` -> GPU indices; raises HpsearchError naming the fix."""
+    if value == "all":
+        gpus = visible_gpus()
+        if not gpus:
+            raise HpsearchError(
+                "--gpus all: no GPU found (nvidia-smi sees none); use --workers N on a CPU machine"
+            )
+        return gpus
+    if not re.fullmatch(r"\d+(,\d+)*", value):
+        raise HpsearchError(f"--gpus must be `all` or indices like 0,2,3, but got {value!r}")
+    return value.split(",")
+
+
+def launch(
+    argv: Sequence[str], url: StorageURL, *, n_workers: int, gpus: Sequence[str] | None
+) -> int:
+    """Run `hpsearch run ARGV` in one child per worker; returns 0 when every child succeeded.
+
+    The first SIGTERM/SIGINT is passed on to every child (each stops gracefully); a second one
+    kills them.
+    """
+    slots = list(gpus) if gpus else [None] * n_workers
+    children: list[subprocess.Popen[bytes]] = []
+    for i, gpu in enumerate(slots):
+        env = {**os.environ, STORAGE_ENV: url.secret_url.replace("{{", "{").replace("}}", "}")}
+        env.pop("HPSEARCH_DB_PASSWORD", None)  # already inside the URL in the environment
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        args = [sys.executable, "-m", "hpsearch", "run", *argv, "--worker-id", str(i)]
+        children.append(subprocess.Popen(args, env=env))
+        time.sleep(0.2)  # the first child creates the study; the rest join without a race
+    _log.info(
+        "started %d worker(s)%s", len(children), f" on GPUs {','.join(gpus)}" if gpus else ""
+    )
+    signals = {"count": 0}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        signals["count"] += 1
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL if signals["count"] > 1 else signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+    for i, code in failed:
+        _log.error("worker %d exited with %d", i, code)
+    return 1 if failed else 0

@@ -1,0 +1,122 @@
+"""Shared fixtures: real storages (SQLite, PostgreSQL, MariaDB) and small study files.
+
+PostgreSQL and MariaDB run on every machine, CI included. A test that needs one fails when the
+server is down and CI=true, and skips (with the reason) only on a developer's machine.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+POSTGRES_URL = os.environ.get(
+    "HPSEARCH_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("HPSEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+SERVER_URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
+
+
+def _server_database(kind: str) -> Iterator[str]:
+    """A fresh database on the server for this test session, dropped afterwards."""
+    admin_url = SERVER_URLS[kind]
+    name = f"hpsearch_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            c.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError as e:
+        engine.dispose()
+        message = f"{kind} server at {admin_url} is not reachable: {str(e).splitlines()[0]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield str(sa.engine.make_url(admin_url).set(database=name).render_as_string(False))
+    finally:
+        with engine.connect() as c:
+            if kind == "postgresql":
+                c.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    yield from _server_database("postgresql")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    yield from _server_database("mysql")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each real storage in turn. Study names are unique per test, so server DBs are shared."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    fixture = {"postgresql": "postgres_url", "mysql": "mysql_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"study-{uuid.uuid4().hex[:8]}"
+
+
+OBJECTIVE_PY = '''
+import math, os, time
+
+def quadratic(params, report):
+    """Minimum 0 at x=2; reports three steps so pruners have curves to compare."""
+    for step in range(1, 4):
+        report({"loss": (params["x"] - 2) ** 2 + 1 / step}, step)
+    time.sleep(float(params.get("sleep", 0)))
+    return {"loss": (params["x"] - 2) ** 2}
+
+def fails(params, report):
+    raise ValueError("boom")
+'''
+
+
+@pytest.fixture
+def write_study(tmp_path: Path) -> Callable[..., Path]:
+    """Write a study file (and objective.py beside it); returns its path."""
+
+    def write(body: str, name: str = "study.yaml") -> Path:
+        (tmp_path / "objective.py").write_text(OBJECTIVE_PY)
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(body).lstrip())
+        return path
+
+    return write
+
+
+@pytest.fixture
+def quadratic_study(write_study: Callable[..., Path], unique_name: str) -> Callable[..., Path]:
+    """A small function-objective study; keyword arguments fill in the budget and extras."""
+
+    def make(n_trials: int = 6, extra: str = "", sleep: float = 0.0) -> Path:
+        return write_study(
+            f"""
+            name: {unique_name}
+            metric: loss
+            direction: minimize
+            sampler: {{type: random, seed: 1}}
+            pruner: {{type: none}}
+            budget: {{n_trials: {n_trials}}}
+            objective: {{function: objective.py:quadratic, sleep: {sleep}}}
+            search_space:
+              x: {{type: float, low: -5, high: 5}}
+            {textwrap.dedent(extra).strip()}
+            """
+        )
+
+    return make

@@ -1,0 +1,205 @@
+"""Workers on real databases and real processes: exact budget, crashes, signals, lost connections.
+
+Each "machine" is an `hpsearch run` process (or a group of them); the databases are the real
+PostgreSQL and MariaDB servers of this machine, and a SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from hpsearch.cli import main
+
+FAST_HEARTBEAT = "workers: {heartbeat_interval: 1, grace_period: 3, max_retries: 2}"
+
+
+def _worker(
+    path: Path, url: str, *extra: str, hostname: str | None = None
+) -> subprocess.Popen[str]:
+    """One `hpsearch run` process; `hostname` runs it in its own UTS namespace (another host)."""
+    argv = [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", url, "-q", *extra]
+    if hostname is not None:
+        argv = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh", *argv]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _states(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def _wait_all(processes: list[subprocess.Popen[str]], timeout: float = 180) -> list[str]:
+    outputs = []
+    for p in processes:
+        out, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, out
+        outputs.append(out)
+    return outputs
+
+
+@pytest.mark.parametrize("server", ["postgres", "mysql"])
+def test_eight_workers_run_exactly_the_budget(
+    request: pytest.FixtureRequest, quadratic_study: Callable[..., Path], unique_name: str,
+    server: str,
+) -> None:  # fmt: skip
+    url = request.getfixturevalue(f"{server}_url")
+    path = quadratic_study(
+        n_trials=40, sleep=0.05, extra="enqueue: [{x: 2.0}, {x: -1.0}, {x: 3.5}]"
+    )
+    _wait_all([_worker(path, url) for _ in range(8)])
+    trials = _trials(url, unique_name)
+    assert len(trials) == 40, _states(trials)
+    assert _states(trials) == {"COMPLETE": 40}
+    # Enqueued settings ran first and exactly once, however many workers started together.
+    xs = [t.params["x"] for t in trials]
+    for x in (2.0, -1.0, 3.5):
+        assert xs.count(x) == 1
+    assert sorted(t.number for t in trials if t.params["x"] in (2.0, -1.0, 3.5)) == [0, 1, 2]
+    assert len({t.user_attrs["worker"] for t in trials}) > 1  # the work was shared
+
+
+def test_local_workers_share_a_sqlite_study(
+    quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'local.db'}"
+    path = quadratic_study(n_trials=12, sleep=0.05)
+    assert main(["run", str(path), "--storage", url, "--workers", "3", "-q"]) == 0
+    trials = _trials(url, unique_name)
+    assert _states(trials) == {"COMPLETE": 12}
+    assert len({t.user_attrs["worker"] for t in trials}) == 3
+
+
+def test_sigkilled_worker_loses_nothing(
+    postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str
+) -> None:
+    path = quadratic_study(n_trials=6, sleep=1.5, extra=FAST_HEARTBEAT)
+    victim = _worker(path, postgres_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the victim is inside a trial
+        running = [t for t in _try_trials(postgres_url, unique_name) if t.state.name == "RUNNING"]
+        if running:
+            break
+        time.sleep(0.2)
+    victim.kill()
+    victim.wait()
+    killed = running[0]
+    survivor = _worker(path, postgres_url)
+    _wait_all([survivor])
+    trials = _trials(postgres_url, unique_name)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed.number].state == TrialState.FAIL
+    assert "stopped sending heartbeats" in by_number[killed.number].user_attrs["fail_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    # The retry took the crashed trial's place: the budget of 6 trials still finished.
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+
+
+def _try_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return _trials(url, name)
+    except KeyError:  # the study is not created yet
+        return []
+
+
+def test_sigterm_fails_and_requeues_the_running_trial_then_exits_zero(
+    postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str
+) -> None:
+    path = quadratic_study(n_trials=3, sleep=30, extra=FAST_HEARTBEAT)
+    worker = _worker(path, postgres_url)
+    while not [t for t in _try_trials(postgres_url, unique_name) if t.state.name == "RUNNING"]:
+        time.sleep(0.2)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, out
+    assert time.monotonic() - started < 10
+    trials = _trials(postgres_url, unique_name)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "worker stopped by SIGTERM"
+    assert len(waiting) == 1 and waiting[0].params == failed[0].params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_workers_survive_their_connections_being_cut(
+    postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str
+) -> None:
+    path = quadratic_study(n_trials=30, sleep=0.1, extra=FAST_HEARTBEAT)
+    workers = [_worker(path, postgres_url) for _ in range(3)]
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    database = sa.engine.make_url(postgres_url).database
+    cut = 0
+    deadline = time.monotonic() + 60
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline and cut < 3:
+        time.sleep(1.5)
+        with engine.connect() as c:
+            cut += 1
+            c.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": database},
+            )
+    engine.dispose()
+    _wait_all(workers)
+    trials = _trials(postgres_url, unique_name)
+    assert cut >= 2
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 30
+
+
+def test_two_hosts_share_a_server_study_but_not_a_sqlite_file(
+    postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    path = quadratic_study(n_trials=8, sleep=0.05)
+    _wait_all([_worker(path, postgres_url, hostname=h) for h in ("gpu-node-a", "gpu-node-b")])
+    trials = _trials(postgres_url, unique_name)
+    assert {t.user_attrs["host"] for t in trials} == {"gpu-node-a", "gpu-node-b"}
+    assert len(trials) == 8
+
+    sqlite_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    _wait_all([_worker(path, sqlite_url, "--n-trials", "2", hostname="gpu-node-a")])
+    other = _worker(path, sqlite_url, hostname="gpu-node-b")
+    out, _ = other.communicate(timeout=60)
+    assert other.returncode == 2
+    assert "SQLite serves one machine" in out and "Traceback" not in out
+
+
+def test_study_wide_timeout_stops_new_trials(
+    quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    path = quadratic_study(n_trials=1000, sleep=0.3)
+    started = time.monotonic()
+    assert main(["run", str(path), "--storage", url, "--timeout", "2s", "-q"]) == 0
+    assert time.monotonic() - started < 10
+    trials = _trials(url, unique_name)
+    assert 1 <= len(trials) <= 10
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+if os.environ.get("HPSEARCH_SKIP_UNSHARE"):  # pragma: no cover - containers without CAP_SYS_ADMIN
+    test_two_hosts_share_a_server_study_but_not_a_sqlite_file = pytest.mark.skip(  # type: ignore
+        reason="unshare not permitted"
+    )(test_two_hosts_share_a_server_study_but_not_a_sqlite_file)
