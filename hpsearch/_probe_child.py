@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     import torch
 
+    from hpsearch.train.loop import TrainingSetup
     from hpsearch.train.options import TrainerOptions
 
 OOM_EXIT = 3
@@ -124,15 +125,29 @@ def probe_in_subprocess(
     try:
         code, result, tail = _run_child(request, timeout)
     except subprocess.TimeoutExpired:
-        return ProbeOutcome(batch_size, False, "timeout", None, None, time.monotonic() - start,
-                            f"no answer within {timeout:.0f} s")  # fmt: skip
+        return ProbeOutcome(
+            batch_size,
+            False,
+            "timeout",
+            None,
+            None,
+            time.monotonic() - start,
+            f"no answer within {timeout:.0f} s",
+        )
     if result and code in (0, OOM_EXIT):
         return ProbeOutcome(**result)
     seconds = time.monotonic() - start
     if code < 0:  # killed by a signal: on Linux usually the OOM killer
         return ProbeOutcome(batch_size, False, "killed", None, None, seconds, f"signal {-code}")
-    return ProbeOutcome(batch_size, False, "error", None, None, seconds,
-                        result.get("detail") or tail or f"exit code {code}")  # fmt: skip
+    return ProbeOutcome(
+        batch_size,
+        False,
+        "error",
+        None,
+        None,
+        seconds,
+        result.get("detail") or tail or f"exit code {code}",
+    )
 
 
 def describe_device_in_subprocess(device: str, *, timeout: float = 300.0) -> dict[str, Any]:
@@ -226,7 +241,7 @@ def _live_bytes_mode(limit: int | None) -> Any:
     return LiveBytes()
 
 
-def _setup(request: dict[str, Any], batch_size: int) -> tuple[Any, Any, Any]:
+def _setup(request: dict[str, Any], batch_size: int) -> TrainingSetup:
     """The trainer's own training setup, with the options the probe must measure."""
     import torch
 
@@ -236,14 +251,19 @@ def _setup(request: dict[str, Any], batch_size: int) -> tuple[Any, Any, Any]:
     options = TrainerOptions.model_validate(request["options"]).model_copy(
         # Probe the most memory training reaches: unfrozen backbone. Skip loading weights
         # (their values do not change memory, and the probe must not download anything).
-        update={"batch_size": batch_size, "freeze_backbone_epochs": 0, "pretrained": False,
-                "weights": None, "device": request["device"]}  # fmt: skip
+        update={
+            "batch_size": batch_size,
+            "freeze_backbone_epochs": 0,
+            "pretrained": False,
+            "weights": None,
+            "device": request["device"],
+        }
     )
     channels = int(request["input_shape"][0])
     device = torch.device(request["device"])
-    setup = setup_training(options, num_classes=request["num_classes"], in_channels=channels,
-                           device=device)  # fmt: skip
-    return setup, options, device
+    return setup_training(
+        options, num_classes=request["num_classes"], in_channels=channels, device=device
+    )
 
 
 def _batch(request: dict[str, Any], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +283,8 @@ def _probe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     cuda = device.type == "cuda"
     busy = ""
     if cuda:
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         free, total = torch.cuda.mem_get_info(device)
         if free < 0.9 * total:  # someone else holds this GPU: the fit would be too small
@@ -280,16 +302,16 @@ def _probe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     try:
         with meter if meter is not None else contextlib.nullcontext():
             # What the trial keeps on the device besides the model, e.g. a preloaded dataset.
-            resident = torch.empty(int(request.get("resident_bytes", 0)), dtype=torch.uint8,
-                                   device=device)  # fmt: skip
-            setup, _, _ = _setup(request, batch_size)
+            _resident = torch.empty(  # held until the probe ends
+                int(request.get("resident_bytes", 0)), dtype=torch.uint8, device=device
+            )
+            setup = _setup(request, batch_size)
             for _ in range(int(request["steps"])):  # step 1 autotunes, 2+ hold optimizer state
                 setup.train_step(*_batch(request, batch_size))
             if request.get("evaluate", True):
                 setup.evaluate([_batch(request, batch_size)])
             if cuda:
                 torch.cuda.synchronize(device)
-            del resident
     except Exception as e:
         if not is_oom(e):
             raise
@@ -301,6 +323,10 @@ def _probe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if cuda:
         row["peak_bytes"] = torch.cuda.max_memory_reserved(device)
         row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        # Retries mean the allocator had to free its cache to go on: close to the edge.
+        retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
+        if retries and row["ok"]:
+            row["detail"] = "; ".join(filter(None, [row["detail"], f"{retries} alloc retries"]))
     else:
         row["peak_bytes"] = row["peak_allocated_bytes"] = meter.peak if meter else None
     return code, row
@@ -314,7 +340,7 @@ def _estimate(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     meter = _live_bytes_mode(None)
     peaks = {}
     with meter:
-        setup, _, _ = _setup(request, 4)
+        setup = _setup(request, 4)
         setup.train_step(*_batch(request, 2))  # creates the optimizer state
         for size in (2, 4):
             meter.peak = meter.live
@@ -335,8 +361,12 @@ def _describe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
         f"cuDNN {torch.backends.cudnn.version()}, sm {props.major}.{props.minor}"
     )
-    return 0, {"kind": "cuda", "name": props.name, "total_bytes": int(props.total_memory),
-               "software": software}  # fmt: skip
+    return 0, {
+        "kind": "cuda",
+        "name": props.name,
+        "total_bytes": int(props.total_memory),
+        "software": software,
+    }
 
 
 def main() -> int:

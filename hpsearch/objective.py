@@ -41,11 +41,31 @@ TrialValue = float | list[float]
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What the worker knows that a trial needs: where artifacts go, this device's limits."""
+    """What the worker knows that a trial needs: where artifacts go, what to record."""
 
     artifacts: Path
     attrs: Mapping[str, Any] = field(default_factory=dict)
-    limits: Mapping[str, int] = field(default_factory=dict)
+
+
+class WorkerStopped(KeyboardInterrupt):
+    """Stops the worker from inside a trial: Optuna fails the trial, the worker queues it again.
+
+    A KeyboardInterrupt, because Optuna records the trial as FAIL and then re-raises only those
+    (any other exception would be caught by `catch=` and the worker would go on).
+    """
+
+    def __init__(self, reason: str, *, exit_code: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How one kind of objective runs a trial, and the per-device bounds of its search space."""
+
+    run: Callable[[optuna.Trial, dict[str, Any], Report], Any]
+    limits: Callable[[optuna.Trial], Mapping[str, int]] = lambda trial: {}
 
 
 def load_function(loaded: LoadedSpec) -> UserFunction:
@@ -106,14 +126,14 @@ def check(loaded: LoadedSpec) -> None:
 def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial], TrialValue]:
     """The Optuna objective for a spec: `objective(trial) -> value(s)`."""
     spec = loaded.spec
-    run = _runner(loaded, context)
+    runner = _runner(loaded, context)
 
     def objective(trial: optuna.Trial) -> TrialValue:
         _set_attrs(trial, context.attrs)
-        values = suggest(trial, spec, limits=context.limits)
+        values = suggest(trial, spec, limits=runner.limits(trial))
         report = _reporter(trial, spec)
         try:
-            result = run(trial, values, report)
+            result = runner.run(trial, values, report)
         except optuna.TrialPruned:
             raise
         except Exception as e:
@@ -130,9 +150,6 @@ def _set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
             trial.set_user_attr(key, value)
 
 
-Runner = Callable[[optuna.Trial, dict[str, Any], Report], Any]
-
-
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     objective = loaded.spec.objective
     if isinstance(objective, FunctionObjective):
@@ -142,7 +159,7 @@ def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
         def run_function(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
             return function({**options, **values}, report)
 
-        return run_function
+        return Runner(run_function)
     if isinstance(objective, CommandObjective):
         check(loaded)
         return _command_runner(loaded, objective)
@@ -153,7 +170,7 @@ def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
 
 
 def _command_runner(loaded: LoadedSpec, objective: CommandObjective) -> Runner:
-    def run_command(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
         params = {**objective.options, **values}
         env = {f"HPSEARCH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
         env["HPSEARCH_TRIAL_NUMBER"] = str(trial.number)
@@ -166,7 +183,7 @@ def _command_runner(loaded: LoadedSpec, objective: CommandObjective) -> Runner:
             timeout=objective.trial_timeout,
         )
 
-    return run_command
+    return Runner(run)
 
 
 def _reporter(trial: optuna.Trial, spec: StudySpec) -> Report:

@@ -107,10 +107,7 @@ def resolve(
     else:
         db = default_root(loaded.directory.resolve()) / "storage" / "hpsearch.db"
         raw, source = f"sqlite:///{db}", "default"
-    url = _normalise(raw, source, base=loaded.directory.resolve(), password=env.get(PASSWORD_ENV))
-    if url.kind == "sqlite" and url.sqlite_path is not None:
-        _log.info("storage: %s (from %s)", url.redacted, source)
-    return url
+    return _normalise(raw, source, base=loaded.directory.resolve(), password=env.get(PASSWORD_ENV))
 
 
 def _password_of(raw: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -108,7 +109,11 @@ _SAMPLERS: dict[type, Callable[[Any, StudySpec], BaseSampler]] = {
 
 
 def make_sampler(spec: StudySpec) -> BaseSampler:
-    return _SAMPLERS[type(spec.sampler)](spec.sampler, spec)
+    with warnings.catch_warnings():
+        # TPE's `group` is "experimental" since Optuna 2.8; it is what keeps conditional spaces
+        # modelled jointly, so the warning tells our users nothing they can act on.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _SAMPLERS[type(spec.sampler)](spec.sampler, spec)
 
 
 # --- pruners ---------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import provenance
 from hpsearch.budget import Ledger, Limits
-from hpsearch.errors import StorageError
-from hpsearch.objective import TrialContext, build
+from hpsearch.errors import HpsearchError, StorageError
+from hpsearch.objective import TrialContext, WorkerStopped, build
 from hpsearch.spec import LoadedSpec
 from hpsearch.storage import StorageURL, open_storage, refuse_sqlite_across_machines
 from hpsearch.study import create_or_load
@@ -40,10 +40,6 @@ _log = logging.getLogger(__name__)
 
 STOP_EXIT_CODE = 0
 FORCED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a killed process
-
-
-class WorkerStopped(KeyboardInterrupt):
-    """Raised in the main thread by the first SIGTERM/SIGINT: Optuna then fails the trial."""
 
 
 @dataclass
@@ -146,7 +142,7 @@ def _graceful_signals(report: WorkerReport) -> Iterator[None]:
             os._exit(FORCED_EXIT_CODE)
         report.stopped_by = name
         _log.warning("%s: stopping after failing the running trial for a retry", name)
-        raise WorkerStopped(name)
+        raise WorkerStopped(f"worker stopped by {name}")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -200,7 +196,7 @@ def run_worker(
             return run_trial(trial)
         except WorkerStopped as stopped:
             # Written while the trial still runs: a finished trial's attributes are read-only.
-            trial.set_user_attr("fail_reason", f"worker stopped by {stopped}")
+            trial.set_user_attr("fail_reason", stopped.reason)
             raise
 
     poll = linger_poll if linger_poll is not None else min(spec.workers.heartbeat_interval, 5.0)
@@ -229,9 +225,11 @@ def run_worker(
                     report.budget_reason = "n_trials reached"
                     break
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
-        except WorkerStopped:
+        except WorkerStopped as stopped:
             if current:
-                _retry_interrupted(study, current[0], policy, report.stopped_by or "a signal")
+                _retry_interrupted(study, current[0], policy, stopped.reason)
+            if stopped.exit_code:
+                raise HpsearchError(stopped.reason) from None
     _log.info(
         "worker %s done: %s%s",
         worker,
@@ -266,16 +264,14 @@ def _count_done(study: optuna.Study) -> int:
 
 
 def _retry_interrupted(
-    study: optuna.Study, trial_id: int, policy: RetryPolicy, signal_name: str
+    study: optuna.Study, trial_id: int, policy: RetryPolicy, reason: str
 ) -> None:
     """Queue again the trial this worker was running when it was told to stop."""
     storage = study._storage
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:  # the signal came outside the objective
-        storage.set_trial_user_attr(trial_id, "fail_reason", f"worker stopped by {signal_name}")
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    elif trial.state != TrialState.FAIL or "worker stopped" not in str(
-        trial.user_attrs.get("fail_reason")
-    ):
+    elif trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != reason:
         return  # it finished, or failed on its own, before the signal: nothing to retry
     policy.retry(study, storage.get_trial(trial_id), crashed=False)

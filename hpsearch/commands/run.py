@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_sqlite_across_machines(url)
         gpus = parse_gpus(args.gpus) if args.gpus else None
         return launch(_child_argv(args), url, n_workers=args.workers, gpus=gpus)
-    _log.info("study %r on %s", args.name or loaded.spec.name, url.redacted)
+    _log.info("study %r on %s (from %s)", args.name or loaded.spec.name, url.redacted, url.source)
     started = time.monotonic()
     run_worker(
         loaded,

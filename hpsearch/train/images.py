@@ -157,5 +157,6 @@ def load_image(path: Path, *, channels: int, size: int | None) -> np.ndarray:
         width, height = new
     left, top = (width - side) // 2, (height - side) // 2
     image = image.crop((left, top, left + side, top + side))
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    # A writable copy: a view of PIL's buffer is read-only, which torch warns about.
+    array = np.array(image, dtype=np.uint8)
+    return np.ascontiguousarray(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))

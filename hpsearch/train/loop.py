@@ -64,20 +64,22 @@ class TrainingSetup:
         """
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         y = y.to(self.device, non_blocking=True)
-        chunk = self.micro_batch_size or len(y)
-        total = torch.zeros((), device=self.device)
-        for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
+        sizes = _chunk_sizes(len(y), self.micro_batch_size or len(y))
+        parts = []
+        for xs, ys in zip(x.split(sizes), y.split(sizes), strict=True):
             with self.ctx:
-                loss = self.loss_fn(self.model(xs), ys) * (len(ys) / len(y))
+                loss = self.loss_fn(self.model(xs), ys)
+            if len(sizes) > 1:
+                loss = loss * (len(ys) / len(y))  # this micro-batch's share of the batch mean
             # The scaler is a pass-through unless training in fp16.
             self.scaler.scale(loss).backward()
-            total += loss.detach().float()
+            parts.append(loss.detach())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.steps += 1
-        return total
+        return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """`step`, returning the loss as a float (the batch-size fitter's probe)."""
@@ -109,6 +111,14 @@ class TrainingSetup:
             "val_loss": float(loss) / max(n, 1),
             "val_balanced_accuracy": float(recall.mean()) if len(recall) else 0.0,
         }
+
+
+def _chunk_sizes(n: int, chunk: int) -> list[int]:
+    """Micro-batch sizes; a last chunk of one joins the previous one (see `fit` on BatchNorm)."""
+    sizes = [min(chunk, n - start) for start in range(0, n, chunk)]
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [sizes[-2] + 1]
+    return sizes
 
 
 def _optimizer(options: TrainerOptions, model: nn.Module) -> torch.optim.Optimizer:
@@ -249,15 +259,27 @@ def fit(
         model.train()
         if frozen:
             model.backbone.eval()
-        start, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
+        start = time.perf_counter()
+        losses: list[torch.Tensor] = []
+        sizes: list[int] = []
         for i, (x, y) in enumerate(data.train):
             if i == steps_per_epoch:
                 break
+            if len(y) == 1 and sizes:
+                # A last batch of one image: BatchNorm cannot normalise a single value per
+                # channel (an error wherever features are 1x1), and one image is a poor step.
+                continue
             x = transform(x.to(device, non_blocking=True), train=True)
-            loss_sum += setup.step(x, y) * len(y)
-            seen += len(y)
+            # Losses stay on the device until the epoch ends: no host sync per step.
+            losses.append(setup.step(x, y))
+            sizes.append(len(y))
         val_batches = ((transform(x.to(device), train=False), y) for x, y in data.val)
-        metrics = {**setup.evaluate(val_batches), "train_loss": float(loss_sum) / max(seen, 1)}
+        seen = sum(sizes)
+        train_loss = (
+            float(torch.stack(losses) @ torch.tensor(sizes, device=device, dtype=torch.float32))
+            / seen
+        )
+        metrics = {**setup.evaluate(val_batches), "train_loss": train_loss}
         metrics["epoch"] = float(epoch)
         seconds = time.perf_counter() - start
         log.info(

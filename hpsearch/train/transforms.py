@@ -43,14 +43,22 @@ class BatchTransform:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.augment = frozenset(augment)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # (x / 255 - mean) / std as one multiply-add: x * scale + shift, kept per device.
+        self._affine_by_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _scale_shift(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._affine_by_device:
+            scale, shift = 1 / (255 * self.std), -self.mean / self.std
+            self._affine_by_device[device] = (scale.to(device), shift.to(device))
+        return self._affine_by_device[device]
 
     def __call__(self, images: torch.Tensor, *, train: bool) -> torch.Tensor:
-        x = images.float().div_(255.0)
+        x = images.float()
         if train and self.augment:
-            x = self._augment(x)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        x = x.sub_(mean).div_(std)
-        return x.contiguous(memory_format=self.memory_format)
+            # Augmentations work on [0, 1] pixels (clamping, zero fill).
+            x = self._augment(x.div_(255.0)).mul_(255.0)
+        scale, shift = self._scale_shift(x.device)
+        return torch.addcmul(shift, x, scale).contiguous(memory_format=self.memory_format)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]

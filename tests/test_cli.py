@@ -1,0 +1,96 @@
+"""The command line as a user meets it: exit codes, one-line errors, validate's report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpsearch.cli import main
+
+
+def test_run_then_rerun_joins_and_extends(
+    quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = quadratic_study(n_trials=4)
+    assert main(["run", str(path), "--storage", url]) == 0
+    assert "[4/4] trial 3 COMPLETE" in capsys.readouterr().err
+    study = optuna.load_study(study_name=unique_name, storage=url)
+    assert len(study.trials) == 4
+    assert main(["run", str(path), "--storage", url, "--n-trials", "6", "-q"]) == 0
+    assert len(study.trials) == 6  # the budget is study-wide: 2 more, not 6 more
+
+
+def test_joining_with_another_search_space_is_refused_with_a_diff(
+    quadratic_study: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = quadratic_study(n_trials=1)
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    path.write_text(path.read_text().replace("high: 5", "high: 6"))
+    assert main(["run", str(path), "--storage", url, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "already exists with a different search space" in err
+    assert "-    high: 5.0 | +    high: 6.0" in err
+
+
+def test_validate_prints_the_resolved_study(
+    quadratic_study: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = quadratic_study(extra="enqueue: [{x: 1.0}]")
+    assert main(["validate", str(path), "--storage", "postgresql://me@db/hp"]) == 0
+    out = capsys.readouterr().out
+    assert "storage:    postgresql+psycopg://me@db/hp (from --storage)" in out
+    assert "x: float low=-5.0 high=5.0" in out and "enqueued:   1 trial(s)" in out
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("objective.py:quadratic", "objective.py:nope"),
+         "objective.function: 'objective.py' has no function 'nope'"),
+        (("objective.py:quadratic", "missing.py:f"), "objective.function: no file "),
+        (("objective.py:quadratic", "no_such_module:f"),
+         "objective.function: cannot import 'no_such_module': No module named"),
+    ],
+)  # fmt: skip
+def test_objective_that_cannot_be_imported(
+    quadratic_study: Callable[..., Path], capsys: pytest.CaptureFixture[str],
+    edit: tuple[str, str], message: str,
+) -> None:  # fmt: skip
+    path = quadratic_study()
+    path.write_text(path.read_text().replace(*edit))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hpsearch: error: {path}:")
+    assert message in err and err.count("\n") == 1
+
+
+def test_errors_never_show_a_traceback_unless_debug(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nobjective: {function: a.py:f}\nsearch_space: {lr: {type: float}}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "validate", str(bad)], capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert run.stderr == f"hpsearch: error: {bad}:3: search_space.lr.low: this key is required " \
+        "but missing (and 1 more problem)\n"  # fmt: skip
+    debug = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "validate", str(bad), "--debug"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "Traceback" in debug.stderr
+
+
+def test_schema_is_json_schema() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "schema"], capture_output=True, text=True, check=True
+    )
+    assert '"title": "hpsearch study file"' in out.stdout and '"search_space"' in out.stdout

@@ -1,0 +1,83 @@
+"""The README and docs/ stay in step with the code: every command, flag and YAML key is written."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import typing
+from pathlib import Path
+
+import pydantic
+
+from hpsearch import spec as spec_module
+from hpsearch.cli import build_parser
+from hpsearch.train.options import DatasetOptions, TrainerOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _docs() -> str:
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(f.read_text() for f in files)
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_command_and_flag_is_documented() -> None:
+    docs = _docs()
+    missing = []
+    for name, sub in _subcommands().items():
+        if f"hpsearch {name}" not in docs:
+            missing.append(f"hpsearch {name}")
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag not in ("--help",) and f"`{flag}" not in docs:
+                    missing.append(f"hpsearch {name} {flag}")
+    assert not missing, f"not in README.md or docs/*.md: {missing}"
+
+
+def test_every_documented_command_exists() -> None:
+    documented = set(re.findall(r"`hpsearch ([a-z][a-z-]+)", _docs()))
+    assert documented <= set(_subcommands()), documented - set(_subcommands())
+
+
+def _keys(model: type[pydantic.BaseModel], seen: set[type]) -> set[str]:
+    if model in seen:
+        return set()
+    seen.add(model)
+    keys = set(model.model_fields)
+    for field in model.model_fields.values():
+        for inner in _models_in(field.annotation):
+            keys |= _keys(inner, seen)
+    return keys
+
+
+def _models_in(annotation: object) -> list[type[pydantic.BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def test_every_study_file_key_is_documented() -> None:
+    docs = _docs()
+    keys = _keys(spec_module.StudySpec, set())
+    for model in vars(spec_module).values():  # every sampler, pruner and parameter kind
+        if isinstance(model, type) and issubclass(model, spec_module._Model):
+            keys |= _keys(model, set())
+    keys |= _keys(TrainerOptions, set()) | _keys(DatasetOptions, set())
+    missing = sorted(k for k in keys if f"`{k}`" not in docs)
+    assert not missing, f"study-file keys not in README.md or docs/*.md: {missing}"
+
+
+def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## The two commands", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["make run", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

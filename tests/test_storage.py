@@ -1,0 +1,132 @@
+"""Storage URLs: precedence, passwords from the environment only, redaction, real servers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from hpsearch.errors import StorageError
+from hpsearch.spec import load_spec
+from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, open_storage, resolve
+
+from conftest import MYSQL_URL, POSTGRES_URL
+
+BODY = """
+name: s
+objective: {function: objective.py:quadratic}
+search_space: {x: {type: float, low: 0, high: 1}}
+"""
+
+
+def test_precedence_flag_env_file_default(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / ".git").mkdir()  # the study's folder is the root of a checkout
+    plain = load_spec(write_study(BODY))
+    assert resolve(plain, environ={}).secret_url == f"sqlite:///{tmp_path}/storage/hpsearch.db"
+    filed = load_spec(write_study(BODY + "storage: sqlite:///data/x.db\n", "f.yaml"))
+    url = resolve(filed, environ={})
+    assert url.secret_url == f"sqlite:///{tmp_path}/data/x.db"  # relative to the study file
+    assert url.source.endswith("storage:")
+    env = {STORAGE_ENV: "postgresql://u@h/db"}
+    assert resolve(filed, environ=env).secret_url == "postgresql+psycopg://u@h/db"
+    flagged = resolve(filed, flag="mysql://u@h/db", environ=env)
+    assert (flagged.secret_url, flagged.source) == ("mysql+pymysql://u@h/db", "--storage")
+
+
+def test_password_comes_from_the_environment_and_is_never_shown(
+    write_study: Callable[..., Path],
+) -> None:
+    loaded = load_spec(write_study(BODY))
+    url = resolve(loaded, flag="postgresql://me@db/hp", environ={PASSWORD_ENV: "p@ss%{}/w"})
+    assert "p@ss" not in str(url) and "p@ss" not in repr(url) and "***" in url.redacted
+    with pytest.raises(StorageError, match=r"--storage: a password on the command line") as e:
+        resolve(loaded, flag="postgresql://me:hunter2@db/hp", environ={})
+    assert "hunter2" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("nonsense", r"'nonsense' is not a storage URL; use e.g. sqlite:///"),
+        ("oracle://u@h/db", r"storage 'oracle' is not supported"),
+    ],
+)
+def test_bad_urls(write_study: Callable[..., Path], bad: str, message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        resolve(load_spec(write_study(BODY)), flag=bad, environ={})
+
+
+def test_unreachable_server_is_one_line_without_password(write_study: Callable[..., Path]) -> None:
+    loaded = load_spec(write_study(BODY))
+    url = resolve(
+        loaded, flag="postgresql://me@127.0.0.1:1/db", environ={PASSWORD_ENV: "zzsecret"}
+    )
+    with pytest.raises(
+        StorageError, match=r"cannot reach storage postgresql\+psycopg://me:\*\*\*@"
+    ):
+        open_storage(url)
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def user_with_nasty_password(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """A real database user whose password has every character that breaks URLs."""
+    admin = POSTGRES_URL if request.param == "postgresql" else MYSQL_URL
+    user, password = f"hp_{uuid.uuid4().hex[:8]}", "p@ss%w{o}r/d:1"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    literal = password.replace("'", "''")
+    try:
+        with engine.connect() as c:
+            if request.param == "postgresql":
+                c.execute(sa.text(f"CREATE USER {user} WITH PASSWORD '{literal}' SUPERUSER"))
+            else:
+                c.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{literal}'"))
+                c.execute(sa.text(f"GRANT ALL ON *.* TO '{user}'@'%'"))
+    except sa.exc.OperationalError as e:
+        pytest.fail(f"{request.param} server unreachable: {e}")
+    base = sa.engine.make_url(admin).set(username=user, password=None)
+    yield base.render_as_string(hide_password=False), password
+    with engine.connect() as c:
+        c.execute(sa.text(f"DROP USER {user}" if request.param == "postgresql" else
+                          f"DROP USER '{user}'@'%'"))  # fmt: skip
+    engine.dispose()
+
+
+def test_special_character_passwords_round_trip(
+    user_with_nasty_password: tuple[str, str], write_study: Callable[..., Path]
+) -> None:
+    plain_url, password = user_with_nasty_password
+    loaded = load_spec(write_study(BODY))
+    url = resolve(loaded, flag=plain_url, environ={PASSWORD_ENV: password})
+    storage = open_storage(url)
+    name = f"pw-{uuid.uuid4().hex[:6]}"
+    optuna.create_study(study_name=name, storage=storage)
+    assert name in [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert password not in url.redacted
+
+
+def test_password_never_appears_in_ps_or_logs(
+    postgres_url: str, write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Workers started by --workers get the URL through the environment, not argv."""
+    path = write_study(BODY.replace("name: s", f"name: ps-{uuid.uuid4().hex[:6]}")
+                       + "budget: {n_trials: 2}\n")  # fmt: skip
+    env_url = sa.engine.make_url(postgres_url).set(password="notreallyused")
+    env = {STORAGE_ENV: env_url.render_as_string(hide_password=False), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    seen = ""
+    while proc.poll() is None:
+        seen += subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True).stdout
+    out = proc.communicate()[0]
+    assert proc.returncode == 0, out
+    assert "notreallyused" not in seen and "notreallyused" not in out
