@@ -46,6 +46,16 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     import optuna  # optuna's own per-trial lines duplicate ours; keep its warnings
 
     optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    for optuna_handler in logging.getLogger("optuna").handlers:
+        optuna_handler.filters[:] = [] if verbose else [_drop_traceback]
+
+
+def _drop_traceback(record: logging.LogRecord) -> bool:
+    # Optuna logs a failed trial's traceback; the reason is already one line in our progress
+    # line and in the trial's `fail_reason`. `-v` shows the traceback for debugging.
+    record.exc_info = None
+    record.exc_text = None
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

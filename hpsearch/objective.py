@@ -133,13 +133,13 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
         values = suggest(trial, spec, limits=runner.limits(trial))
         report = _reporter(trial, spec)
         try:
-            result = runner.run(trial, values, report)
+            return _values(spec, runner.run(trial, values, report))
         except optuna.TrialPruned:
             raise
         except Exception as e:
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             raise
-        return _values(spec, result)
 
     return objective
 

@@ -150,16 +150,15 @@ class _BatchSizeFitter:
         return {"batch_size": self._range.high}
 
     def _resolve(self, study: optuna.Study) -> bs.BatchRange:
-        import torch
-
+        from hpsearch.launcher import visible_gpus
         from hpsearch.train.summary import summarize
 
         assert self._param is not None
         fit = self._loaded.spec.batch_size_fit
         options = _options(self._loaded, self._objective, {})
         device = options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "auto":  # decided without touching CUDA: the probe must see a clean GPU
+            device = "cuda" if visible_gpus() else "cpu"
         if self._range is None:
             summary = summarize(options.dataset)
             self._shape = (options.in_channels, summary.image_size, summary.image_size)
@@ -197,8 +196,8 @@ class _BatchSizeFitter:
         if self._range is None:
             return
         failed = options.micro_batch_size or options.batch_size
-        new = bs.lower_limit(
+        # lower_limit logs the new limit; the next trial's `limits()` picks it up.
+        bs.lower_limit(
             self._range.key, failed, local_cache=self._local, shared=StudyLimits(trial.study),
             where=f"trial {trial.number}",
         )  # fmt: skip
-        _log.warning("out of memory at batch %d: this device's limit is now %d", failed, new)

@@ -1,0 +1,160 @@
+"""`hpsearch doctor STUDY.yaml`: check a launch before it happens; each problem with its fix."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import subprocess
+import time
+from collections.abc import Callable
+
+import optuna
+import sqlalchemy as sa
+from optuna.storages import RDBStorage
+
+from hpsearch import __version__
+from hpsearch.commands.common import add_study_arguments, load, study_name
+from hpsearch.errors import HpsearchError
+from hpsearch.launcher import visible_gpus
+from hpsearch.storage import (
+    StorageURL,
+    filesystem_type,
+    open_storage,
+    refuse_sqlite_across_machines,
+)
+
+NAME = "doctor"
+HELP = "check storage, versions, clocks, GPUs and pool sizes before a launch"
+Check = Callable[[], str]  # returns what is fine; raises Problem with the fix
+
+
+class Problem(Exception):
+    """A check that failed; its message says what is wrong and how to fix it."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--planned-workers", type=int, default=1, metavar="N",
+        help="how many worker processes will use this storage (for the connection check)",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded, url = load(args)
+    name = study_name(args, loaded)
+    storage_holder: list[RDBStorage] = []
+    checks: list[tuple[str, Check]] = [
+        ("storage", lambda: _reachable(url, storage_holder)),
+        ("schema", lambda: _schema(storage_holder)),
+        ("clock", lambda: _clock(url, storage_holder)),
+        ("versions", lambda: _versions(storage_holder, name)),
+        ("connections", lambda: _connections(url, storage_holder, args.planned_workers)),
+        ("sqlite", lambda: _sqlite(url, args.planned_workers)),
+        ("gpus", _gpus),
+    ]
+    problems = 0
+    for label, check in checks:
+        try:
+            print(f"ok       {label:<12} {check()}")
+        except (Problem, HpsearchError) as e:
+            problems += 1
+            print(f"PROBLEM  {label:<12} {e}")
+    print(f"{problems} problem(s)" if problems else "all checks passed")
+    return 1 if problems else 0
+
+
+def _reachable(url: StorageURL, holder: list[RDBStorage]) -> str:
+    storage = open_storage(url, create_tables=False)
+    if isinstance(storage, RDBStorage):
+        holder.append(storage)
+    return f"{url.redacted} reachable"
+
+
+def _storage(holder: list[RDBStorage]) -> RDBStorage:
+    if not holder:
+        raise Problem("skipped: the storage is not reachable (see above)")
+    return holder[0]
+
+
+def _schema(holder: list[RDBStorage]) -> str:
+    storage = _storage(holder)
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        raise Problem(
+            f"schema {current} is older than this Optuna's {head}; run "
+            "`optuna storage upgrade --storage URL` once, with every worker stopped"
+        )
+    return f"Optuna schema {current} (current)"
+
+
+def _clock(url: StorageURL, holder: list[RDBStorage]) -> str:
+    if url.kind == "sqlite":
+        return f"local clock, timezone {time.strftime('%Z')} (SQLite has no server clock)"
+    with _storage(holder).engine.connect() as c:
+        server = c.execute(sa.text("SELECT CURRENT_TIMESTAMP")).scalar_one()
+    here = dt.datetime.now(dt.timezone.utc)
+    if server.tzinfo is None:  # MySQL returns the session's local time without a zone
+        server = server.replace(tzinfo=here.astimezone().tzinfo)
+    skew = abs((here - server).total_seconds())
+    if skew > 30:
+        raise Problem(
+            f"this machine's clock is {skew:.0f}s away from the database's; heartbeats and the "
+            "study timeout compare clocks: enable NTP (timedatectl set-ntp true)"
+        )
+    return f"{skew:.1f}s from the database's clock; timezone {time.strftime('%Z')}"
+
+
+def _versions(holder: list[RDBStorage], name: str) -> str:
+    here = f"hpsearch {__version__}, optuna {importlib.metadata.version('optuna')}"
+    try:
+        study = optuna.load_study(study_name=name, storage=_storage(holder))
+    except KeyError:
+        return f"{here}; study {name!r} does not exist yet"
+    seen = {t.user_attrs.get("versions") for t in study.get_trials(deepcopy=False)} - {None}
+    mismatched = sorted(str(v) for v in seen if not str(v).startswith(here))
+    if mismatched:
+        raise Problem(
+            f"this machine has {here}, but trials ran with {mismatched[0]}; install the same "
+            "versions on every worker (pip install 'hpsearch==X' 'optuna==Y')"
+        )
+    return f"{here}, as recorded in the study" if seen else here
+
+
+def _connections(url: StorageURL, holder: list[RDBStorage], planned: int) -> str:
+    if url.kind not in ("postgresql", "mysql"):
+        return "not a server database"
+    query = "SHOW max_connections" if url.kind == "postgresql" else "SELECT @@max_connections"
+    with _storage(holder).engine.connect() as c:
+        limit = int(c.execute(sa.text(query)).scalar_one())
+    # Each worker holds at most pool_size + max_overflow = 4 connections (trial + heartbeat).
+    needed = planned * 4
+    if needed > limit * 0.8:
+        raise Problem(
+            f"{planned} workers may open {needed} connections, but the server allows {limit}; "
+            "raise max_connections or run `hpsearch storage-proxy` in front of the database"
+        )
+    return f"{planned} worker(s) need up to {needed} of the server's {limit} connections"
+
+
+def _sqlite(url: StorageURL, planned: int) -> str:
+    if url.sqlite_path is None:
+        return "not SQLite"
+    refuse_sqlite_across_machines(url)
+    kind = filesystem_type(url.sqlite_path.parent) or "unknown"
+    return f"SQLite on a local {kind} filesystem: fine for workers on this one machine"
+
+
+def _gpus() -> str:
+    gpus = visible_gpus()
+    if not gpus:
+        return "no GPU visible: trials run on the CPU"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.free,memory.total",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        raise Problem(f"{len(gpus)} GPU(s) listed but nvidia-smi failed: {e}") from None
+    return "; ".join(line.strip() for line in out.splitlines())

@@ -1,0 +1,154 @@
+"""The three kinds of objective, reporting through one path: values, pruning, failures."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.cli import main
+
+PROGRAM = r"""
+import os, sys, time
+lr = float(sys.argv[1])
+assert os.environ["HPSEARCH_PARAM_LR"] == sys.argv[1]
+for step in range(1, 6):
+    acc = 1 - abs(lr - 0.3) - 0.1 / step
+    print(f"hpsearch-report step={step} acc={acc:.4f}", flush=True)
+    if os.environ.get("SLOW") and step >= 2:
+        marker = os.environ["SLOW"] + "." + os.environ["HPSEARCH_TRIAL_NUMBER"]
+        open(marker, "w").write(str(os.getpid()))
+        time.sleep(60)
+if lr > 0.95:
+    print("diverged", flush=True)
+    sys.exit(3)
+print(f"hpsearch-result acc={1 - abs(lr - 0.3):.4f}")
+"""
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_command_objective_reports_results_and_failures(
+    write_study: Callable[..., Path], tmp_path: Path, unique_name: str
+) -> None:
+    (tmp_path / "train.py").write_text(PROGRAM)
+    path = write_study(f"""
+        name: {unique_name}
+        metric: acc
+        direction: maximize
+        pruner: {{type: none}}
+        objective: {{command: "{sys.executable} train.py {{lr}}"}}
+        search_space: {{lr: {{type: float, low: 0.0, high: 1.0}}}}
+        enqueue: [{{lr: 0.3}}, {{lr: 0.99}}]
+        budget: {{n_trials: 2}}
+    """)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    good, bad = sorted(_study(url, unique_name).trials, key=lambda t: t.number)
+    assert good.state == TrialState.COMPLETE and good.value == pytest.approx(1.0)
+    assert good.intermediate_values[5] == pytest.approx(0.98)
+    assert bad.state == TrialState.FAIL
+    assert bad.user_attrs["fail_reason"] == "RuntimeError: command exited with 3: diverged"
+
+
+def test_pruned_command_trial_has_its_process_stopped(
+    write_study: Callable[..., Path], tmp_path: Path, unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    (tmp_path / "train.py").write_text(PROGRAM)
+    marker = tmp_path / "slow"
+    monkeypatch.setenv("SLOW", str(marker))
+    path = write_study(f"""
+        name: {unique_name}
+        metric: acc
+        direction: maximize
+        pruner: {{type: threshold, lower: 0.5}}
+        objective: {{command: "{sys.executable} train.py {{lr}}"}}
+        search_space: {{lr: {{type: float, low: 0.0, high: 1.0}}}}
+        enqueue: [{{lr: 0.9}}]
+        budget: {{n_trials: 1}}
+    """)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    started = time.monotonic()
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    assert time.monotonic() - started < 30  # not the program's 60 s sleep
+    (trial,) = _study(url, unique_name).trials
+    assert trial.state == TrialState.PRUNED and trial.last_step == 1
+    assert not marker.with_suffix(".0").exists() or not _alive(
+        int(marker.with_suffix(".0").read_text())
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_function_objective_prunes_fails_and_multi_objective(
+    write_study: Callable[..., Path], tmp_path: Path, unique_name: str
+) -> None:
+    (tmp_path / "objective2.py").write_text(
+        textwrap.dedent("""
+        def two(params, report):
+            report(params["x"], 1)
+            return {"a": params["x"], "b": -params["x"]}
+
+        def nan(params, report):
+            return float("nan")
+    """)
+    )
+    path = write_study(f"""
+        name: {unique_name}
+        metric: [a, b]
+        directions: [maximize, maximize]
+        sampler: {{type: nsga2, seed: 0, population_size: 4}}
+        objective: {{function: objective2.py:two}}
+        search_space: {{x: {{type: float, low: 0, high: 1}}}}
+        budget: {{n_trials: 5}}
+    """)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    trials = _study(url, unique_name).trials
+    assert all(t.state == TrialState.COMPLETE and t.values == [t.params["x"], -t.params["x"]]
+               for t in trials)  # fmt: skip
+    assert "a@1" in trials[0].user_attrs  # multi-objective curves are kept, not pruned
+
+    nan_path = write_study(f"""
+        name: {unique_name}-nan
+        objective: {{function: objective2.py:nan}}
+        search_space: {{x: {{type: float, low: 0, high: 1}}}}
+        budget: {{n_trials: 1}}
+    """, "nan.yaml")  # fmt: skip
+    assert main(["run", str(nan_path), "--storage", url, "-q"]) == 0
+    (failed,) = _study(url, f"{unique_name}-nan").trials
+    assert failed.state == TrialState.FAIL
+    assert (
+        failed.user_attrs["fail_reason"] == "ObjectiveError: value is NaN; the training diverged"
+    )
+
+
+def test_function_objective_prunes_with_median(
+    quadratic_study: Callable[..., Path], tmp_path: Path, unique_name: str
+) -> None:
+    path = quadratic_study(n_trials=20)
+    path.write_text(
+        path.read_text().replace("{type: none}", "{type: median, n_startup_trials: 3}")
+    )
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    trials = _study(url, unique_name).trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all("prune_reason" in t.user_attrs for t in pruned)
+    assert len(trials) == 20
