@@ -22,6 +22,7 @@ import optuna
 
 from hpsearch import command
 from hpsearch.errors import ObjectiveError
+from hpsearch.resilient import ResilientRDBStorage
 from hpsearch.search_space import suggest
 from hpsearch.spec import (
     CommandObjective,
@@ -145,9 +146,17 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
 
 
 def _set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    for key, value in attrs.items():
-        if trial.user_attrs.get(key) != value:
-            trial.set_user_attr(key, value)
+    """Record the worker's attributes on the trial, in one transaction where the storage can."""
+    missing = {k: v for k, v in attrs.items() if trial.user_attrs.get(k) != v}
+    # NOTE: Optuna wraps an RDBStorage in a cache (`_backend`) and keeps a copy of the trial
+    # (`_cached_frozen_trial`); both are private but stable within optuna 5.0.x, which we pin.
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    if isinstance(backend, ResilientRDBStorage) and missing:
+        backend.set_trial_user_attrs(trial._trial_id, missing)
+        trial._cached_frozen_trial.user_attrs.update(missing)
+        return
+    for key, value in missing.items():
+        trial.set_user_attr(key, value)
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:

@@ -11,14 +11,17 @@ tried again at the next beat.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,6 +85,39 @@ def _reason(error: BaseException) -> str:
 class ResilientRDBStorage(RDBStorage):
     """`RDBStorage` whose calls survive a database restart (see the module docstring)."""
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Several user attributes in one transaction: one commit instead of one per key.
+
+        Each trial records about six attributes of provenance; on a server database a commit is
+        the dominant cost, so this keeps hpsearch's per-trial overhead small (benchmarks/).
+        """
+
+        table = models.TrialUserAttributeModel.__table__
+        rows = [
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        ]
+
+        def write() -> None:
+            with self.engine.begin() as c:
+                c.execute(
+                    sa.delete(table)
+                    .where(table.c.trial_id == trial_id)
+                    .where(table.c.key.in_(list(attrs)))
+                )
+                c.execute(sa.insert(table), rows)
+
+        call_with_retries(write, what="set_trial_user_attrs", on_retry=self.engine.dispose)
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """The trials whose heartbeat stopped (what Optuna's own check would fail)."""
+        return super()._get_stale_trial_ids(study_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna's `fail_stale_trials` runs before every trial; hpsearch's worker runs its own
+        # check instead (it records why the trial failed, which Optuna's cannot once the trial
+        # is closed), so Optuna's finds nothing and costs no query.
+        return []
+
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
@@ -99,11 +135,13 @@ _RETRIED = (
     "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
-    "get_trial", "get_all_trials", "get_best_trial", "_get_stale_trial_ids",
+    "get_trial", "get_all_trials", "get_best_trial", "stale_trial_ids",
+    # Called by Optuna's own cache layer directly:
+    "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id",
 )  # fmt: skip
 for _name in _RETRIED:
     setattr(
         ResilientRDBStorage,
         _name,
-        _retrying(getattr(RDBStorage, _name)),
+        _retrying(getattr(ResilientRDBStorage, _name)),
     )

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import BaseStorage, GrpcStorageProxy
+from optuna.storages import BaseStorage
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -159,10 +159,11 @@ def _engine_kwargs(url: StorageURL, pool_size: int) -> dict[str, Any]:
         # Several local workers share one file: wait for the lock rather than failing with
         # "database is locked" (the writer holds it for milliseconds).
         return {"connect_args": {"timeout": 120}}
-    # pre_ping checks each pooled connection before use, so a restarted server or a dropped
-    # connection costs a reconnect instead of a failed trial.
+    # No pool_pre_ping: it costs a round trip on every storage call. A connection that died
+    # (server restart, idle timeout) fails its first use, and `ResilientRDBStorage` then drops
+    # the pool and retries, so a dead connection costs one retry instead of a failed trial.
     return {
-        "pool_pre_ping": True,
+        "pool_pre_ping": False,
         "pool_size": pool_size,
         "max_overflow": pool_size,
         "pool_recycle": 3600,
@@ -216,8 +217,10 @@ def open_storage(
         StorageError: the database is unreachable or its schema is incompatible.
     """
     if url.kind == "grpc":
+        from hpsearch.proxy import RetryingGrpcStorageProxy  # gRPC is imported only here
+
         host, _, port = url.secret_url.removeprefix("grpc://").rstrip("/").partition(":")
-        return GrpcStorageProxy(host=host, port=int(port or 13000))
+        return RetryingGrpcStorageProxy(host=host, port=int(port or 13000))
     check_reachable(url)
     if url.sqlite_path is not None:
         _enable_wal(url.sqlite_path)
@@ -236,7 +239,12 @@ def open_storage(
                     skip_table_creation=not create_tables,
                     skip_compatibility_check=not create_tables,
                 )
-        except sqlalchemy.exc.SQLAlchemyError as e:
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            if not create_tables:
+                raise StorageError(
+                    f"storage {url.redacted} holds no hpsearch study yet ({_first_line(e)}); "
+                    "check the URL, or start the study with `hpsearch run`"
+                ) from None
             # Workers starting together on an empty database race to create Optuna's tables;
             # the losers see "already exists" errors and succeed on a second try.
             if attempt == 4 or is_disconnect(e) and attempt >= 2:

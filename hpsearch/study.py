@@ -8,8 +8,10 @@ read it unchanged.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -108,12 +110,21 @@ _SAMPLERS: dict[type, Callable[[Any, StudySpec], BaseSampler]] = {
 }
 
 
-def make_sampler(spec: StudySpec) -> BaseSampler:
+def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
+    """The spec's sampler; `salt` derives a distinct seed for a worker joining the study.
+
+    Workers with the same seed would draw the same "random" startup points and duplicate each
+    other's trials; the study's creator keeps the seed as written, so one worker reproduces.
+    """
+    sampler_spec = spec.sampler
+    if salt is not None and sampler_spec.seed is not None:
+        digest = hashlib.sha256(f"{sampler_spec.seed}:{salt}".encode()).digest()
+        sampler_spec = sampler_spec.model_copy(update={"seed": int.from_bytes(digest[:4], "big")})
     with warnings.catch_warnings():
         # TPE's `group` is "experimental" since Optuna 2.8; it is what keeps conditional spaces
         # modelled jointly, so the warning tells our users nothing they can act on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _SAMPLERS[type(spec.sampler)](spec.sampler, spec)
+        return _SAMPLERS[type(sampler_spec)](sampler_spec, spec)
 
 
 # --- pruners ---------------------------------------------------------------------------------
@@ -153,7 +164,11 @@ def space_document(spec: StudySpec) -> dict[str, Any]:
 
 
 def create_or_load(
-    loaded: LoadedSpec, storage: BaseStorage | str, *, name: str | None = None
+    loaded: LoadedSpec,
+    storage: BaseStorage | str,
+    *,
+    name: str | None = None,
+    worker: str | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or join it when it exists; returns (study, created).
 
@@ -179,7 +194,7 @@ def create_or_load(
         study = optuna.load_study(
             study_name=study_name,
             storage=storage,
-            sampler=kwargs["sampler"],
+            sampler=make_sampler(spec, salt=worker or str(uuid.uuid4())),
             pruner=kwargs["pruner"],
         )
         _check_same_space(loaded, study, document)

@@ -32,6 +32,7 @@ from hpsearch import provenance
 from hpsearch.budget import Ledger, Limits
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import TrialContext, WorkerStopped, build
+from hpsearch.resilient import ResilientRDBStorage
 from hpsearch.spec import LoadedSpec
 from hpsearch.storage import StorageURL, open_storage, refuse_sqlite_across_machines
 from hpsearch.study import create_or_load
@@ -71,14 +72,14 @@ class RetryPolicy:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial, crashed=True)
 
-    def fail_stale(self, study: optuna.Study, storage: RDBStorage) -> None:
+    def fail_stale(self, study: optuna.Study, storage: ResilientRDBStorage) -> None:
         """Optuna's `fail_stale_trials`, but recording why on the trial before it is closed.
 
         A finished trial's attributes are read-only, so the reason is written while the trial
         is still RUNNING; of several workers doing this at once, the one whose state change
         wins queues the retry.
         """
-        for trial_id in storage._get_stale_trial_ids(study._study_id):
+        for trial_id in storage.stale_trial_ids(study._study_id):
             trial = storage.get_trial(trial_id)
             worker = trial.user_attrs.get("worker", "?")
             reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
@@ -172,7 +173,8 @@ def run_worker(
         grace_period=spec.workers.grace_seconds,
         stale_callback=policy,
     )
-    study, created = create_or_load(loaded, storage, name=study_name)
+    worker = f"{socket.gethostname()}:{os.getpid()}#{worker_id}"
+    study, created = create_or_load(loaded, storage, name=study_name, worker=worker)
     if url.kind == "sqlite":
         refuse_sqlite_across_machines(url)
         _refuse_other_hosts(study, url)
@@ -182,7 +184,6 @@ def run_worker(
         ledger.set_limits(limits)
         policy.ledger = ledger
     report = WorkerReport(study.study_name, created)
-    worker = f"{socket.gethostname()}:{os.getpid()}#{worker_id}"
     context = TrialContext(
         artifacts=provenance.artifacts_dir(loaded, url, study.study_name, artifacts),
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
@@ -204,16 +205,21 @@ def run_worker(
     def record(study: optuna.Study, trial: FrozenTrial) -> None:
         state = trial.state.name
         report.trials[state] = report.trials.get(state, 0) + 1
-        if ledger is not None and trial.duration is not None:
+        if ledger is not None and limits.gpu_hours is not None and trial.duration is not None:
             ledger.spend_gpu_seconds(trial.duration.total_seconds())  # one device per worker
         if on_trial is not None:
             on_trial(study, trial, ledger)
 
+    heartbeat = isinstance(storage, ResilientRDBStorage) and bool(storage.get_heartbeat_interval())
+    last_stale_check = -float("inf")
     with _graceful_signals(report):
         try:
             while True:
-                if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
-                    policy.fail_stale(study, storage)
+                if heartbeat and time.monotonic() - last_stale_check >= poll:
+                    # A trial is stale only after `grace_period`, so checking more often than
+                    # every few seconds finds nothing new; fast trials skip the query.
+                    policy.fail_stale(study, storage)  # type: ignore[arg-type]
+                    last_stale_check = time.monotonic()
                 if ledger is not None and not ledger.claim():
                     state = ledger.state()
                     report.budget_reason = state.spent_reason(time.time()) if state else None

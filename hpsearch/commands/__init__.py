@@ -6,14 +6,11 @@ import argparse
 from types import ModuleType
 from typing import Protocol, cast
 
-from hpsearch.commands import run, schema, validate
-    best,
-    dashboard,
-    export,
-    report,
+from hpsearch.commands import (
+    doctor,
+    fit_batch,
     run,
     schema,
-    status,
     storage_proxy,
     validate,
 )
@@ -32,4 +29,11 @@ def _commands(*modules: ModuleType) -> list[Command]:
     return [cast(Command, m) for m in modules]
 
 
-COMMANDS: list[Command] = _commands(run, validate, schema)
+COMMANDS: list[Command] = _commands(
+    run,
+    validate,
+    schema,
+    fit_batch,
+    doctor,
+    storage_proxy,
+)

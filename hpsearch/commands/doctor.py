@@ -15,10 +15,11 @@ from optuna.storages import RDBStorage
 
 from hpsearch import __version__
 from hpsearch.commands.common import add_study_arguments, load, study_name
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.launcher import visible_gpus
 from hpsearch.storage import (
     StorageURL,
+    check_reachable,
     filesystem_type,
     open_storage,
     refuse_sqlite_across_machines,
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
     name = study_name(args, loaded)
-    storage_holder: list[RDBStorage] = []
+    storage_holder: list[RDBStorage | sa.Engine] = []
     checks: list[tuple[str, Check]] = [
         ("storage", lambda: _reachable(url, storage_holder)),
         ("schema", lambda: _schema(storage_holder)),
@@ -65,21 +66,36 @@ def run(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _reachable(url: StorageURL, holder: list[RDBStorage]) -> str:
-    storage = open_storage(url, create_tables=False)
-    if isinstance(storage, RDBStorage):
-        holder.append(storage)
+def _reachable(url: StorageURL, holder: list[RDBStorage | sa.Engine]) -> str:
+    check_reachable(url)
+    if url.kind == "grpc":
+        return f"{url.redacted} (the proxy is not checked further)"
+    try:
+        storage = open_storage(url, create_tables=False)
+    except StorageError:  # an empty database: Optuna's tables are made by the first run
+        holder.append(sa.create_engine(url.secret_url.replace("{{", "{").replace("}}", "}")))
+        return f"{url.redacted} reachable"
+    assert isinstance(storage, RDBStorage)
+    holder.append(storage)
     return f"{url.redacted} reachable"
 
 
-def _storage(holder: list[RDBStorage]) -> RDBStorage:
+def _storage(holder: list[RDBStorage | sa.Engine]) -> RDBStorage | None:
+    """The opened storage; None for a reachable database that has no Optuna tables yet."""
     if not holder:
         raise Problem("skipped: the storage is not reachable (see above)")
-    return holder[0]
+    return holder[0] if isinstance(holder[0], RDBStorage) else None
 
 
-def _schema(holder: list[RDBStorage]) -> str:
+def _engine(holder: list[RDBStorage | sa.Engine]) -> sa.Engine:
     storage = _storage(holder)
+    return storage.engine if storage is not None else holder[0]  # type: ignore[return-value]
+
+
+def _schema(holder: list[RDBStorage | sa.Engine]) -> str:
+    storage = _storage(holder)
+    if storage is None:
+        return "empty database: the first `hpsearch run` creates Optuna's tables"
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
         raise Problem(
@@ -89,10 +105,10 @@ def _schema(holder: list[RDBStorage]) -> str:
     return f"Optuna schema {current} (current)"
 
 
-def _clock(url: StorageURL, holder: list[RDBStorage]) -> str:
+def _clock(url: StorageURL, holder: list[RDBStorage | sa.Engine]) -> str:
     if url.kind == "sqlite":
         return f"local clock, timezone {time.strftime('%Z')} (SQLite has no server clock)"
-    with _storage(holder).engine.connect() as c:
+    with _engine(holder).connect() as c:
         server = c.execute(sa.text("SELECT CURRENT_TIMESTAMP")).scalar_one()
     here = dt.datetime.now(dt.timezone.utc)
     if server.tzinfo is None:  # MySQL returns the session's local time without a zone
@@ -106,10 +122,13 @@ def _clock(url: StorageURL, holder: list[RDBStorage]) -> str:
     return f"{skew:.1f}s from the database's clock; timezone {time.strftime('%Z')}"
 
 
-def _versions(holder: list[RDBStorage], name: str) -> str:
+def _versions(holder: list[RDBStorage | sa.Engine], name: str) -> str:
     here = f"hpsearch {__version__}, optuna {importlib.metadata.version('optuna')}"
+    storage = _storage(holder)
     try:
-        study = optuna.load_study(study_name=name, storage=_storage(holder))
+        if storage is None:
+            raise KeyError(name)
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return f"{here}; study {name!r} does not exist yet"
     seen = {t.user_attrs.get("versions") for t in study.get_trials(deepcopy=False)} - {None}
@@ -122,11 +141,11 @@ def _versions(holder: list[RDBStorage], name: str) -> str:
     return f"{here}, as recorded in the study" if seen else here
 
 
-def _connections(url: StorageURL, holder: list[RDBStorage], planned: int) -> str:
+def _connections(url: StorageURL, holder: list[RDBStorage | sa.Engine], planned: int) -> str:
     if url.kind not in ("postgresql", "mysql"):
         return "not a server database"
     query = "SHOW max_connections" if url.kind == "postgresql" else "SELECT @@max_connections"
-    with _storage(holder).engine.connect() as c:
+    with _engine(holder).connect() as c:
         limit = int(c.execute(sa.text(query)).scalar_one())
     # Each worker holds at most pool_size + max_overflow = 4 connections (trial + heartbeat).
     needed = planned * 4

@@ -96,6 +96,8 @@ ProgressLine = Callable[[optuna.Study, FrozenTrial, Ledger | None], None]
 
 def _progress(limits: Limits, started: float) -> ProgressLine:
     def line(study: optuna.Study, trial: FrozenTrial, ledger: Ledger | None) -> None:
+        if not _log.isEnabledFor(logging.INFO):
+            return  # -q: skip the two queries behind the line
         state = ledger.state() if ledger is not None else None
         done = f"{state.claimed - state.retry_slots}" if state is not None else "?"
         total = f"/{limits.n_trials}" if limits.n_trials else ""

@@ -1,0 +1,48 @@
+"""`hpsearch storage-proxy`: Optuna's gRPC storage proxy in front of the database."""
+
+from __future__ import annotations
+
+import argparse
+
+from hpsearch.errors import HpsearchError
+from hpsearch.proxy import DEFAULT_PORT, DEFAULT_THREADS, database_url, serve
+
+NAME = "storage-proxy"
+HELP = (
+    "serve the study database over gRPC (grpc://HOST:PORT) for large fleets of workers; "
+    "no TLS, no authentication: private networks only"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the database to serve; overrides HPSEARCH_STORAGE (never put a password here: "
+        "use HPSEARCH_DB_PASSWORD)",
+    )
+    parser.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default: all, 0.0.0.0)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default: {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"server threads, and database connections (default: {DEFAULT_THREADS})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise HpsearchError(f"--port must be between 1 and 65535, but got {args.port}")
+    if args.threads < 1:
+        raise HpsearchError(f"--threads must be >= 1, but got {args.threads}")
+    serve(database_url(args.storage), host=args.host, port=args.port, threads=args.threads)
+    return 0
