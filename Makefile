@@ -22,5 +22,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# The dashboard test drives a real headless browser: Debian's chromium and its driver. Installing
+# them needs root (CI runs as root); without them a developer's run skips that one test.
+.PHONY: test-deps
+test-deps:
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+
+test: $(STAMP) lint test-deps
 	$(BIN)/python -m pytest

@@ -4,7 +4,8 @@ Both run a trivial objective (x**2) with the same TPE sampler (seed 0) on the sa
 storage, alternating (plain, hpsearch, plain, hpsearch, ...) so machine noise hits both alike.
 Printed: median seconds per trial of each, and the ratio hpsearch / plain (target: < 1.10).
 
-    .venv/bin/python benchmarks/overhead.py [--trials 200] [--repeats 3] [--storages sqlite,postgresql]
+    .venv/bin/python benchmarks/overhead.py [--trials 200] [--repeats 3]
+        [--storages sqlite,postgresql]
 
 hpsearch does more per trial than the plain script, on purpose: the study-wide budget claim, a
 heartbeat (crash recovery), and the provenance attributes (worker, host, versions, git commit).

@@ -28,6 +28,7 @@ from hpsearch.spec import (
     CommandObjective,
     FunctionObjective,
     LoadedSpec,
+    PowerOfTwoParam,
     StudySpec,
     TrainerObjective,
 )
@@ -128,10 +129,14 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
     """The Optuna objective for a spec: `objective(trial) -> value(s)`."""
     spec = loaded.spec
     runner = _runner(loaded, context)
+    exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
 
     def objective(trial: optuna.Trial) -> TrialValue:
-        _set_attrs(trial, context.attrs)
         values = suggest(trial, spec, limits=runner.limits(trial))
+        # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard and
+        # exports also get the value a person means (`batch_size: 32`), in the same write.
+        shown = {name: values[name] for name in exponent_params if name in values}
+        _set_attrs(trial, {**context.attrs, **shown})
         report = _reporter(trial, spec)
         try:
             return _values(spec, runner.run(trial, values, report))

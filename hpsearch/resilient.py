@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.mysql
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
@@ -55,7 +58,7 @@ def call_with_retries(call: Callable[[], T], *, what: str, on_retry: Callable[[]
             if wait is None or not is_disconnect(e):
                 raise
             _log.warning(
-                "database unreachable in %s (attempt %d): %s; retrying in %gs",
+                "database unavailable or busy in %s (attempt %d): %s; retrying in %gs",
                 what, attempt + 1, _reason(e), wait,
             )  # fmt: skip
             on_retry()
@@ -99,12 +102,7 @@ class ResilientRDBStorage(RDBStorage):
 
         def write() -> None:
             with self.engine.begin() as c:
-                c.execute(
-                    sa.delete(table)
-                    .where(table.c.trial_id == trial_id)
-                    .where(table.c.key.in_(list(attrs)))
-                )
-                c.execute(sa.insert(table), rows)
+                c.execute(_upsert(self.engine.dialect.name, table), rows)
 
         call_with_retries(write, what="set_trial_user_attrs", on_retry=self.engine.dispose)
 
@@ -126,6 +124,18 @@ class ResilientRDBStorage(RDBStorage):
             # thread would get this live trial failed and run twice.
             _log.warning("heartbeat of trial %d not recorded: %s", trial_id, _reason(e))
             self.engine.dispose()
+
+
+def _upsert(dialect: str, table: sa.Table) -> sa.Insert:
+    """INSERT that replaces an existing (trial_id, key) row: a retried trial carries copies."""
+    if dialect == "mysql":
+        mysql = sa.dialects.mysql.insert(table)
+        return mysql.on_duplicate_key_update(value_json=mysql.inserted.value_json)
+    module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
+    insert = module.insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=["trial_id", "key"], set_={"value_json": insert.excluded.value_json}
+    )
 
 
 _RETRIED = (

@@ -7,10 +7,15 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from hpsearch.commands import (
+    best,
+    dashboard,
     doctor,
+    export,
     fit_batch,
+    report,
     run,
     schema,
+    status,
     storage_proxy,
     validate,
 )
@@ -35,5 +40,10 @@ COMMANDS: list[Command] = _commands(
     schema,
     fit_batch,
     doctor,
+    status,
+    best,
+    export,
+    dashboard,
+    report,
     storage_proxy,
 )

@@ -1,0 +1,74 @@
+"""`hpsearch dashboard STUDY.yaml`: optuna-dashboard on the study's storage, in this process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.dashboard import DashboardServer, is_loopback, make_app, read_only_for
+from hpsearch.errors import HpsearchError
+from hpsearch.inspect.source import open_view
+
+NAME = "dashboard"
+HELP = "serve optuna-dashboard on the study's storage (127.0.0.1 by default; --read-only)"
+_log = logging.getLogger("hpsearch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: everyone)",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--read-only",
+        dest="read_only",
+        action="store_true",
+        default=None,
+        help="refuse every change (delete, rename, tell, notes); default when --host is not "
+        "loopback",
+    )
+    mode.add_argument(
+        "--writable",
+        dest="read_only",
+        action="store_false",
+        help="allow changes through the dashboard; default on loopback",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise HpsearchError(f"--port must be between 0 and 65535, but got {args.port}")
+    read_only = read_only_for(args.host, args.read_only)
+    loaded, url = load(args)
+    # The storage comes from the resolved URL object, so a password from the environment is
+    # used here and never appears on a command line (optuna-dashboard's own CLI needs one).
+    view = open_view(loaded, url, name=args.name)
+    try:
+        server = DashboardServer(make_app(view.storage, read_only=read_only), host=args.host,
+                                 port=args.port)  # fmt: skip
+        if not read_only and not is_loopback(args.host):
+            _log.warning(
+                "the dashboard is writable on %s: anyone who reaches it can delete studies and "
+                "tell trials (there is no login); prefer --read-only", args.host
+            )  # fmt: skip
+        mode = "read-only" if read_only else "writable"
+        print(
+            f"optuna-dashboard ({mode}) for study {view.name!r} on {url.redacted}\n"
+            f"  {server.url(f'/dashboard/studies/{view.study_id}')}\n"
+            "  Ctrl-C to stop",
+            flush=True,
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+    finally:
+        view.close()
+    return 0

@@ -1,0 +1,41 @@
+"""`hpsearch export STUDY.yaml -o FILE`: one row per trial as CSV, JSON Lines or Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.errors import HpsearchError
+from hpsearch.inspect.export import FORMATS, export, format_for
+from hpsearch.inspect.source import open_view
+
+NAME = "export"
+HELP = "write one row per trial (values, parameters, curve summary, attributes) to a file"
+_log = logging.getLogger("hpsearch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="csv, json (JSON Lines: one object per line) or parquet; default: from -o's suffix",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.output)
+    fmt = format_for(path, args.format)
+    if not path.parent.is_dir():
+        raise HpsearchError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    loaded, url = load(args)
+    view = open_view(loaded, url, name=args.name)
+    try:
+        n = export(view, path, fmt)
+    finally:
+        view.close()
+    _log.info("wrote %d trial(s) of study %r to %s (%s)", n, view.name, path, fmt)
+    return 0

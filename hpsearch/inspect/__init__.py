@@ -1,0 +1,1 @@
+"""Reading a study without changing it: `status`, `best`, `export` and `report`."""

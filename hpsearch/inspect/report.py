@@ -1,0 +1,267 @@
+"""`hpsearch report`: one self-contained HTML file: the status table, best parameters and plots.
+
+The plots are Optuna's own (`optuna.visualization`, plotly). plotly.js is inlined once at the top,
+so the file opens offline and can be mailed or attached to a ticket. A plot that cannot be drawn
+(too few trials, one parameter value only) becomes a one-line note instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import optuna.visualization as vis
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import __version__
+from hpsearch.inspect import best, status, table
+from hpsearch.inspect.source import StudyView, curve
+
+_log = logging.getLogger(__name__)
+
+# Parameter importances need enough completed trials to mean anything (PED-ANOVA splits them
+# into a top quantile and the rest).
+MIN_TRIALS_FOR_IMPORTANCE = 5
+MAX_SLICE_PLOTS = 16
+FIGURE_HEIGHT = "440px"
+
+
+class _NotDrawn(Exception):
+    """A plot this study cannot have (no learning curves): a note, not a warning."""
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    body: str
+
+
+def build(view: StudyView) -> str:
+    """The whole report as one HTML string."""
+    state = status.collect(view)
+    trials, n_complete = best.best_trials(view, top=5 if not view.multi_objective else None)
+    study = view.study()
+    all_trials = study.get_trials(deepcopy=False)
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    sections = [
+        Section("status", "Status", _pre(table.render(state))),
+        Section("best", "Best parameters", _pre(best.render(view, trials, n_complete))),
+        *_figures(view, study, all_trials, complete),
+    ]
+    return _page(view, sections)
+
+
+def _figures(
+    view: StudyView, study: optuna.Study, trials: list[FrozenTrial], complete: list[FrozenTrial]
+) -> list[Section]:
+    metrics = view.metrics
+    targets: list[tuple[str, Callable[[FrozenTrial], float] | None]] = (
+        [(metrics[0], None)]
+        if not view.multi_objective
+        else [(m, _objective(i)) for i, m in enumerate(metrics)]
+    )
+    out: list[Section] = []
+
+    def section(key: str, title: str, make: Callable[[], Any], *, need: int = 1) -> None:
+        if len(complete) < need:
+            out.append(Section(key, title, _note(
+                f"needs at least {need} completed trial(s); this study has {len(complete)}."
+            )))  # fmt: skip
+            return
+        try:
+            figures = make()
+        except _NotDrawn as e:
+            out.append(Section(key, title, _note(str(e))))
+            return
+        except Exception as e:  # one odd plot (a constant parameter, NaNs) must not cost the rest
+            _log.warning("report: %s not drawn: %s: %s", title, type(e).__name__, e)
+            out.append(Section(key, title, _note(f"not drawn: {e}")))
+            return
+        out.append(Section(key, title, "\n".join(_html(f) for f in figures)))
+
+    section(
+        "history",
+        "Optimization history",
+        lambda: [
+            vis.plot_optimization_history(study, target=t, target_name=m) for m, t in targets
+        ],
+    )
+    if view.multi_objective:
+        section("pareto-front", "Pareto front", lambda: [_pareto(study, metrics)])
+    section(
+        "intermediate",
+        "Intermediate values (learning curves; pruned trials dotted)",
+        lambda: [_learning_curves(study, trials, metrics[0])],
+    )
+    section(
+        "importances",
+        "Parameter importances",
+        lambda: _importances(study, view, targets),
+        need=MIN_TRIALS_FOR_IMPORTANCE,
+    )
+    section(
+        "parallel",
+        "Parallel coordinates",
+        lambda: [vis.plot_parallel_coordinate(study, target=t, target_name=m) for m, t in targets],
+    )
+    section("slice", "Slice plots", lambda: _slices(study, complete, targets[0]))
+    return out
+
+
+def _objective(i: int, sign: float = 1.0) -> Callable[[FrozenTrial], float]:
+    def value(trial: FrozenTrial) -> float:
+        assert trial.values is not None
+        return sign * trial.values[i]
+
+    return value
+
+
+def _importances(
+    study: optuna.Study,
+    view: StudyView,
+    targets: list[tuple[str, Callable[[FrozenTrial], float] | None]],
+) -> list[Any]:
+    if not view.multi_objective:
+        return [vis.plot_param_importances(study, target_name=view.metrics[0])]
+    figures = []
+    with warnings.catch_warnings():
+        # PED-ANOVA ranks by how parameters reach LOW targets and warns whenever a target is
+        # given; a maximised objective is negated below, so the warning says nothing new.
+        warnings.simplefilter("ignore", UserWarning)
+        for i, (metric, _) in enumerate(targets):
+            sign = -1.0 if view.directions[i] == StudyDirection.MAXIMIZE else 1.0
+            figures.append(
+                vis.plot_param_importances(study, target=_objective(i, sign), target_name=metric)
+            )
+    return figures
+
+
+def _pareto(study: optuna.Study, metrics: list[str]) -> Any:
+    if len(metrics) > 3:
+        return vis.plot_pareto_front(study, target_names=metrics, targets=lambda t: t.values[:3])
+    return vis.plot_pareto_front(study, target_names=metrics)
+
+
+def _learning_curves(study: optuna.Study, trials: list[FrozenTrial], metric: str) -> Any:
+    if any(t.intermediate_values for t in trials):
+        figure = vis.plot_intermediate_values(study)
+    else:
+        figure = _curves_from_attrs(trials, metric)
+    states = {t.number: t.state for t in trials}
+    for trace in figure.data:
+        found = re.search(r"(\d+)$", str(trace.name or ""))
+        if found is None:
+            continue
+        state = states.get(int(found.group(1)))
+        if state == TrialState.PRUNED:
+            trace.update(name=f"{trace.name} (pruned)", line={"dash": "dot"}, opacity=0.7)
+        elif state == TrialState.RUNNING:
+            trace.update(name=f"{trace.name} (running)", line={"dash": "dash"})
+    return figure
+
+
+def _curves_from_attrs(trials: list[FrozenTrial], metric: str) -> Any:
+    """Learning curves from `<metric>@<step>` attributes, drawn as Optuna draws its own."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for trial in trials:
+        steps = curve(trial, metric)
+        if steps:
+            figure.add_trace(go.Scatter(
+                x=list(steps), y=list(steps.values()), mode="lines+markers",
+                name=f"Trial{trial.number}", marker={"maxdisplayed": 10},
+            ))  # fmt: skip
+    if not figure.data:
+        raise _NotDrawn("not drawn: no trial reported intermediate values")
+    figure.update_layout(
+        title=f"Intermediate values of {metric}",
+        xaxis_title="Step",
+        yaxis_title=metric,
+    )
+    return figure
+
+
+def _slices(
+    study: optuna.Study,
+    complete: list[FrozenTrial],
+    target: tuple[str, Callable[[FrozenTrial], float] | None],
+) -> list[Any]:
+    # One small plot per parameter reads better on a laptop than Optuna's single wide row.
+    names = sorted({name for t in complete for name in t.params})[:MAX_SLICE_PLOTS]
+    metric, fn = target
+    return [vis.plot_slice(study, params=[name], target=fn, target_name=metric) for name in names]
+
+
+def _html(figure: Any) -> str:
+    figure.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    body = figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        default_height=FIGURE_HEIGHT,
+        config={"displaylogo": False, "responsive": True},
+    )
+    return f'<div class="figure">{body}</div>'
+
+
+def _pre(text: str) -> str:
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #222; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem;
+     border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .85rem;
+      line-height: 1.35; }
+.note { color: #666; font-style: italic; }
+#slice .figure { display: inline-block; width: 49%; vertical-align: top; }
+@media (max-width: 900px) { #slice .figure { width: 100%; } }
+nav a { margin-right: 1rem; }
+"""
+
+
+def _page(view: StudyView, sections: list[Section]) -> str:
+    from plotly.offline import get_plotlyjs
+
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    nav = " ".join(
+        f'<a href="#{s.id}">{html.escape(s.title.split(" (")[0])}</a>' for s in sections
+    )
+    body = "\n".join(
+        f'<section id="{s.id}">\n<h2>{html.escape(s.title)}</h2>\n{s.body}\n</section>'
+        for s in sections
+    )
+    title = html.escape(f"hpsearch report: {view.name}")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{_CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p>Storage {html.escape(view.url.redacted)}, written {when} by hpsearch {__version__}.
+Power-of-two parameters appear in the plots as their exponent (<code>log2_&lt;name&gt;</code>).</p>
+<nav>{nav}</nav>
+{body}
+</body>
+</html>
+"""

@@ -1,0 +1,322 @@
+"""`hpsearch status`: how a running study is doing, as a 100-column table or as JSON.
+
+Every number comes from one streamed pass over the trials (a page at a time), the budget ledger
+and Optuna's heartbeat table; the rules behind each one are in docs/inspect.md. The table itself
+is drawn by `hpsearch.inspect.table`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
+from hpsearch.inspect.table import STATES, fmt_duration
+
+# A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
+STUCK_FACTOR = 3.0
+
+
+@dataclass
+class Worker:
+    """One worker (`host:pid#id`) as seen through the trials it ran."""
+
+    worker: str
+    running: list[int] = field(default_factory=list)
+    running_s: float | None = None
+    finished: int = 0
+    last_finished_s_ago: float | None = None
+    live: bool = False
+
+
+@dataclass
+class Stuck:
+    number: int
+    worker: str | None
+    reason: str
+    heartbeat_age_s: float | None
+    running_s: float | None
+
+
+@dataclass
+class Status:
+    """Everything `hpsearch status` shows; `as_json()` is what `--json` prints."""
+
+    study: str
+    storage: str
+    directions: list[str]
+    metrics: list[str]
+    trials: dict[str, int]
+    retries: int
+    budget: dict[str, Any]
+    best: dict[str, Any] | None
+    pareto_front: list[int] | None
+    median_duration_s: float | None
+    throughput_per_hour: float | None
+    throughput_window_s: float | None
+    remaining_trials: int | None
+    eta_s: float | None
+    eta_limited_by: str | None
+    pruning: dict[str, Any]
+    recent_window_s: float
+    workers: list[Worker]
+    stuck: list[Stuck]
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["live_workers"] = [w for w in data.pop("workers") if w["live"]]
+        data["workers_seen"] = len(self.workers)
+        return data
+
+
+@dataclass
+class _Pass:
+    """What one pass over the trials accumulates; only small tuples are kept per trial."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    first_start: dt.datetime | None = None
+    last_complete: dt.datetime | None = None
+    durations: list[float] = field(default_factory=list)
+    finished_s: float = 0.0
+    best: FrozenTrial | None = None
+    points: list[tuple[int, list[float]]] = field(default_factory=list)
+    max_complete_step: int | None = None
+    pruned: list[tuple[float | None, float]] = field(default_factory=list)
+    running: list[FrozenTrial] = field(default_factory=list)
+    workers: dict[str, Worker] = field(default_factory=dict)
+
+
+def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
+    """Read the study once and work out every number of the status table."""
+    now = dt.datetime.now()  # Optuna hands out naive local datetimes
+    p = _Pass()
+    planned_option = _number(view.loaded.spec.objective.options.get("epochs"))
+    for trial in view.trials():
+        _add(p, view, trial, now, planned_option)
+    median = statistics.median(p.durations) if p.durations else None
+    grace = float(view.loaded.spec.workers.grace_seconds)
+    stuck = _stuck(p, view.heartbeat_ages(), grace, median, now)
+    for w in p.workers.values():
+        if w.last_finished_s_ago is not None and w.last_finished_s_ago <= recent_s:
+            w.live = True
+    budget, started, to_start = _budget(view, p)
+    running = p.counts["RUNNING"]
+
+    # Someone works on the study: a RUNNING trial whose heartbeat is not stale, or a live
+    # worker while budget is left. Otherwise times stop at the last trial, so a finished study
+    # keeps its real duration and rate instead of aging with the clock.
+    stale = sum(1 for s in stuck if s.heartbeat_age_s is not None)
+    live = any(w.live for w in p.workers.values())
+    spent = budget["spent"]
+    working = running > stale or (spent is None and live)
+    end = now if working or p.last_complete is None else p.last_complete
+    if started is not None:
+        # An idle study with budget left still runs down its timeout clock: show that clock.
+        until = end.timestamp() if spent is not None else time.time()
+        budget["elapsed_s"] = max(0.0, until - started)
+
+    finished = p.counts["COMPLETE"] + p.counts["PRUNED"] + p.counts["FAIL"]
+    window = None if p.first_start is None else (end - p.first_start).total_seconds()
+    per_hour = finished / window * 3600 if finished and window and window > 0 else None
+    remaining = None if to_start is None else to_start + running
+    eta, eta_by = _eta(remaining, per_hour, budget)
+
+    best = None
+    if p.best is not None:
+        best = {
+            "number": p.best.number,
+            "values": list(p.best.values),
+            "params": view.user_params(p.best.params),
+            "checkpoint": p.best.user_attrs.get("checkpoint"),
+        }
+    front = None
+    if view.multi_objective:
+        front = sorted(pareto_front(p.points, view.directions))
+
+    return Status(
+        study=view.name,
+        storage=view.url.redacted,
+        directions=[d.name.lower() for d in view.directions],
+        metrics=view.metrics,
+        trials={"total": sum(p.counts.values()), **{s.lower(): p.counts[s] for s in STATES}},
+        retries=p.retries,
+        budget=budget,
+        best=best,
+        pareto_front=front,
+        median_duration_s=median,
+        throughput_per_hour=per_hour,
+        throughput_window_s=window,
+        remaining_trials=remaining,
+        eta_s=eta,
+        eta_limited_by=eta_by,
+        pruning=_pruning(p),
+        recent_window_s=recent_s,
+        workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
+        stuck=stuck,
+    )
+
+
+def _stuck(
+    p: _Pass, ages: dict[int, float], grace: float, median: float | None, now: dt.datetime
+) -> list[Stuck]:
+    """RUNNING trials that look abandoned; marks the workers of the others live."""
+    stuck: list[Stuck] = []
+    for trial in p.running:
+        age = ages.get(trial._trial_id)
+        ran = (now - trial.datetime_start).total_seconds() if trial.datetime_start else None
+        worker = trial.user_attrs.get("worker")
+        if age is not None and age > grace:
+            reason = f"no heartbeat for {fmt_duration(age)} (grace period {fmt_duration(grace)})"
+            stuck.append(Stuck(trial.number, worker, reason, age, ran))
+            continue  # a stale heartbeat means its worker is gone
+        if (
+            ran is not None
+            and median is not None
+            and len(p.durations) >= 3
+            and ran > max(STUCK_FACTOR * median, 60.0)
+        ):
+            reason = (
+                f"running for {fmt_duration(ran)}, {ran / median:.0f}x the median trial "
+                f"({fmt_duration(median)})"
+            )
+            stuck.append(Stuck(trial.number, worker, reason, None, ran))
+        if isinstance(worker, str):
+            p.workers[worker].live = True
+    return stuck
+
+
+def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, int | None]:
+    """(the budget numbers, when the budget clock started, trials not yet started or None).
+
+    The ledger is the truth (a `run --n-trials` may override the file); without one (gRPC
+    proxy, a study made by Optuna alone) the file's budget and the trials stand in.
+    """
+    ledger = view.ledger()
+    spec = view.loaded.spec.budget
+    if ledger is not None:
+        limit, timeout = ledger.trial_limit, ledger.timeout_s
+        claimed, retry_slots = ledger.claimed - ledger.retry_slots, ledger.retry_slots
+        started = ledger.started_at
+        gpu_limit = ledger.gpu_seconds_limit
+        # Workers add device time to the ledger only when `gpu_hours` limits it.
+        gpu_s = ledger.gpu_seconds if gpu_limit is not None else p.finished_s
+        to_start = None if limit is None else max(0, limit + retry_slots - ledger.claimed)
+        spent = ledger.spent_reason(time.time())
+    else:
+        limit, timeout = spec.n_trials, spec.timeout
+        claimed, retry_slots = sum(p.counts.values()) - p.retries, p.retries
+        started = p.first_start.timestamp() if p.first_start else None
+        gpu_s = p.finished_s
+        gpu_limit = None if spec.gpu_hours is None else spec.gpu_hours * 3600
+        to_start = None if limit is None else max(0, limit - claimed)
+        spent = None
+    budget = {
+        "source": "ledger" if ledger is not None else "study file",
+        "trials_claimed": claimed,
+        "trial_limit": limit,
+        "retry_slots": retry_slots,
+        "elapsed_s": None,
+        "timeout_s": timeout,
+        "gpu_hours": gpu_s / 3600,
+        "gpu_hours_limit": None if gpu_limit is None else gpu_limit / 3600,
+        "spent": spent,
+    }
+    return budget, started, 0 if spent is not None else to_start
+
+
+def _eta(
+    remaining: int | None, per_hour: float | None, budget: dict[str, Any]
+) -> tuple[float | None, str | None]:
+    """Seconds until the budget ends, and which limit ends it."""
+    eta, by = None, None
+    if remaining == 0:
+        eta, by = 0.0, "n_trials"
+    elif remaining is not None and per_hour:
+        eta, by = remaining / per_hour * 3600, "n_trials"
+    timeout, elapsed = budget["timeout_s"], budget["elapsed_s"]
+    if timeout is not None and elapsed is not None and budget["spent"] is None:
+        left = max(0.0, timeout - elapsed)
+        if eta is None or left < eta:
+            eta, by = left, "timeout"
+    return eta, by
+
+
+def _pruning(p: _Pass) -> dict[str, Any]:
+    """Epochs saved: planned minus run, over pruned trials whose plan is known."""
+    saved = ran_total = planned_total = 0.0
+    counted = 0
+    for planned, ran in p.pruned:
+        plan = planned if planned is not None else p.max_complete_step
+        if plan is None:
+            continue
+        counted += 1
+        ran_total += ran
+        planned_total += plan
+        saved += max(0.0, plan - ran)
+    return {
+        "pruned_trials": p.counts["PRUNED"],
+        "counted_trials": counted,
+        "epochs_run": ran_total,
+        "epochs_planned": planned_total,
+        "epochs_saved": saved,
+    }
+
+
+def _add(
+    p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime, planned: float | None
+) -> None:
+    state = trial.state
+    p.counts[state.name] += 1
+    if "failed_trial" in trial.system_attrs:
+        p.retries += 1
+    start, end = trial.datetime_start, trial.datetime_complete
+    if start is not None and (p.first_start is None or start < p.first_start):
+        p.first_start = start
+    if state.is_finished() and end is not None:
+        if p.last_complete is None or end > p.last_complete:
+            p.last_complete = end
+        p.finished_s += duration_s(trial) or 0.0
+    if state == TrialState.COMPLETE and trial.values is not None:
+        d = duration_s(trial)
+        if d is not None:
+            p.durations.append(d)
+        if trial.last_step is not None:
+            p.max_complete_step = max(p.max_complete_step or 0, trial.last_step)
+        if view.multi_objective:
+            p.points.append((trial.number, list(trial.values)))
+        elif p.best is None or is_better(trial.values[0], p.best.values[0], view.directions[0]):
+            p.best = trial
+    elif state == TrialState.PRUNED:
+        params = view.user_params(trial.params)
+        plan = _number(params.get("epochs")) or _number(trial.user_attrs.get("epochs")) or planned
+        ran = _number(trial.user_attrs.get("epochs_run"))
+        p.pruned.append((plan, ran if ran is not None else float(trial.last_step or 0)))
+    elif state == TrialState.RUNNING:
+        p.running.append(trial)
+    worker = trial.user_attrs.get("worker")
+    if isinstance(worker, str):
+        w = p.workers.setdefault(worker, Worker(worker))
+        if state == TrialState.RUNNING:
+            w.running.append(trial.number)
+            if start is not None:
+                ran = (now - start).total_seconds()
+                w.running_s = max(w.running_s or 0.0, ran)
+        elif state.is_finished():
+            w.finished += 1
+            if end is not None:
+                ago = (now - end).total_seconds()
+                if w.last_finished_s_ago is None or ago < w.last_finished_s_ago:
+                    w.last_finished_s_ago = ago
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

@@ -1,0 +1,164 @@
+"""The status table as text, at most 100 columns wide, and the number formats inspect shares."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # status imports this module for its formats
+    from hpsearch.inspect.status import Status
+
+WIDTH = 100
+LABEL = 9  # width of the label column
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def render(s: Status, *, width: int = WIDTH) -> str:
+    """The status table, every line at most `width` columns."""
+    lines: list[str] = []
+
+    def row(label: str, text: str) -> None:
+        indent = " " * LABEL
+        lines.append(
+            textwrap.fill(
+                text, width, initial_indent=f"{label:<{LABEL}}", subsequent_indent=indent + "  "
+            )
+        )
+
+    def more(text: str) -> None:
+        indent = " " * (LABEL + 2)
+        lines.append(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent))
+
+    goal = ", ".join(f"{d} {m}" for d, m in zip(s.directions, s.metrics, strict=True))
+    row("study", f"{s.study} | {goal} | {s.storage}")
+    t = s.trials
+    states = ", ".join(f"{t[k.lower()]} {k.lower()}" for k in STATES)
+    retries = f" | {plural(s.retries, 'retry', 'retries')}" if s.retries else ""
+    row("trials", f"{t['total']} total: {states}{retries}")
+
+    b = s.budget
+    limit = f"/{b['trial_limit']}" if b["trial_limit"] is not None else " (no limit)"
+    elapsed = fmt_duration(b["elapsed_s"]) if b["elapsed_s"] is not None else "not started"
+    timeout = f" of {fmt_duration(b['timeout_s'])}" if b["timeout_s"] is not None else ""
+    gpu_limit = f" of {b['gpu_hours_limit']:.4g}" if b["gpu_hours_limit"] is not None else ""
+    spent = f" | spent: {b['spent']}" if b["spent"] else ""
+    row(
+        "budget",
+        f"trials {b['trials_claimed']}{limit} | time {elapsed}{timeout} | "
+        f"GPU-hours {b['gpu_hours']:.3g}{gpu_limit}{spent}",
+    )
+
+    if s.best is not None:
+        value = fmt_value(s.best["values"][0])
+        row("best", f"{s.metrics[0]} {value} (trial {s.best['number']})")
+        params = ", ".join(f"{k}: {fmt_value(v)}" for k, v in s.best["params"].items())
+        if params:
+            more(params)
+        if s.best.get("checkpoint"):
+            more(f"checkpoint: {s.best['checkpoint']}")
+    elif s.pareto_front:
+        numbers = ", ".join(map(str, s.pareto_front[:12]))
+        extra = f" and {len(s.pareto_front) - 12} more" if len(s.pareto_front) > 12 else ""
+        row("best", f"Pareto front of {plural(len(s.pareto_front), 'trial')}: {numbers}{extra}")
+        more("see `hpsearch best` for their parameters")
+    else:
+        row("best", "no completed trial yet")
+
+    if s.throughput_per_hour is not None and s.throughput_window_s is not None:
+        window = fmt_duration(s.throughput_window_s)
+        speed = f"{fmt_rate(s.throughput_per_hour)} trials/h over {window}"
+    else:
+        speed = "no finished trial yet"
+    if s.median_duration_s is not None:
+        speed += f" | median trial {fmt_duration(s.median_duration_s)}"
+    if s.eta_s == 0 and s.remaining_trials == 0:
+        speed += " | done"
+    elif s.eta_s is not None:
+        to_go = ""
+        if s.remaining_trials is not None:
+            to_go = f"{plural(s.remaining_trials, 'trial')} to go, "
+        speed += f" | ETA {fmt_duration(s.eta_s)} ({to_go}by {s.eta_limited_by})"
+    else:
+        speed += " | ETA unknown"
+    row("speed", speed)
+
+    pr = s.pruning
+    if pr["pruned_trials"] == 0:
+        row("pruning", "no trial pruned")
+    elif pr["counted_trials"] == 0:
+        row(
+            "pruning", f"{pr['pruned_trials']} pruned; planned epochs unknown (no completed trial)"
+        )
+    else:
+        share = pr["epochs_saved"] / pr["epochs_planned"] if pr["epochs_planned"] else 0.0
+        row(
+            "pruning",
+            f"saved {fmt_count(pr['epochs_saved'])} of {fmt_count(pr['epochs_planned'])} epochs "
+            f"({share:.0%}) on {plural(pr['counted_trials'], 'pruned trial')}",
+        )
+
+    live = [w for w in s.workers if w.live]
+    seen = f" of {len(s.workers)} seen" if len(s.workers) != len(live) else ""
+    row(
+        "workers",
+        f"{len(live)} live{seen} (running a trial, or finished one in the last "
+        f"{fmt_duration(s.recent_window_s)})",
+    )
+    name_width = min(max((len(w.worker) for w in live[:8]), default=0), 40)
+    for w in live[:8]:
+        if w.running:
+            doing = f"running trial {', '.join(map(str, w.running))}"
+            if w.running_s is not None:
+                doing += f" for {fmt_duration(w.running_s)}"
+        else:
+            doing = f"last trial ended {fmt_duration(w.last_finished_s_ago or 0.0)} ago"
+        more(f"{w.worker:<{name_width}}  {doing} | {w.finished} finished")
+    if len(live) > 8:
+        more(f"... and {len(live) - 8} more (see --json)")
+
+    if s.stuck:
+        for i, st in enumerate(s.stuck[:8]):
+            text = f"trial {st.number} on {st.worker or 'an unknown worker'}: {st.reason}"
+            if i == 0:
+                row("stuck", text)
+            else:
+                more(text)
+        if len(s.stuck) > 8:
+            more(f"... and {len(s.stuck) - 8} more (see --json)")
+    else:
+        row("stuck", "none")
+    return "\n".join(lines)
+
+
+def fmt_duration(seconds: float) -> str:
+    """`42s`, `17m`, `3h05m`, `2d04h`: short enough for a table cell."""
+    s = int(round(seconds))
+    if s < 90:
+        return f"{s}s"
+    m = s // 60
+    if m < 90:
+        return f"{m}m"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 trial`, `2 trials`."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def fmt_count(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
