@@ -65,6 +65,7 @@ _MEMORY_NEUTRAL = frozenset(
         "freeze_backbone_epochs",  # the probe trains unfrozen, the most memory training reaches
         "batch_size",  # the variable being probed
         "lr",
+        "cpu_threads",  # CPU threads share one copy of the tensors
         "epochs",
         "momentum",  # only whether it is zero matters; see `momentum_buffer` below
         "weight_decay",

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ _log = logging.getLogger(__name__)
 
 SPEC_ATTR = "hpsearch:spec"
 SPACE_ATTR = "hpsearch:search_space"
+READY_ATTR = "hpsearch:ready"
 
 
 # --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
@@ -197,14 +199,30 @@ def create_or_load(
             sampler=make_sampler(spec, salt=worker or str(uuid.uuid4())),
             pruner=kwargs["pruner"],
         )
+        _wait_until_ready(study)
         _check_same_space(loaded, study, document)
         return study, False
     study.set_user_attr(SPACE_ATTR, document)
     study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json", exclude_none=True))
     for values in spec.enqueue:
         study.enqueue_trial(to_optuna_params(spec, values), user_attrs={"enqueued": True})
+    # Joining workers wait for this, so no trial of theirs overtakes the enqueued ones.
+    study.set_user_attr(READY_ATTR, True)
     _log.info("created study %r (%d enqueued trial(s))", study_name, len(spec.enqueue))
     return study, True
+
+
+def _wait_until_ready(study: optuna.Study, timeout: float = 120.0) -> None:
+    """Wait while the study's creator is still storing the spec and the enqueued trials."""
+    started = time.monotonic()
+    while True:
+        attrs = study.user_attrs
+        waited = time.monotonic() - started
+        if attrs.get(READY_ATTR) or waited > timeout:
+            return  # ready, or its creator died half-way: go on rather than wait forever
+        if SPACE_ATTR not in attrs and waited > 2.0:
+            return  # a study made by Optuna itself, not by hpsearch: nothing to wait for
+        time.sleep(0.1)
 
 
 def _check_same_space(
