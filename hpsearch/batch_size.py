@@ -343,7 +343,7 @@ def resolve_high(
     elif policy == "accumulate":
         high_out = 2**k_hi
         note += f"; accumulate: micro-batches of at most {own} make up batches up to {high_out}"
-    log.info("batch size: %s", note)
+    log.debug("batch size: %s", note)
     return BatchRange(
         low=2**k_lo,
         high=high_out,
@@ -480,9 +480,11 @@ def _cpu_limit(
         oom_events=events,
         estimate=measured,
     )
-    store_entry(entry, job.key, (job.local_cache, job.shared))
+    changed = known is None or known.limit != limit or known.failure != failure
+    if changed:  # free RAM is re-read before each trial; write (and say) only what changed
+        store_entry(entry, job.key, (job.local_cache, job.shared))
     # Say so once (a user may expect the GPU behaviour), not before every trial.
-    log.log(logging.WARNING if known is None or known.limit != limit else logging.INFO, "%s", note)
+    log.log(logging.WARNING if changed else logging.DEBUG, "%s", note)
     return entry, note
 
 
