@@ -207,3 +207,43 @@ def test_schedule_shapes() -> None:
     assert at("cosine", 50) == pytest.approx(0.5, abs=0.02)
     assert (at("step", 49), at("step", 50), at("step", 75)) == pytest.approx((1, 0.1, 0.01))
     assert at("onecycle", 30) == pytest.approx(1.0) and at("onecycle", 0) == pytest.approx(0.04)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_precisions_train_on_cpu(precision: str) -> None:
+    setup = setup_training(
+        digits(precision=precision, micro_batch_size=8, batch_size=16),
+        num_classes=10,
+        in_channels=1,
+        device="cpu",
+    )
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    losses = [setup.train_step(x, y) for _ in range(5)]
+    assert all(math.isfinite(v) for v in losses)
+    assert setup.scaler.is_enabled() == (precision == "fp16")
+    assert set(setup.evaluate([(x, y)])) == {"val_accuracy", "val_loss", "val_balanced_accuracy"}
+
+
+def test_cpu_threads_option_sets_torch_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        fit(digits(epochs=1, max_train_batches=2, cpu_threads=1), Recorder())
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_weight_decay_skips_biases_and_is_zero_when_off(optimizer: str) -> None:
+    def decays(weight_decay: float) -> list[tuple[int, float]]:
+        setup = setup_training(
+            digits(optimizer=optimizer, weight_decay=weight_decay),
+            num_classes=10,
+            in_channels=1,
+            device="cpu",
+        )
+        groups = setup.optimizer.param_groups
+        return [(min(p.ndim for p in g["params"]), g["weight_decay"]) for g in groups]
+
+    assert decays(0.0) == [(1, 0.0)]  # AdamW's own default (0.01) must not sneak in
+    assert decays(0.05) == [(2, 0.05), (1, 0.0)]

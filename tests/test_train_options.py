@@ -117,9 +117,10 @@ def test_model_names_match_registry() -> None:
     assert tuple(MODEL_REGISTRY) == MODEL_NAMES
 
 
-def test_options_import_leaves_torch_out() -> None:
+def test_options_and_summary_imports_leave_torch_out() -> None:
+    # `hpsearch validate` stays quick: the spec layer and the data summary need no torch.
     code = (
-        "import sys, hpsearch.train, hpsearch.train.options; "
+        "import sys, hpsearch.train, hpsearch.train.options, hpsearch.train.summary; "
         "bad = [m for m in ('torch', 'torchvision', 'sklearn', 'optuna') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

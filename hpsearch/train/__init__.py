@@ -1,9 +1,8 @@
-"""The built-in image-classification trainer; this package root stays free of torch imports.
+"""The built-in image-classification trainer; this package root stays free of torch imports."""
 
-Import the heavy parts from their modules: `hpsearch.train.loop.fit`,
-`hpsearch.train.data.summarize`, `hpsearch.train.models.build_model`,
-`hpsearch.train.checkpoints.keep_best_checkpoints`.
-"""
+# The torch-heavy parts are imported from their modules, only where needed:
+# `hpsearch.train.loop.fit`, `hpsearch.train.summary.summarize`,
+# `hpsearch.train.models.build_model`, `hpsearch.train.checkpoints.keep_best_checkpoints`.
 
 from __future__ import annotations
 

@@ -11,15 +11,17 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from hpsearch.train.images import load_image
 from hpsearch.train.options import TrainerOptions
+from hpsearch.train.runtime import use_channels_last
 from hpsearch.train.sources import DatasetIndex, Part, build_index, resolve_image_size
 from hpsearch.train.transforms import BatchTransform, channel_stats, imagenet_stats
 
@@ -53,6 +55,15 @@ class Data:
     in_channels: int
     image_size: int
     index: DatasetIndex
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What inference must repeat: saved with every checkpoint."""
+        return {
+            "image_size": self.image_size,
+            "channels": self.in_channels,
+            "mean": self.transform.mean.flatten().tolist(),
+            "std": self.transform.std.flatten().tolist(),
+        }
 
 
 class TensorLoader:
@@ -105,7 +116,7 @@ class FileImages(Dataset[tuple[torch.Tensor, int]]):
             i = (index + offset) % len(self.files)
             try:
                 pixels = load_image(self.files[i], channels=self.channels, size=self.size)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 logger.warning("skipping unreadable image %s: %s", self.files[i], e)
                 continue
             return torch.from_numpy(pixels), int(self.labels[i])
@@ -243,9 +254,7 @@ def load_data(
         mean, std = (list(v) for v in imagenet_stats(channels))
     else:
         mean, std = [0.0] * channels, [1.0] * channels
-    channels_last = options.channels_last
-    if channels_last is None:
-        channels_last = device.type == "cuda"
+    channels_last = use_channels_last(options.channels_last, options.model, device)
     transform = BatchTransform(
         mean, std, augment=options.dataset.augment, channels_last=channels_last
     )

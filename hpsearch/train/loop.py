@@ -1,18 +1,19 @@
-"""The training loop: one trial trains, evaluates and reports once per epoch (no Optuna here).
+"""The training loop: one trial trains, evaluates and reports once per epoch (no Optuna here)."""
 
-Read top to bottom: `setup_training` builds what a step needs, `TrainingSetup.step` is one
-optimizer step, `TrainingSetup.evaluate` one pass over validation, `fit` the whole trial.
-"""
+# Read top to bottom: `setup_training` builds what a step needs, `TrainingSetup.step` is one
+# optimizer step, `TrainingSetup.evaluate` one pass over validation, `fit` the whole trial.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from hpsearch.train.checkpoints import save_checkpoint
-from hpsearch.train.data import load_data
+from hpsearch.train.data import Data, load_data
 from hpsearch.train.models import Classifier, build_model, freeze_backbone
 from hpsearch.train.options import METRICS, TrainerOptions
 from hpsearch.train.runtime import (
@@ -29,6 +30,8 @@ from hpsearch.train.runtime import (
     resolve_device,
     resolve_precision,
     seed_everything,
+    set_cpu_threads,
+    use_channels_last,
 )
 from hpsearch.train.schedules import make_scheduler
 
@@ -123,12 +126,15 @@ def _chunk_sizes(n: int, chunk: int) -> list[int]:
 
 def _optimizer(options: TrainerOptions, model: nn.Module) -> torch.optim.Optimizer:
     # No weight decay on biases and norm scales (1-D tensors), as in nanoGPT's
-    # configure_optimizers: decaying them only fights the normalisation.
+    # configure_optimizers: decaying them only fights the normalisation. Without decay, one
+    # group: each group is a separate update call per step.
     params = list(model.parameters())
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": options.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    groups: list[dict[str, Any]] = [{"params": params, "weight_decay": 0.0}]
+    if options.weight_decay > 0:
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": options.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum)
     # For Adam(W), `momentum` is beta1, the same role (0.9 is both defaults).
@@ -152,9 +158,7 @@ def setup_training(
     """
     device = torch.device(device)
     dtype = resolve_precision(options.precision, device)
-    channels_last = (
-        device.type == "cuda" if options.channels_last is None else options.channels_last
-    )
+    channels_last = use_channels_last(options.channels_last, options.model, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(
         options.model,
@@ -194,6 +198,28 @@ def _better(value: float, best: float, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def _train_epoch(setup: TrainingSetup, data: Data, steps: int) -> tuple[float, int]:
+    """Train on up to `steps` batches; returns (mean training loss, images seen)."""
+    losses: list[torch.Tensor] = []
+    sizes: list[int] = []
+    for x, y in itertools.islice(data.train, steps):
+        if len(y) == 1 and sizes:
+            # A last batch of one image: BatchNorm cannot normalise a single value per
+            # channel (an error wherever features are 1x1), and one image is a poor step.
+            continue
+        x = data.transform(x.to(setup.device, non_blocking=True), train=True)
+        # Losses stay on the device until the epoch ends: no host sync per step.
+        losses.append(setup.step(x, y))
+        sizes.append(len(y))
+    weights = torch.tensor(sizes, device=setup.device, dtype=torch.float32)
+    return float(torch.stack(losses).float() @ weights) / sum(sizes), sum(sizes)
+
+
+def _val_batches(data: Data, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for x, y in data.val:
+        yield data.transform(x.to(device, non_blocking=True), train=False), y
+
+
 def fit(
     options: TrainerOptions,
     report: Report,
@@ -221,33 +247,29 @@ def fit(
     log = log or logger
     if monitor not in METRICS or mode not in ("max", "min"):
         raise ValueError(
-            f"`monitor` must be in {METRICS} and `mode` max or min, got {monitor!r}, {mode!r}."
+            f"`monitor` must be one of {METRICS} and `mode` max or min, but got "
+            f"{monitor!r} and {mode!r}."
         )
     seed_everything(options.seed)
+    set_cpu_threads(options.cpu_threads)
     device = resolve_device(options.device)
     data = load_data(options, device=device, cache_dir=cache_dir)
-    steps_per_epoch = len(data.train)
+    steps = len(data.train)
     if options.max_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, options.max_train_batches)
+        steps = min(steps, options.max_train_batches)
     setup = setup_training(
         options,
         num_classes=len(data.classes),
         in_channels=data.in_channels,
         device=device,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=steps,
     )
-    model, transform = setup.model, data.transform
+    model = setup.model
+    size = f"{data.in_channels}x{data.image_size}x{data.image_size}"
+    source = options.dataset.name or options.dataset.path
     log.info(
-        "training %s on %s: %d classes, %d images of %dx%dx%d, %d steps/epoch, device %s",
-        options.model,
-        options.dataset.name or options.dataset.path,
-        len(data.classes),
-        data.num_train,
-        data.in_channels,
-        data.image_size,
-        data.image_size,
-        steps_per_epoch,
-        device,
+        f"training {options.model} on {source}: {len(data.classes)} classes, "
+        f"{data.num_train} images of {size}, {steps} steps/epoch, device {device}"
     )
     best: dict[str, float] = {}
     epoch = 0
@@ -260,35 +282,14 @@ def fit(
         if frozen:
             model.backbone.eval()
         start = time.perf_counter()
-        losses: list[torch.Tensor] = []
-        sizes: list[int] = []
-        for i, (x, y) in enumerate(data.train):
-            if i == steps_per_epoch:
-                break
-            if len(y) == 1 and sizes:
-                # A last batch of one image: BatchNorm cannot normalise a single value per
-                # channel (an error wherever features are 1x1), and one image is a poor step.
-                continue
-            x = transform(x.to(device, non_blocking=True), train=True)
-            # Losses stay on the device until the epoch ends: no host sync per step.
-            losses.append(setup.step(x, y))
-            sizes.append(len(y))
-        val_batches = ((transform(x.to(device), train=False), y) for x, y in data.val)
-        seen = sum(sizes)
-        train_loss = (
-            float(torch.stack(losses) @ torch.tensor(sizes, device=device, dtype=torch.float32))
-            / seen
-        )
-        metrics = {**setup.evaluate(val_batches), "train_loss": train_loss}
+        train_loss, seen = _train_epoch(setup, data, steps)
+        metrics = {**setup.evaluate(_val_batches(data, device)), "train_loss": train_loss}
         metrics["epoch"] = float(epoch)
         seconds = time.perf_counter() - start
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS)
         log.info(
-            "epoch %d/%d: %s (%.1fs, %.0f train images/s)",
-            epoch,
-            options.epochs,
-            ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS),
-            seconds,
-            seen / seconds,
+            f"epoch {epoch}/{options.epochs}: {shown} ({seconds:.1f}s, "
+            f"{seen / seconds:.0f} train images/s)"
         )
         if not best or _better(metrics[monitor], best[monitor], mode):
             best = dict(metrics)
@@ -299,20 +300,13 @@ def fit(
                     options=options.model_dump(mode="json"),
                     metrics=best,
                     classes=data.classes,
-                    preprocessing={
-                        "image_size": data.image_size,
-                        "channels": data.in_channels,
-                        "mean": transform.mean.flatten().tolist(),
-                        "std": transform.std.flatten().tolist(),
-                    },
+                    preprocessing=data.preprocessing(),
                     monitor=monitor,
                     mode=mode,
                 )
         report(dict(metrics), epoch)
-        if not math.isfinite(metrics["train_loss"]):
-            # A diverged run (lr too high) cannot recover: stop instead of burning the budget.
-            log.warning(
-                "epoch %d: training loss is %s; stopping this trial", epoch, metrics["train_loss"]
-            )
+        if not math.isfinite(train_loss):
+            # A diverged run (lr far too high) cannot recover: stop instead of burning budget.
+            log.warning(f"epoch {epoch}: training loss is {train_loss}; stopping this trial")
             break
     return {**best, "epochs_run": float(epoch), "best_epoch": best["epoch"]}

@@ -77,6 +77,7 @@ _TRAINER_RULES: _Rules = {
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "num_workers": (lambda v: v >= 0, ">= 0"),
+    "cpu_threads": (lambda v: v >= 1, ">= 1"),
     "max_train_batches": (lambda v: v >= 1, ">= 1"),
 }
 
@@ -150,6 +151,7 @@ class TrainerOptions(_Frozen):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None
     num_workers: int | None = None
+    cpu_threads: int | None = None
     seed: int = 0
     max_train_batches: int | None = None
 

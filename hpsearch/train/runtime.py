@@ -49,9 +49,30 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def use_channels_last(option: bool | None, model: str, device: torch.device) -> bool:
+    """The `channels_last` option, or its default: on CUDA, and for small_cnn on the CPU.
+
+    Measured on 2 CPU cores (oneDNN): small_cnn steps 30-37% faster in channels_last, while
+    torchvision's ResNets step about 13% slower, so the CPU default depends on the model.
+    """
+    if option is not None:
+        return option
+    return device.type == "cuda" or model == "small_cnn"
+
+
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
     """Loss scaling for fp16 only; disabled, it passes every call straight through."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Set torch's intra-op CPU threads for this process (None leaves torch's default).
+
+    For small models, one thread is barely slower than all cores on an idle machine, and many
+    times faster on a busy one: OpenMP threads that spin-wait for a core collapse throughput.
+    """
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int) -> None:
