@@ -16,6 +16,7 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/hpsearch run studies/quickstart.yaml
+	$(BIN)/hpsearch best studies/quickstart.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
