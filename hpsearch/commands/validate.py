@@ -55,8 +55,13 @@ def _print_data_summary(loaded: LoadedSpec) -> None:
     objective_spec = loaded.spec.objective
     if not isinstance(objective_spec, TrainerObjective):
         return
+    from hpsearch.errors import DataError
     from hpsearch.trainer_objective import data_summary  # imports torch; only for the trainer
 
+    try:
+        lines = data_summary(loaded)
+    except DataError as e:
+        raise loaded.error(("objective", "dataset"), str(e).rstrip(".")) from None
     print("  data:")
-    for line in data_summary(loaded):
+    for line in lines:
         print(f"    {line}")

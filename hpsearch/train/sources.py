@@ -87,7 +87,7 @@ def _folder(options: DatasetOptions, cache_dir: Path | None) -> DatasetIndex:
     if not root.is_dir():
         raise DataError(
             f"`dataset.path` must be a folder with one sub-folder per class, but {str(root)!r} "
-            "is not a folder; fix the path (relative paths start at the working directory)."
+            "is not a folder; fix the path (in a study file, relative to the study file)."
         )
     scan = scan_folder(root, cache_dir=cache_dir)
     if len(scan.classes) < 2:
