@@ -121,3 +121,30 @@ def test_a_smaller_device_in_the_fleet_bounds_fleet_min_only(
     later = optuna.load_study(study_name=unique_name, storage=url).trials[1:]
     distribution = later[-1].distributions["log2_batch_size"]
     assert 2**distribution.high == expected_high
+
+
+def test_a_device_that_cannot_fit_low_leaves_the_study_plainly(
+    trainer_study: Callable[..., tuple[Path, str]], unique_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path, url = trainer_study(n_trials=3)
+    path.write_text(path.read_text().replace("cpu_max_batch_size: 64", "cpu_max_batch_size: 4"))
+    assert main(["run", str(path), "--storage", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hpsearch: error: worker stopped: ") and "8" in err
+    (trial,) = optuna.load_study(study_name=unique_name, storage=url).get_trials(
+        states=(TrialState.FAIL,)
+    )
+    assert trial.user_attrs["fail_reason"].startswith("worker stopped: ")
+
+
+def test_fit_batch_prints_and_stores_this_machines_limit(
+    trainer_study: Callable[..., tuple[Path, str]], unique_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path, url = trainer_study()
+    assert main(["fit-batch", str(path), "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cpu (") and "largest batch size 64 (cpu_estimate)" in out
+    study = optuna.load_study(study_name=unique_name, storage=url)
+    assert [v["limit"] for k, v in study.user_attrs.items() if k.startswith(SHARED_PREFIX)] == [64]

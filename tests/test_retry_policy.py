@@ -1,0 +1,54 @@
+"""Retries of crashed trials: same parameters, bounded, and never a deterministic crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from hpsearch.worker import RetryPolicy
+
+
+def _failed(study: optuna.Study, **user_attrs: object) -> optuna.trial.FrozenTrial:
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"x": 0.5},
+            distributions={"x": FloatDistribution(0, 1)},
+            user_attrs=dict(user_attrs),
+        )
+    )
+    return study.trials[-1]
+
+
+def test_a_crashed_trial_is_queued_again_with_its_parameters(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    assert RetryPolicy(max_retries=2).retry(study, _failed(study, worker="a"), crashed=True)
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == {"x": 0.5}
+    assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["retry_history"] == [0]
+    assert retry.user_attrs["crashed_workers"] == ["a"]
+
+
+def test_a_trial_that_crashed_two_workers_is_not_retried(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    trial = _failed(study, worker="b", crashed_workers=["a"])
+    assert not RetryPolicy(max_retries=5).retry(study, trial, crashed=True)
+    assert len(study.trials) == 1
+    # A preempted worker (SIGTERM) is not the trial's fault: that retry is still made.
+    assert RetryPolicy(max_retries=5).retry(study, trial, crashed=False)
+
+
+def test_retries_are_bounded(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    policy = RetryPolicy(max_retries=1)
+    assert policy.retry(study, _failed(study, worker="a"), crashed=False)
+    retried = study.trials[-1]
+    again = optuna.trial.create_trial(
+        state=TrialState.FAIL, params=retried.params, distributions=retried.distributions,
+        system_attrs=retried.system_attrs,
+    )  # fmt: skip
+    study.add_trial(again)
+    assert not policy.retry(study, study.trials[-1], crashed=False)
