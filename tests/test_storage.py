@@ -11,12 +11,11 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
+from conftest import MYSQL_URL, POSTGRES_URL
 
 from hpsearch.errors import StorageError
 from hpsearch.spec import load_spec
 from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, open_storage, resolve
-
-from conftest import MYSQL_URL, POSTGRES_URL
 
 BODY = """
 name: s
