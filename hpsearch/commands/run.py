@@ -14,7 +14,7 @@ from hpsearch.budget import Ledger, Limits
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
 from hpsearch.launcher import launch, parse_gpus
-from hpsearch.spec import parse_duration
+from hpsearch.spec import Budget, parse_duration
 from hpsearch.storage import refuse_sqlite_across_machines
 from hpsearch.worker import run_worker
 
@@ -37,24 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", default="0", help=argparse.SUPPRESS)
 
 
-def limits_from(args: argparse.Namespace, budget_n: int | None, budget_t: float | None,
-                gpu_hours: float | None) -> Limits:  # fmt: skip
+def limits_from(args: argparse.Namespace, budget: Budget) -> Limits:
+    """The study-wide budget: the flags override the file's `budget:`."""
     if args.n_trials is not None and args.n_trials < 1:
         raise HpsearchError(f"--n-trials must be >= 1, but got {args.n_trials}")
-    timeout = budget_t
+    timeout = budget.timeout
     if args.timeout is not None:
         try:
             timeout = parse_duration(args.timeout)
         except ValueError as e:
             raise HpsearchError(f"--timeout: {e}") from None
-    n_trials = args.n_trials if args.n_trials is not None else budget_n
-    return Limits(n_trials=n_trials, timeout_s=timeout, gpu_hours=gpu_hours)
+    n_trials = args.n_trials if args.n_trials is not None else budget.n_trials
+    return Limits(n_trials=n_trials, timeout_s=timeout, gpu_hours=budget.gpu_hours)
 
 
 def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
-    budget = loaded.spec.budget
-    limits = limits_from(args, budget.n_trials, budget.timeout, budget.gpu_hours)
+    limits = limits_from(args, loaded.spec.budget)
     if args.workers < 1:
         raise HpsearchError(f"--workers must be >= 1, but got {args.workers}")
     if args.gpus or args.workers > 1:
