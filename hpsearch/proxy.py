@@ -38,13 +38,13 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import GrpcStorageProxy, RDBStorage
 
 from hpsearch.errors import StorageError
-from hpsearch.resilient import BACKOFF_SECONDS, call_with_retries
+from hpsearch.resilient import BACKOFF_SECONDS
 from hpsearch.storage import (
     PASSWORD_ENV,
     STORAGE_ENV,
     StorageURL,
     _normalise,
-    _password_of,
+    flag_or_env,
     open_storage,
 )
 
@@ -56,10 +56,7 @@ STOP_GRACE_S = 10.0  # in-flight calls may finish; each is one short database tr
 FORCED_EXIT_CODE = 143  # 128 + SIGTERM
 F = TypeVar("F", bound=Callable[..., Any])
 
-# RDBStorage's private methods that Optuna's _CachedStorage calls (optuna/storages/
-# _cached_storage.py in 5.0): ResilientRDBStorage retries only the public ones.
-_CACHE_BACKEND_CALLS = ("_get_trials", "_create_new_trial", "_set_trial_param",
-                        "_get_best_trial_id")  # fmt: skip
+
 
 
 def database_url(
@@ -74,21 +71,14 @@ def database_url(
         StorageError: no URL, a password on the command line, a malformed URL, or a grpc:// URL.
     """
     env = os.environ if environ is None else environ
-    if flag:
-        if _password_of(flag) is not None:
-            raise StorageError(
-                "--storage: a password on the command line is visible to every user in `ps`; "
-                f"remove it and set {PASSWORD_ENV} (or put the whole URL in {STORAGE_ENV})"
-            )
-        raw, source = flag, "--storage"
-    elif env.get(STORAGE_ENV):
-        raw, source = env[STORAGE_ENV], STORAGE_ENV
-    else:
+    given = flag_or_env(flag, env)
+    if given is None:
         raise StorageError(
             f"storage-proxy needs the database it serves, but neither --storage nor "
             f"{STORAGE_ENV} is set; pass --storage postgresql+psycopg://USER@HOST/DB "
             f"(password in {PASSWORD_ENV})"
         )
+    raw, source = given
     if raw.startswith("grpc://"):
         raise StorageError(
             f"{source}: the storage proxy serves a database, but got {raw!r} (a proxy); pass "
@@ -146,7 +136,6 @@ def serve(
     # storage), and the proxy itself runs no trials. One pooled connection per server thread.
     rdb = open_storage(url, heartbeat_interval=None, pool_size=threads)
     assert isinstance(rdb, RDBStorage)
-    _retry_cache_backend_calls(rdb)
     # get_storage adds Optuna's in-process cache of finished trials, as Optuna's documentation of
     # run_grpc_proxy_server asks. It matters: the proxy answers each worker's "trials since N"
     # from a full read of the study, which the cache turns into a read of the new trials only.
@@ -190,20 +179,6 @@ def _make_server(
             f"storage-proxy cannot listen on {host}:{port} ({str(e).split(';')[0]}); the port "
             "is in use or the host is no address of this machine: pick another --port or --host"
         ) from None
-
-
-def _retry_cache_backend_calls(rdb: RDBStorage) -> None:
-    """Make the private calls of Optuna's cache ride out a database restart, as public ones do."""
-    for name in _CACHE_BACKEND_CALLS:
-        method = getattr(rdb, name)
-
-        def call(*args: Any, _method: Callable[..., Any] = method, _name: str = name,
-                 **kwargs: Any) -> Any:  # fmt: skip
-            return call_with_retries(
-                lambda: _method(*args, **kwargs), what=_name, on_retry=rdb.engine.dispose
-            )
-
-        setattr(rdb, name, call)
 
 
 # --- the workers' side ------------------------------------------------------------------------

@@ -93,21 +93,33 @@ def resolve(
         StorageError: the URL is malformed, or a password is on the command line.
     """
     env = os.environ if environ is None else environ
-    if flag:
-        if _password_of(flag) is not None:
-            raise StorageError(
-                "--storage: a password on the command line is visible to every user in `ps`; "
-                f"remove it and set {PASSWORD_ENV} (or put the whole URL in {STORAGE_ENV})"
-            )
-        raw, source = flag, "--storage"
-    elif env.get(STORAGE_ENV):
-        raw, source = env[STORAGE_ENV], STORAGE_ENV
+    given = flag_or_env(flag, env)
+    if given is not None:
+        raw, source = given
     elif loaded.spec.storage:
         raw, source = loaded.spec.storage, f"{loaded.path} storage:"
     else:
         db = default_root(loaded.directory.resolve()) / "storage" / "hpsearch.db"
         raw, source = f"sqlite:///{db}", "default"
     return _normalise(raw, source, base=loaded.directory.resolve(), password=env.get(PASSWORD_ENV))
+
+
+def flag_or_env(flag: str | None, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(URL, where it came from) from `--storage` or `HPSEARCH_STORAGE`, the first two rules.
+
+    Raises:
+        StorageError: a password on the command line.
+    """
+    if flag:
+        if _password_of(flag) is not None:
+            raise StorageError(
+                "--storage: a password on the command line is visible to every user in `ps`; "
+                f"remove it and set {PASSWORD_ENV} (or put the whole URL in {STORAGE_ENV})"
+            )
+        return flag, "--storage"
+    if env.get(STORAGE_ENV):
+        return env[STORAGE_ENV], STORAGE_ENV
+    return None
 
 
 def _password_of(raw: str) -> str | None:
