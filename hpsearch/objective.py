@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 
 from hpsearch import command
-from hpsearch.errors import ObjectiveError
+from hpsearch.errors import ObjectiveError, SpecError
 from hpsearch.resilient import ResilientRDBStorage
 from hpsearch.search_space import suggest
 from hpsearch.spec import (
@@ -95,6 +95,8 @@ def load_function(loaded: LoadedSpec) -> UserFunction:
             module_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
+    except SpecError:
+        raise
     except ImportError as e:
         raise loaded.error(where, f"cannot import {target!r}: {e}") from None
     except Exception as e:  # the user's module failed while running its top level

@@ -97,7 +97,7 @@ def resolve(
     if given is not None:
         raw, source = given
     elif loaded.spec.storage:
-        raw, source = loaded.spec.storage, f"{loaded.path} storage:"
+        raw, source = loaded.spec.storage, f"{loaded.path}: storage"
     else:
         db = default_root(loaded.directory.resolve()) / "storage" / "hpsearch.db"
         raw, source = f"sqlite:///{db}", "default"
@@ -153,7 +153,13 @@ def _normalise(raw: str, source: str, *, base: Path, password: str | None) -> St
         path = Path(url.database).expanduser()
         if not path.is_absolute():
             path = base / path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"{source}: cannot create the folder of the SQLite database {path}: "
+                f"{e.strerror}; pick a writable path"
+            ) from None
         url = url.set(database=str(path.resolve()))
     if password is not None and backend != "sqlite":
         url = url.set(password=password)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from hpsearch.errors import SpecError
-from hpsearch.spec import PowerOfTwoParam, TpeSampler, load_spec, parse_duration
+from hpsearch.spec import (
+    GpSampler,
+    MedianPruner,
+    PatientPruner,
+    PowerOfTwoParam,
+    TpeSampler,
+    json_schema,
+    load_spec,
+    parse_duration,
+)
 
 GOOD = """
 name: quickstart
@@ -72,27 +83,32 @@ MISTAKES = [
      "search_space.momentum.when.optimzer: `when` names unknown parameter 'optimzer'; valid: "
      "lr, epochs, dropout, batch_size, optimizer, momentum"),
     ("momentum: 0.9}", "momentum: 0.5}", 18,
-     "enqueue.0.momentum: 0.5 is outside the search space of 'momentum'"),
+     "enqueue.0.momentum: 0.5 is outside the search space of 'momentum', which is a float in "
+     "[0.8, 0.99]; enqueue a value inside it or widen the space"),
     ("batch_size: 32,", "batch_size: 24,", 18,
-     "enqueue.0.batch_size: 24 is outside the search space of 'batch_size'"),
+     "enqueue.0.batch_size: 24 is outside the search space of 'batch_size', which is a power "
+     "of two in [8, 256]; enqueue a value inside it or widen the space"),
     ("high: 30", "high: 1", 12, "search_space.epochs.high: `high` must be > low (2), but got 1"),
     ("timeout: 2h", "timeout: 2x", 6,
-     "budget.timeout: a duration such as 90s, 30m or 2h is needed, but got '2x'"),
+     "budget.timeout: a duration such as 90s, 30m, 2h or 1h30m (or a number of seconds) is "
+     "needed, but got '2x'"),
+    ("timeout: 2h", "timeout: 2hours", 6,
+     "budget.timeout: a duration such as 90s, 30m, 2h or 1h30m (or a number of seconds) is "
+     "needed, but got '2hours'; write 2h"),
     ("low: 8, high: 256", "low: 6, high: 256", 14,
      "search_space.batch_size.low: `low` must be a power of two such as 8, but got 6"),
     ("n_warmup_steps: 2", "n_warmup_steps: -1", 5,
-     "pruner.n_warmup_steps: Input should be greater than or equal to 0, but got -1"),
+     "pruner.n_warmup_steps: must be >= 0, but got -1"),
     ("type: tpe", "type: tpee", 4,
      "sampler.type: unknown type 'tpee'; did you mean `tpe`? valid: tpe, gp, random, cmaes, "
      "qmc, grid, nsga2"),
-    ("  function: objective.py:quadratic", "  functon: objective.py:quadratic", 7,
-     "objective: needs exactly one of `function: file.py:name`, `command: ...` or "
-     "`trainer: image_classification`"),
+    ("  function: objective.py:quadratic", "  functon: objective.py:quadratic", 8,
+     "objective.functon: unknown key; did you mean `function`? the objective needs exactly one "
+     "of `function: file.py:name`, `command: ...` or `trainer: image_classification`"),
     ("epochs:     {type: int, low: 2, high: 30}", "epochs:     {type: int, low: 2.5, high: 30}",
-     12, "search_space.epochs.low: Input should be a valid integer, got a number with a "
-     "fractional part, but got 2.5"),
+     12, "search_space.epochs.low: must be an integer, but got 2.5; use a whole number"),
     ("direction: maximize", "direction: maximise", 2,
-     "direction: Input should be 'maximize' or 'minimize', but got 'maximise'"),
+     "direction: must be maximize or minimize, but got 'maximise'; did you mean `maximize`?"),
     ("direction: maximize", "directions: [maximize, minimize]", 3,
      "metric: 2 direction(s) need as many metrics, but got 1; list one metric per direction"),
 ]  # fmt: skip
@@ -124,7 +140,10 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_spec(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nsearch_space:\n  lr: {type: float, low: 1\n")
-    with pytest.raises(SpecError, match=r"bad.yaml:4: YAML syntax error: expected ',' or '}'"):
+    with pytest.raises(
+        SpecError,
+        match=r"bad.yaml:3: search_space.lr: YAML syntax error: the `{` opened here is not closed",
+    ):
         load_spec(bad)
     listed = tmp_path / "list.yaml"
     listed.write_text("- a\n- b\n")
@@ -143,7 +162,11 @@ def test_cycle_in_conditions(write_study: Callable[..., Path]) -> None:
                         "{momentum: 0.9}}").replace("enqueue:\n  - {lr: 0.01, epochs: 10, "
                         "batch_size: 32, optimizer: sgd, momentum: 0.9}\n", "")  # fmt: skip
     text = text.replace("{optimizer: sgd}", "{epochs: 3}")
-    with pytest.raises(SpecError, match=r"search_space: `when` conditions form a cycle"):
+    with pytest.raises(
+        SpecError,
+        match=r":12: search_space.epochs.when: `when` conditions form a cycle: epochs -> momentum "
+        r"-> epochs; remove one of these conditions",
+    ):
         load_spec(write_study(text))
 
 
@@ -151,3 +174,51 @@ def test_spec_does_not_import_torch_or_optuna() -> None:
     code = "import sys, hpsearch.spec; print('torch' in sys.modules, 'optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_friendly_forms_are_accepted(write_study: Callable[..., Path]) -> None:
+    text = (
+        GOOD.replace("sampler: {type: tpe, seed: 0}", "sampler: gp")
+        .replace("pruner: {type: median, n_warmup_steps: 2}", "pruner: {type: patient, "
+                 "patience: 2, wrapped: median}")
+        .replace("n_trials: 40", "n_trials: 4e1")
+        .replace("name: quickstart", "name: 2024-01-01")
+    )  # fmt: skip
+    spec = load_spec(write_study("\ufeff" + text)).spec  # a byte-order mark, as Windows writes
+    assert isinstance(spec.sampler, GpSampler)
+    assert isinstance(spec.pruner, PatientPruner) and isinstance(spec.pruner.wrapped, MedianPruner)
+    assert spec.budget.n_trials == 40 and isinstance(spec.budget.n_trials, int)
+    assert spec.name == "2024-01-01"  # dates stay text
+    shorthand = json_schema()["properties"]["sampler"]["anyOf"][0]
+    assert shorthand["enum"][:2] == ["tpe", "gp"]
+
+
+def test_anchors_and_merge_keys_still_work(write_study: Callable[..., Path]) -> None:
+    text = GOOD.replace(
+        "  lr:         {type: float, low: 1e-5, high: 1.0e-1, log: true}",
+        "  lr: &unit {type: float, low: 1e-5, high: 1.0e-1, log: true}\n"
+        "  wd:\n    <<: *unit\n    high: 1.0e-2",
+    )
+    spec = load_spec(write_study(text)).spec
+    assert spec.search_space["wd"].high == 0.01 and spec.search_space["wd"].log  # type: ignore[union-attr]
+
+
+def test_random_edits_never_escape_as_anything_but_one_located_line(tmp_path: Path) -> None:
+    """A small fuzz: whatever the edit, load_spec returns or raises one `file:line:` line."""
+    rng = random.Random(0)
+    pieces = [":", "{", "}", "[", "]", ",", "- ", "&a ", "*a", "<<: ", "\t", "\n", "'", '"', "#",
+              "?", "!", "~", "null", "true", ".inf", "1e400", "-1", "type: ", "é"]  # fmt: skip
+    path = tmp_path / "study.yaml"
+    for _ in range(300):
+        text = GOOD
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(text) + 1)
+            if rng.random() < 0.5:
+                text = text[:at] + rng.choice(pieces) + text[at:]
+            else:
+                text = text[:at] + text[at + rng.randint(1, 6) :]
+        path.write_text(text)
+        try:
+            load_spec(path)
+        except SpecError as e:
+            assert "\n" not in str(e) and re.match(rf"{re.escape(str(path))}:\d+: ", str(e)), e

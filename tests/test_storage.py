@@ -33,7 +33,7 @@ def test_precedence_flag_env_file_default(
     filed = load_spec(write_study(BODY + "storage: sqlite:///data/x.db\n", "f.yaml"))
     url = resolve(filed, environ={})
     assert url.secret_url == f"sqlite:///{tmp_path}/data/x.db"  # relative to the study file
-    assert url.source.endswith("storage:")
+    assert url.source.endswith(": storage")
     env = {STORAGE_ENV: "postgresql://u@h/db"}
     assert resolve(filed, environ=env).secret_url == "postgresql+psycopg://u@h/db"
     flagged = resolve(filed, flag="mysql://u@h/db", environ=env)

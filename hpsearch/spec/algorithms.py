@@ -1,0 +1,200 @@
+"""Samplers and pruners: one model per kind, options typed per kind, chosen by `type`."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from hpsearch.spec._base import Problem, _Model, describe, suggest
+
+
+def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
+    """Accept `sampler: tpe` as shorthand for `sampler: {type: tpe}`; explain anything else."""
+    models = typing.get_args(union)
+    names = [typing.get_args(m.model_fields["type"].annotation)[0] for m in models]
+
+    def accept(value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in names:
+                hint = suggest(value, names)
+                raise Problem((), f"unknown {kind} {value!r}; {hint}valid: {', '.join(names)}")
+            return {"type": value}
+        if not isinstance(value, Mapping):
+            raise Problem(
+                (),
+                f"must be a {kind} name such as `{name}` or a mapping such as `{example}`, "
+                f"but got {describe(value)}",
+            )
+        return value
+
+    listed: Any = Union[Literal[tuple(names)], union]  # noqa: UP007
+    return BeforeValidator(accept, json_schema_input_type=listed)
+
+
+# --- sampler ---------------------------------------------------------------------------------
+
+
+class TpeSampler(_Model):
+    type: Literal["tpe"]
+    seed: int | None = None
+    n_startup_trials: int = Field(10, ge=0)
+    n_ei_candidates: int = Field(24, ge=1)
+    multivariate: bool = True
+    # None: on exactly when the space has conditional parameters, so TPE keeps modelling the
+    # parameters jointly instead of falling back to independent sampling (Optuna 5).
+    group: bool | None = None
+    constant_liar: bool = True
+
+
+class GpSampler(_Model):
+    type: Literal["gp"]
+    seed: int | None = None
+    n_startup_trials: int = Field(10, ge=0)
+    deterministic_objective: bool = False
+
+
+class RandomSampler(_Model):
+    type: Literal["random"]
+    seed: int | None = None
+
+
+class CmaesSampler(_Model):
+    type: Literal["cmaes"]
+    seed: int | None = None
+    n_startup_trials: int = Field(1, ge=0)
+    sigma0: float | None = Field(None, gt=0)
+    restart_strategy: Literal["ipop", "bipop"] | None = None
+    popsize: int | None = Field(None, ge=1)
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
+
+
+class QmcSampler(_Model):
+    type: Literal["qmc"]
+    seed: int | None = None
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+
+
+class GridSampler(_Model):
+    """Every combination of the (discrete) search space, in a random order."""
+
+    type: Literal["grid"]
+    seed: int | None = None
+
+
+class Nsga2Sampler(_Model):
+    type: Literal["nsga2"]
+    seed: int | None = None
+    population_size: int = Field(50, ge=2)
+    mutation_prob: float | None = Field(None, ge=0, le=1)
+    crossover_prob: float = Field(0.9, ge=0, le=1)
+    swapping_prob: float = Field(0.5, ge=0, le=1)
+
+
+_Samplers = Union[  # noqa: UP007
+    TpeSampler, GpSampler, RandomSampler, CmaesSampler, QmcSampler, GridSampler, Nsga2Sampler
+]
+SamplerSpec = Annotated[
+    _Samplers,
+    Field(discriminator="type"),
+    _by_name("sampler", "tpe", "{type: tpe, seed: 0}", _Samplers),
+]
+
+
+# --- pruner ----------------------------------------------------------------------------------
+
+
+class NoPruner(_Model):
+    type: Literal["none"]
+
+
+class MedianPruner(_Model):
+    type: Literal["median"]
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+    interval_steps: int = Field(1, ge=1)
+    n_min_trials: int = Field(1, ge=1)
+
+
+class PercentilePruner(_Model):
+    type: Literal["percentile"]
+    percentile: float = Field(ge=0, le=100)
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+    interval_steps: int = Field(1, ge=1)
+    n_min_trials: int = Field(1, ge=1)
+
+
+class SuccessiveHalvingPruner(_Model):
+    type: Literal["successive_halving"]
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(4, ge=2)
+    min_early_stopping_rate: int = Field(0, ge=0)
+    bootstrap_count: int = Field(0, ge=0)
+
+
+class HyperbandPruner(_Model):
+    type: Literal["hyperband"]
+    min_resource: int = Field(1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+    bootstrap_count: int = Field(0, ge=0)
+
+
+class ThresholdPruner(_Model):
+    type: Literal["threshold"]
+    lower: float | None = None
+    upper: float | None = None
+    n_warmup_steps: int = Field(0, ge=0)
+    interval_steps: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdPruner:
+        if self.lower is None and self.upper is None:
+            raise Problem(
+                "lower", "the threshold pruner needs `lower`, `upper` or both, but got neither"
+            )
+        return self
+
+
+class WilcoxonPruner(_Model):
+    type: Literal["wilcoxon"]
+    p_threshold: float = Field(0.1, gt=0, lt=1)
+    n_startup_steps: int = Field(2, ge=0)
+
+
+class PatientPruner(_Model):
+    """Waits `patience` steps without improvement before pruning; `wrapped` decides then."""
+
+    type: Literal["patient"]
+    patience: int = Field(ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    wrapped: WrappedPruner | None = None
+
+
+_Wrapped = Union[  # noqa: UP007
+    NoPruner,
+    MedianPruner,
+    PercentilePruner,
+    SuccessiveHalvingPruner,
+    HyperbandPruner,
+    ThresholdPruner,
+    WilcoxonPruner,
+]
+_Pruners = Union[_Wrapped, PatientPruner]  # noqa: UP007
+WrappedPruner = Annotated[
+    _Wrapped,
+    Field(discriminator="type"),
+    _by_name("pruner", "median", "{type: median}", _Wrapped),
+]
+PrunerSpec = Annotated[
+    _Pruners,
+    Field(discriminator="type"),
+    _by_name("pruner", "median", "{type: median, n_warmup_steps: 2}", _Pruners),
+]
+PatientPruner.model_rebuild()
