@@ -178,9 +178,9 @@ def test_spec_does_not_import_torch_or_optuna() -> None:
 
 def test_friendly_forms_are_accepted(write_study: Callable[..., Path]) -> None:
     text = (
-        GOOD.replace("sampler: {type: tpe, seed: 0}", "sampler: gp")
+        GOOD.replace("sampler: {type: tpe, seed: 0}", "sampler: {type: gp}")
         .replace("pruner: {type: median, n_warmup_steps: 2}", "pruner: {type: patient, "
-                 "patience: 2, wrapped: median}")
+                 "patience: 2, wrapped: {type: median}}")
         .replace("n_trials: 40", "n_trials: 4e1")
         .replace("name: quickstart", "name: 2024-01-01")
     )  # fmt: skip
@@ -189,8 +189,18 @@ def test_friendly_forms_are_accepted(write_study: Callable[..., Path]) -> None:
     assert isinstance(spec.pruner, PatientPruner) and isinstance(spec.pruner.wrapped, MedianPruner)
     assert spec.budget.n_trials == 40 and isinstance(spec.budget.n_trials, int)
     assert spec.name == "2024-01-01"  # dates stay text
-    shorthand = json_schema()["properties"]["sampler"]["anyOf"][0]
-    assert shorthand["enum"][:2] == ["tpe", "gp"]
+
+
+def test_a_bare_sampler_or_pruner_name_says_how_to_write_it(
+    write_study: Callable[..., Path],
+) -> None:
+    path = write_study(GOOD.replace("sampler: {type: tpe, seed: 0}", "sampler: tpe"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == (
+        f"{path}:4: sampler: must be a mapping such as `{{type: tpe}}`, but got the bare name "
+        "'tpe'; write `{type: tpe}`"
+    )
 
 
 def test_anchors_and_merge_keys_still_work(write_study: Callable[..., Path]) -> None:

@@ -12,7 +12,11 @@ from hpsearch.spec._base import Problem, _Model, describe, suggest
 
 
 def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
-    """Accept `sampler: tpe` as shorthand for `sampler: {type: tpe}`; explain anything else."""
+    """Explain a sampler or pruner that is not a mapping, e.g. `sampler: tpe`.
+
+    A bare name is refused rather than read as shorthand: one spelling for every study file, and
+    `sampler: tpe` next to `sampler: {type: tpe, seed: 0}` would make options look optional.
+    """
     models = typing.get_args(union)
     names = [typing.get_args(m.model_fields["type"].annotation)[0] for m in models]
 
@@ -21,17 +25,17 @@ def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
             if value not in names:
                 hint = suggest(value, names)
                 raise Problem((), f"unknown {kind} {value!r}; {hint}valid: {', '.join(names)}")
-            return {"type": value}
+            raise Problem(
+                (), f"must be a mapping such as `{{type: {value}}}`, but got the bare name "
+                f"{value!r}; write `{{type: {value}}}`",
+            )  # fmt: skip
         if not isinstance(value, Mapping):
             raise Problem(
-                (),
-                f"must be a {kind} name such as `{name}` or a mapping such as `{example}`, "
-                f"but got {describe(value)}",
+                (), f"must be a mapping such as `{example}`, but got {describe(value)}"
             )
         return value
 
-    listed: Any = Union[Literal[tuple(names)], union]  # noqa: UP007
-    return BeforeValidator(accept, json_schema_input_type=listed)
+    return BeforeValidator(accept)
 
 
 # --- sampler ---------------------------------------------------------------------------------
