@@ -18,7 +18,6 @@ from hpsearch.spec import (
     PatientPruner,
     PowerOfTwoParam,
     TpeSampler,
-    json_schema,
     load_spec,
     parse_duration,
 )

@@ -30,9 +30,7 @@ def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
                 f"{value!r}; write `{{type: {value}}}`",
             )  # fmt: skip
         if not isinstance(value, Mapping):
-            raise Problem(
-                (), f"must be a mapping such as `{example}`, but got {describe(value)}"
-            )
+            raise Problem((), f"must be a mapping such as `{example}`, but got {describe(value)}")
         return value
 
     return BeforeValidator(accept)
