@@ -1,16 +1,20 @@
 """The study-wide budget: one ledger row per study that every worker claims trials from.
 
 Optuna counts `n_trials` per process, and `MaxTrialsCallback` only looks after a trial ends, so
-N workers overshoot by up to N - 1 trials. Here a worker claims a slot *before* it asks Optuna for
-a trial, with one conditional UPDATE that the database serialises:
+N workers overshoot by up to N - 1 trials. Here a slot is claimed with one conditional UPDATE
+that the database serialises:
 
     UPDATE hpsearch_ledger SET claimed = claimed + 1
     WHERE study_id = ? AND claimed < trial_limit AND <time and GPU-hour limits not reached>
 
-One row changed means the slot is ours; none means the budget is spent. Every execution of a
-trial takes a slot: fresh, enqueued and retried ones alike. A retry of a crashed trial adds one
-slot (`add_retry_slot`), so retries never eat into the trials the user asked for. The table lives
-beside Optuna's in the same database; Optuna and optuna-dashboard ignore it.
+One row changed means the slot is ours; none means the budget is spent. A worker claims in the
+same transaction that creates (or starts a queued) trial (`ResilientRDBStorage.use_budget`):
+a slot never exists without its trial, so a worker killed, or a reply lost, between the two
+cannot lose a slot. A fresh or enqueued trial takes a slot; the retry of a crashed trial does not
+(it takes the place of the trial it retries), so `claimed` is the number of distinct trials
+started. The table lives beside Optuna's in the same database; Optuna and optuna-dashboard
+ignore it. (`retry_slots` is kept for ledgers written by earlier versions, which claimed a slot
+for each retry and added one back.)
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ ledger_table = sa.Table(
     sa.Column("gpu_seconds", sa.Float, nullable=False, default=0.0),
     sa.Column("gpu_seconds_limit", sa.Float, nullable=True),
 )
+
+
+class BudgetSpent(Exception):
+    """No slot left for a new trial in this study: every budget limit reached or none left."""
+
+    def __init__(self, study_id: int) -> None:
+        super().__init__(f"the budget of study {study_id} is spent")
+        self.study_id = study_id
 
 
 @dataclass(frozen=True)
@@ -80,18 +92,24 @@ class LedgerState:
 class Ledger:
     """The budget row of one study in a SQL database."""
 
-    def __init__(self, engine: sa.Engine, study_id: int) -> None:
+    def __init__(self, engine: sa.Engine, study_id: int, *, max_wait: float | None = None) -> None:
         self._engine = engine
         self._study_id = study_id
+        self._max_wait = max_wait
         try:
-            _metadata.create_all(engine, checkfirst=True)
+            self._retry(lambda: _metadata.create_all(engine, checkfirst=True), "create table")
         except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError):
             # Workers starting together race to create the table; one wins, the rest retry.
             time.sleep(0.5)
-            _metadata.create_all(engine, checkfirst=True)
+            self._retry(lambda: _metadata.create_all(engine, checkfirst=True), "create table")
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
-        return call_with_retries(call, what=f"budget ledger {what}", on_retry=self._engine.dispose)
+        return call_with_retries(
+            call,
+            what=f"budget ledger {what}",
+            on_retry=self._engine.dispose,
+            max_wait=self._max_wait,
+        )
 
     def set_limits(self, limits: Limits) -> None:
         """Create the row, or update its limits (a later run may raise or lower the budget)."""
@@ -119,30 +137,41 @@ class Ledger:
 
     def claim(self, *, now: float | None = None) -> bool:
         """Take one slot; False when the budget is spent."""
+        return self._update(self._claim_statement(now, count=True), "claim") == 1
+
+    def claim_in(self, session: Any, *, count: bool, now: float | None = None) -> bool:
+        """Claim inside `session`'s transaction (the one creating the trial); False if spent.
+
+        `count=False` (a retry) claims no slot of `n_trials` but still needs time and GPU hours.
+        """
+        statement = self._claim_statement(now, count=count)
+        statement = statement.where(ledger_table.c.study_id == self._study_id)
+        return int(session.execute(statement).rowcount) == 1
+
+    def spent(self) -> BudgetSpent:
+        """The exception `ask()` raises when no slot is left."""
+        return BudgetSpent(self._study_id)
+
+    def _claim_statement(self, now: float | None, *, count: bool) -> sa.Update:
         now = time.time() if now is None else now
         t = ledger_table
-        statement = (
-            sa.update(t)
-            .where(t.c.study_id == self._study_id)
-            .where(
-                sa.or_(t.c.trial_limit.is_(None), t.c.claimed < t.c.trial_limit + t.c.retry_slots)
-            )
-            .where(
-                sa.or_(
-                    t.c.timeout_s.is_(None),
-                    t.c.started_at.is_(None),
-                    t.c.started_at + t.c.timeout_s > now,
-                )
-            )
-            .where(
-                sa.or_(t.c.gpu_seconds_limit.is_(None), t.c.gpu_seconds < t.c.gpu_seconds_limit)
-            )
-            .values(claimed=t.c.claimed + 1, started_at=sa.func.coalesce(t.c.started_at, now))
+        statement = sa.update(t).where(
+            sa.or_(
+                t.c.timeout_s.is_(None),
+                t.c.started_at.is_(None),
+                t.c.started_at + t.c.timeout_s > now,
+            ),
+            sa.or_(t.c.gpu_seconds_limit.is_(None), t.c.gpu_seconds < t.c.gpu_seconds_limit),
         )
-        return self._update(statement, "claim") == 1
+        started = sa.func.coalesce(t.c.started_at, now)
+        if not count:
+            return statement.values(started_at=started)
+        return statement.where(
+            sa.or_(t.c.trial_limit.is_(None), t.c.claimed < t.c.trial_limit + t.c.retry_slots)
+        ).values(claimed=t.c.claimed + 1, started_at=started)
 
     def add_retry_slot(self) -> None:
-        """One more slot, for the retry of a trial whose worker died."""
+        """One more slot (what earlier workers did for each retry; retries now claim none)."""
         t = ledger_table
         self._update(sa.update(t).values(retry_slots=t.c.retry_slots + 1), "retry slot")
 

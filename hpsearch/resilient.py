@@ -1,36 +1,65 @@
-"""An RDBStorage that rides out a database restart or a dropped connection.
+"""An RDBStorage that rides out database restarts and dropped connections without losing a trial.
 
 Optuna's RDBStorage turns any SQL error into `StorageInternalError`, and its heartbeat thread
 dies on the first failed beat. A worker that runs for days will meet a database restart, a
 failover or an idle connection cut by a firewall; it should wait and go on, not crash and leave
-its trial RUNNING. Here every storage call retries, with exponential backoff, errors that mean
-"the connection is gone" (never constraint or data errors), and a failed heartbeat is logged and
+its trial RUNNING. Here every storage call retries, with backoff, errors that mean "the
+connection is gone" (never constraint or data errors), and a failed heartbeat is logged and
 tried again at the next beat.
+
+A retried call may repeat one whose commit succeeded but whose reply was lost, and a process may
+be killed between any two calls. So the steps of a trial's life that must not be lost or done
+twice are each one transaction here:
+
+- a fresh trial is created together with its budget slot and its first heartbeat
+  (`_create_new_trial`), and a queued trial starts the same way (`set_trial_state_values`), so a
+  slot is never claimed without its trial, and no trial is RUNNING without a heartbeat (one that
+  never beats is failed after the grace period like any other crashed trial);
+- finishing a trial whose finish was already committed by a lost attempt is a success;
+- a trial is failed together with its reason and its retry mark (`fail_trial`), and a retry is
+  queued at most once per failed trial (`requeue`), whoever tries and however often.
+
+After the database restarts, no heartbeat could be recorded while it was down: trials are judged
+stale only once the server and this process have been connected for a few heartbeats, so a live
+trial is never failed for the database's outage (`stale_trial_ids`).
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.mysql
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
 import sqlalchemy.exc as sa_exc
-from optuna.exceptions import StorageInternalError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from hpsearch.budget import Ledger
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Waits between attempts; about three minutes in all, longer than a typical server restart.
 BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 15, 30, 30, 30, 60)
+RETRY_SECONDS = sum(BACKOFF_SECONDS)
+
+# A FAIL trial with this system attribute failed because of its worker (`crash`: stopped sending
+# heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
+RETRY_ATTR = "hpsearch:retry"
+RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
 
 
 def is_disconnect(error: BaseException) -> bool:
@@ -49,16 +78,52 @@ def is_disconnect(error: BaseException) -> bool:
 T = TypeVar("T")
 
 
-def call_with_retries(call: Callable[[], T], *, what: str, on_retry: Callable[[], None]) -> T:
+class _Backoff(threading.local):
+    """Per thread: how long its retries may last (None: the whole schedule)."""
+
+    limit: float | None = None
+
+
+_backoff = _Backoff()
+
+
+def give_up_after(seconds: float) -> None:
+    """From now on, this thread's storage calls stop retrying after `seconds` (a worker stops)."""
+    _backoff.limit = seconds
+
+
+def waits(max_wait: float | None = None) -> list[float]:
+    """Waits between attempts: doubling up to 60 s, or to `max_wait`; about 3 minutes in all."""
+    if max_wait is None:
+        return list(BACKOFF_SECONDS)
+    out = [min(w, max_wait) for w in BACKOFF_SECONDS]
+    while sum(out) < RETRY_SECONDS:
+        out.append(max_wait)
+    return out
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    on_retry: Callable[[], None],
+    max_wait: float | None = None,
+) -> T:
     """Run `call`, retrying with backoff while the database connection is gone."""
-    for attempt, wait in enumerate((*BACKOFF_SECONDS, None)):
+    started = time.monotonic()
+    schedule = waits(max_wait)
+    for attempt, wait in enumerate((*schedule, None)):
         try:
             return call()
         except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
+            limit = _backoff.limit
+            if wait is not None and limit is not None:
+                wait = min(wait, max(0.0, started + limit - time.monotonic())) or None
             if wait is None or not is_disconnect(e):
                 raise
-            _log.warning(
-                "database unavailable or busy in %s (attempt %d): %s; retrying in %gs",
+            level = logging.WARNING if attempt < 3 or attempt % 10 == 0 else logging.DEBUG
+            _log.log(
+                level, "database unavailable or busy in %s (attempt %d): %s; retrying in %gs",
                 what, attempt + 1, _reason(e), wait,
             )  # fmt: skip
             on_retry()
@@ -68,13 +133,8 @@ def call_with_retries(call: Callable[[], T], *, what: str, on_retry: Callable[[]
 
 def _retrying(method: F) -> F:
     @functools.wraps(method)
-    def call(self: RDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return call_with_retries(
-            lambda: method(self, *args, **kwargs),
-            what=method.__name__,
-            # Drop every pooled connection: after a restart they all died together.
-            on_retry=self.engine.dispose,
-        )
+    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retry(lambda: method(self, *args, **kwargs), method.__name__)
 
     return call  # type: ignore[return-value]
 
@@ -87,6 +147,246 @@ def _reason(error: BaseException) -> str:
 
 class ResilientRDBStorage(RDBStorage):
     """`RDBStorage` whose calls survive a database restart (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before Optuna's constructor, which already makes (retried) calls.
+        self._budgets: dict[int, Ledger] = {}
+        self._outage = time.monotonic()  # starting counts as reconnecting (see stale_trial_ids)
+        self.taken: int | None = None  # the trial this process last started, for a signal
+        super().__init__(*args, **kwargs)
+        # A call waiting longer than a heartbeat could find, when the database is back, that
+        # its trial was judged stale meanwhile (a finished trial failed, its result lost).
+        interval = self.heartbeat_interval
+        self.max_wait: float | None = None if interval is None else min(60.0, float(interval))
+
+    # --- retries ------------------------------------------------------------------------
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        return call_with_retries(
+            call, what=what, on_retry=self.reconnect, max_wait=getattr(self, "max_wait", None)
+        )
+
+    def reconnect(self) -> None:
+        """Drop every pooled connection (after a restart they all died together)."""
+        self._outage = time.monotonic()
+        self.engine.dispose()
+
+    # --- the budget, claimed with the trial -------------------------------------------------
+
+    def use_budget(self, study_id: int, ledger: Ledger) -> None:
+        """Claim a slot of `ledger` in the same transaction as each trial this process starts.
+
+        A fresh trial claims one; a queued one claims one unless it is a retry (a retry takes the
+        place of the trial it retries). When no slot is left, `ask()` raises `BudgetSpent`.
+        """
+        self._budgets[study_id] = ledger
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        if template_trial is not None:  # enqueued or retried: WAITING, for whoever comes first
+            return self._retry(
+                lambda: RDBStorage._create_new_trial(self, study_id, template_trial),
+                "create trial",
+            )
+        budget = self._budgets.get(study_id)
+
+        def create() -> FrozenTrial:
+            with _create_scoped_session(self.scoped_session) as session:
+                # The lock Optuna takes to number trials; it also orders the budget's claims.
+                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                if budget is not None and not budget.claim_in(session, count=True):
+                    raise budget.spent()  # nothing was written: the transaction rolls back
+                trial: Any = self._get_prepared_new_trial(study_id, None, session)
+                if self.heartbeat_interval is not None:
+                    session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+                self.taken = trial.trial_id
+                return FrozenTrial(
+                    number=trial.number, state=trial.state, value=None, values=None,
+                    datetime_start=trial.datetime_start, datetime_complete=None, params={},
+                    distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+                    trial_id=trial.trial_id,
+                )  # fmt: skip
+
+        # A reply lost after the commit makes a second trial; the first never beats and is
+        # failed and retried like a crashed one, so the budget still counts each trial once.
+        return self._retry(create, "create trial")
+
+    def _first_heartbeat(self, session: Any, trial_id: int) -> None:
+        if self.heartbeat_interval is None:
+            return
+        beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
+        if beat is None:
+            session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+        else:
+            beat.heartbeat = session.execute(sa.func.now()).scalar()
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state == TrialState.RUNNING:
+            return self._retry(lambda: self._start_waiting(trial_id), "start trial")
+        attempts = [0]
+
+        def finish() -> bool:
+            attempts[0] += 1
+            try:
+                return RDBStorage.set_trial_state_values(self, trial_id, state, values)
+            except UpdateFinishedTrialError:
+                if attempts[0] > 1 and self._finished_as(trial_id, state, values):
+                    return True  # the lost attempt did commit
+                raise
+
+        return self._retry(finish, "set_trial_state_values")
+
+    def _finished_as(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None
+    ) -> bool:
+        trial = RDBStorage.get_trial(self, trial_id)
+        same = values is None or trial.values == [float(v) for v in values]
+        return trial.state == state and same
+
+    def _start_waiting(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING with its budget slot and first heartbeat, as one transaction."""
+        with _create_scoped_session(self.scoped_session) as session:
+            trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            if trial.state != TrialState.WAITING:
+                return False
+            budget = self._budgets.get(trial.study_id)
+            if budget is not None:
+                is_retry = (
+                    session.query(models.TrialSystemAttributeModel.trial_system_attribute_id)
+                    .filter_by(trial_id=trial_id, key=RETRY_HISTORY)
+                    .first()
+                )
+                if not budget.claim_in(session, count=is_retry is None):
+                    return False  # left WAITING: Optuna's ask() tries the next, then a new one
+            trial.state = TrialState.RUNNING
+            trial.datetime_start = datetime.datetime.now()
+            self._first_heartbeat(session, trial_id)
+            self.taken = trial_id
+        return True
+
+    # --- failing and retrying -------------------------------------------------------------
+
+    def fail_trial(
+        self, trial_id: int, reason: str, *, cause: str, only_if_stale: bool = False
+    ) -> bool:
+        """Fail a RUNNING trial with its reason and retry mark, in one transaction.
+
+        `only_if_stale`: only while its heartbeat is still older than the grace period (its
+        worker may have beaten since the stale trials were listed). False when the trial was
+        not failed by this call (finished, or not stale after all).
+        """
+
+        def fail() -> bool:
+            with _create_scoped_session(self.scoped_session) as session:
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+                if trial.state != TrialState.RUNNING:
+                    return False
+                if only_if_stale and not self._still_stale(session, trial_id):
+                    return False
+                user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
+                self._set_trial_attr_without_commit(session, user, trial_id, "fail_reason", reason)
+                self._set_trial_attr_without_commit(session, system, trial_id, RETRY_ATTR, cause)
+                trial.state = TrialState.FAIL
+                trial.datetime_complete = datetime.datetime.now()
+            return True
+
+        return self._retry(fail, "fail trial")
+
+    def _still_stale(self, session: Any, trial_id: int) -> bool:
+        beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+        if beat is None:
+            return False
+        now = session.execute(sa.func.now()).scalar().replace(tzinfo=None)
+        return bool(now - beat.heartbeat > datetime.timedelta(seconds=self._grace()))
+
+    def mark_for_retry(self, trial_id: int, reason: str, *, cause: str) -> None:
+        """Record why a still-RUNNING trial is about to fail because of its worker."""
+
+        def mark() -> None:
+            with _create_scoped_session(self.scoped_session, True) as session:
+                user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
+                self._set_trial_attr_without_commit(session, user, trial_id, "fail_reason", reason)
+                self._set_trial_attr_without_commit(session, system, trial_id, RETRY_ATTR, cause)
+
+        self._retry(mark, "mark trial")
+
+    def requeue(self, study_id: int, failed_number: int, retry: FrozenTrial) -> bool:
+        """Queue `retry` unless the study already holds a retry of trial `failed_number`.
+
+        Under the study's lock, so two workers (or one repeating a call whose reply was lost)
+        never queue two retries of one trial.
+        """
+
+        def add() -> bool:
+            with _create_scoped_session(self.scoped_session) as session:
+                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                histories = (
+                    session.query(models.TrialSystemAttributeModel.value_json)
+                    .join(models.TrialModel)
+                    .filter(models.TrialModel.study_id == study_id)
+                    .filter(models.TrialSystemAttributeModel.key == RETRY_HISTORY)
+                    .all()
+                )
+                if any(json.loads(h)[-1:] == [failed_number] for (h,) in histories):
+                    return False
+                self._get_prepared_new_trial(study_id, retry, session)
+            return True
+
+        return self._retry(add, "queue retry")
+
+    # --- heartbeats -----------------------------------------------------------------------
+
+    def _grace(self) -> int:
+        assert self.heartbeat_interval is not None
+        return self.grace_period or 2 * self.heartbeat_interval
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """The trials whose heartbeat stopped (what Optuna's own check would fail).
+
+        None while the database or this process came back less than two heartbeats ago: the
+        heartbeats missed during the outage were not the trials' fault, and every live worker
+        beats again within one interval of the database's return.
+        """
+        assert self.heartbeat_interval is not None
+        settle = 2 * self.heartbeat_interval + 1
+        if time.monotonic() - self._outage < settle:
+            return []
+        if self._retry(self.server_uptime, "server uptime") < settle:
+            return []
+        return self._retry(lambda: RDBStorage._get_stale_trial_ids(self, study_id), "stale")
+
+    def server_uptime(self) -> float:
+        """Seconds since the database server started (infinite where unknown, e.g. SQLite)."""
+        dialect = self.engine.dialect.name
+        with self.engine.connect() as c:
+            if dialect == "postgresql":
+                sql = "SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())"
+                return float(c.execute(sa.text(sql)).scalar_one())
+            if dialect == "mysql":
+                row = c.execute(sa.text("SHOW GLOBAL STATUS LIKE 'Uptime'")).first()
+                return float(row[1]) if row is not None else float("inf")
+        return float("inf")
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna's `fail_stale_trials` runs before every trial; hpsearch's worker runs its own
+        # check instead (it records why the trial failed, which Optuna's cannot once the trial
+        # is closed), so Optuna's finds nothing and costs no query.
+        return []
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
+            # A missed beat is harmless while shorter than the grace period; a dead heartbeat
+            # thread would get this live trial failed and run twice.
+            _log.warning("heartbeat of trial %d not recorded: %s", trial_id, _reason(e))
+            self.reconnect()
+
+    # --- attributes -----------------------------------------------------------------------
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Several user attributes in one transaction: one commit instead of one per key.
@@ -104,26 +404,7 @@ class ResilientRDBStorage(RDBStorage):
             with self.engine.begin() as c:
                 c.execute(_upsert(self.engine.dialect.name, table), rows)
 
-        call_with_retries(write, what="set_trial_user_attrs", on_retry=self.engine.dispose)
-
-    def stale_trial_ids(self, study_id: int) -> list[int]:
-        """The trials whose heartbeat stopped (what Optuna's own check would fail)."""
-        return super()._get_stale_trial_ids(study_id)
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        # Optuna's `fail_stale_trials` runs before every trial; hpsearch's worker runs its own
-        # check instead (it records why the trial failed, which Optuna's cannot once the trial
-        # is closed), so Optuna's finds nothing and costs no query.
-        return []
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            super().record_heartbeat(trial_id)
-        except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
-            # A missed beat is harmless while shorter than the grace period; a dead heartbeat
-            # thread would get this live trial failed and run twice.
-            _log.warning("heartbeat of trial %d not recorded: %s", trial_id, _reason(e))
-            self.engine.dispose()
+        self._retry(write, "set_trial_user_attrs")
 
 
 def _upsert(dialect: str, table: sa.Table) -> sa.Insert:
@@ -142,12 +423,12 @@ _RETRIED = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
     "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
     "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
-    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
-    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+    "get_trial_system_attrs", "get_all_studies", "set_trial_param",
+    "get_trial_param", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
-    "get_trial", "get_all_trials", "get_best_trial", "stale_trial_ids",
+    "get_trial", "get_all_trials", "get_best_trial",
     # Called by Optuna's own cache layer directly:
-    "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id",
+    "_get_trials", "_set_trial_param", "_get_best_trial_id",
 )  # fmt: skip
 for _name in _RETRIED:
     setattr(

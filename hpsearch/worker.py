@@ -1,15 +1,19 @@
-"""The worker loop: claim a slot of the study-wide budget, run one trial, repeat.
+"""The worker loop: run one trial with a slot of the study-wide budget, repeat.
 
-Each trial runs inside Optuna's own `study.optimize(n_trials=1)`, so heartbeats, stale-trial
-failing and the sampler/pruner lifecycle are Optuna's. What hpsearch adds:
+Each trial runs inside Optuna's own `study.optimize(n_trials=1)`, so heartbeats and the
+sampler/pruner lifecycle are Optuna's. What hpsearch adds:
 
-- an exact study-wide budget (`hpsearch.budget`), claimed before each trial;
+- an exact study-wide budget (`hpsearch.budget`), claimed in the transaction that starts each
+  trial (`ask()` raises `BudgetSpent` when none is left);
 - SIGTERM/SIGINT: the running trial ends FAIL and is queued again for another worker, then the
   worker exits 0; a second signal exits at once;
-- a retry policy for trials whose worker died: bounded, and never for a trial that killed two
-  different workers (a deterministic crash);
+- a retry policy for trials whose worker died: exactly one retry per such trial, bounded, and
+  never for a trial that killed two different workers (a deterministic crash);
 - lingering while other workers' trials still run, so that a crash at the end of a study is
   still retried by someone.
+
+Every step that must survive a kill or a database restart at any moment is one transaction in
+`hpsearch.resilient`; `benchmarks/chaos.py` kills workers and the database at random to check.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import optuna
-from optuna.storages import RDBStorage
+import sqlalchemy.exc as sa_exc
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import provenance
-from hpsearch.budget import Ledger, Limits
+from hpsearch.budget import BudgetSpent, Ledger, Limits
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import TrialContext, WorkerStopped, build
-from hpsearch.resilient import ResilientRDBStorage
+from hpsearch.resilient import (
+    RETRY_ATTR,
+    RETRY_HISTORY,
+    ResilientRDBStorage,
+    give_up_after,
+)
 from hpsearch.spec import LoadedSpec
 from hpsearch.storage import StorageURL, open_storage, refuse_sqlite_across_machines
 from hpsearch.study import create_or_load
@@ -55,46 +65,60 @@ class WorkerReport:
 
 
 class RetryPolicy:
-    """Optuna's stale-trial retry, plus a budget slot for the retry and a deterministic-crash rule.
+    """Optuna's stale-trial retry, made exact under crashes, and a deterministic-crash rule.
 
     The retry is the trial Optuna's `RetryHeartbeatStaleTrialCallback` would add (same params,
     `failed_trial` and `retry_history` system attributes, so Optuna's helpers read it), made here
-    because that callback cannot skip a deterministic crash or add a budget slot.
+    because that callback cannot skip a deterministic crash, and runs in a separate transaction
+    from the fail (a worker killed between the two would lose the retry).
 
-    Given to the storage as `heartbeat_stale_trial_callback`; `fail_stale_trials` (run by Optuna
-    before each trial) calls it for each trial whose worker stopped sending heartbeats.
+    A trial that fails because of its worker (heartbeats stopped, or a signal) is failed with a
+    retry mark in the same transaction (`ResilientRDBStorage.fail_trial`); `requeue_missing`
+    then queues a retry for every marked trial that has none, at most one per trial. Whoever
+    runs it (the worker that failed the trial, or any other later) and however often, each such
+    trial is retried exactly once, or is refused by the policy.
     """
 
     def __init__(self, max_retries: int) -> None:
         self.max_retries = max_retries
-        self.ledger: Ledger | None = None
+        self._refused: set[int] = set()  # trial numbers already refused (logged once)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial, crashed=True)
 
     def fail_stale(self, study: optuna.Study, storage: ResilientRDBStorage) -> None:
-        """Optuna's `fail_stale_trials`, but recording why on the trial before it is closed.
-
-        A finished trial's attributes are read-only, so the reason is written while the trial
-        is still RUNNING; of several workers doing this at once, the one whose state change
-        wins queues the retry.
-        """
+        """Fail the trials whose worker stopped sending heartbeats, then queue their retries."""
         for trial_id in storage.stale_trial_ids(study._study_id):
             trial = storage.get_trial(trial_id)
             worker = trial.user_attrs.get("worker", "?")
             reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
-            try:
-                storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-                if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                    continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another worker got there first
-            _log.warning("trial %d: %s", trial.number, reason)
-            self.retry(study, storage.get_trial(trial_id), crashed=True)
+            # Re-checked under the trial's lock: its worker may have beaten (or finished) since.
+            if storage.fail_trial(trial_id, reason, cause="crash", only_if_stale=True):
+                _log.warning("trial %d: %s", trial.number, reason)
+        self.requeue_missing(study)
+
+    def requeue_missing(self, study: optuna.Study) -> bool:
+        """Queue a retry for each trial failed by its worker that has none; True if any."""
+        trials = study.get_trials(deepcopy=False)
+        retried = {h[-1] for t in trials if (h := t.system_attrs.get(RETRY_HISTORY))}
+        queued = False
+        for trial in trials:
+            cause = trial.system_attrs.get(RETRY_ATTR)
+            if (
+                trial.state == TrialState.FAIL
+                and cause is not None
+                and trial.number not in retried
+                and trial.number not in self._refused
+            ):
+                if self.retry(study, trial, crashed=cause == "crash"):
+                    queued = True
+                else:
+                    self._refused.add(trial.number)
+        return queued
 
     def retry(self, study: optuna.Study, trial: FrozenTrial, *, crashed: bool) -> bool:
         """Queue `trial` again with the same parameters; False when the policy says no."""
-        history = list(trial.system_attrs.get("retry_history", []))
+        history = list(trial.system_attrs.get(RETRY_HISTORY, []))
         crashed_workers = list(trial.user_attrs.get("crashed_workers", []))
         worker = trial.user_attrs.get("worker")
         if crashed and worker is not None and crashed_workers and worker not in crashed_workers:
@@ -110,44 +134,72 @@ class RetryPolicy:
                 "trial %d: %d retries used, not retried again", trial.number, len(history)
             )
             return False
-        if self.ledger is not None:
-            self.ledger.add_retry_slot()
         attrs = dict(trial.user_attrs)
         attrs.pop("fail_reason", None)
         if crashed and worker is not None:
             attrs["crashed_workers"] = [*crashed_workers, worker]
+        system_attrs = {k: v for k, v in trial.system_attrs.items() if k != RETRY_ATTR}
         retry_trial = optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
             user_attrs=attrs,
             system_attrs={
-                **trial.system_attrs,
+                **system_attrs,
                 "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                "retry_history": [*history, trial.number],
+                RETRY_HISTORY: [*history, trial.number],
             },
         )
-        study.add_trial(retry_trial)
+        backend = getattr(study._storage, "_backend", study._storage)
+        if isinstance(backend, ResilientRDBStorage):
+            if not backend.requeue(study._study_id, trial.number, retry_trial):
+                return True  # another worker (or a lost reply of ours) queued it already
+        else:
+            study.add_trial(retry_trial)
         _log.info("trial %d queued again (retry %d)", trial.number, len(history) + 1)
         return True
 
 
+class _Stop:
+    """What the signal handler knows: the first signal's name, and where the worker is."""
+
+    def __init__(self) -> None:
+        self.by: str | None = None
+        self.in_objective = False
+
+    @property
+    def requested(self) -> bool:
+        return self.by is not None
+
+
 @contextmanager
-def _graceful_signals(report: WorkerReport) -> Iterator[None]:
-    """First SIGTERM/SIGINT: raise WorkerStopped (trial fails, is retried); second: exit now."""
+def _graceful_signals(report: WorkerReport) -> Iterator[_Stop]:
+    """First SIGTERM/SIGINT: stop after the running trial is failed and queued again.
+
+    Inside the objective the handler raises WorkerStopped; anywhere else (in the middle of a
+    storage call, or of Optuna's bookkeeping around the objective) it only records the request,
+    and the worker loop stops at its next step, so the trial just told or just started is not
+    left half-done. Storage calls stop retrying after `_STOP_SECONDS`, so the stop is bounded even
+    while the database is away. A second signal exits at once.
+    """
+    stop = _Stop()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if report.stopped_by is not None:
+        if stop.requested:
             _log.warning("second %s: exiting now", name)
             os._exit(FORCED_EXIT_CODE)
-        report.stopped_by = name
+        stop.by = report.stopped_by = name
         _log.warning("%s: stopping after failing the running trial for a retry", name)
-        raise WorkerStopped(f"worker stopped by {name}")
+        # From now on a call that finds no database gives up after a few seconds: the trial is
+        # then left to stop beating, and another worker fails and retries it.
+        give_up_after(_STOP_SECONDS)
+        if stop.in_objective:
+            raise WorkerStopped(f"worker stopped by {name}")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield stop
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -165,6 +217,33 @@ def run_worker(
     linger_poll: float | None = None,
 ) -> WorkerReport:
     """Join (or create) the study and run trials until the budget is spent or a signal arrives."""
+    report = WorkerReport(study_name or loaded.spec.name, created=False)
+    with _graceful_signals(report) as stop:
+        try:
+            _run(loaded, url, limits, report, stop, study_name, worker_id, artifacts, on_trial,
+                 linger_poll)  # fmt: skip
+        except WorkerStopped as stopped:
+            if stopped.exit_code:
+                raise HpsearchError(stopped.reason) from None
+        except (*_STORAGE_ERRORS, StorageError) as e:
+            if not stop.requested:
+                raise
+            _log.warning("stopped by %s before joining the study: %s", stop.by, e)
+    return report
+
+
+def _run(
+    loaded: LoadedSpec,
+    url: StorageURL,
+    limits: Limits,
+    report: WorkerReport,
+    stop: _Stop,
+    study_name: str | None,
+    worker_id: str,
+    artifacts: str | None,
+    on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None,
+    linger_poll: float | None,
+) -> None:
     spec = loaded.spec
     policy = RetryPolicy(spec.workers.max_retries)
     storage = open_storage(
@@ -174,31 +253,45 @@ def run_worker(
         stale_callback=policy,
     )
     worker = f"{socket.gethostname()}:{os.getpid()}#{worker_id}"
-    study, created = create_or_load(loaded, storage, name=study_name, worker=worker)
+    study, report.created = create_or_load(loaded, storage, name=study_name, worker=worker)
+    report.study_name = study.study_name
     if url.kind == "sqlite":
         refuse_sqlite_across_machines(url)
         _refuse_other_hosts(study, url)
+    resilient = storage if isinstance(storage, ResilientRDBStorage) else None
     ledger = None
-    if isinstance(storage, RDBStorage):
-        ledger = Ledger(storage.engine, study._study_id)
+    if resilient is not None:
+        ledger = Ledger(resilient.engine, study._study_id, max_wait=resilient.max_wait)
         ledger.set_limits(limits)
-        policy.ledger = ledger
-    report = WorkerReport(study.study_name, created)
+        resilient.use_budget(study._study_id, ledger)  # a slot is claimed with each trial
     context = TrialContext(
         artifacts=provenance.artifacts_dir(loaded, url, study.study_name, artifacts),
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
     )
     run_trial = build(loaded, context)
-    current: list[int] = []  # the id of the trial this worker runs now, for a signal
+
+    current: list[int] = []  # the trial this worker runs now, for storages without `taken`
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         current[:] = [trial._trial_id]
+        stop.in_objective = True
         try:
+            if stop.requested:  # the signal came while this trial was being started
+                raise WorkerStopped(f"worker stopped by {stop.by}")
             return run_trial(trial)
         except WorkerStopped as stopped:
+            stop.in_objective = False
             # Written while the trial still runs: a finished trial's attributes are read-only.
-            trial.set_user_attr("fail_reason", stopped.reason)
+            try:
+                if resilient is not None:
+                    resilient.mark_for_retry(trial._trial_id, stopped.reason, cause="stop")
+                else:
+                    trial.set_user_attr("fail_reason", stopped.reason)
+            except _STORAGE_ERRORS as e:
+                _log.warning("trial %d not marked for a retry: %s", trial.number, e)
             raise
+        finally:
+            stop.in_objective = False
 
     poll = linger_poll if linger_poll is not None else min(spec.workers.heartbeat_interval, 5.0)
 
@@ -210,39 +303,66 @@ def run_worker(
         if on_trial is not None:
             on_trial(study, trial, ledger)
 
-    heartbeat = isinstance(storage, ResilientRDBStorage) and bool(storage.get_heartbeat_interval())
+    heartbeat = resilient is not None and bool(resilient.get_heartbeat_interval())
     last_stale_check = -float("inf")
-    with _graceful_signals(report):
-        try:
-            while True:
-                if heartbeat and time.monotonic() - last_stale_check >= poll:
-                    # A trial is stale only after `grace_period`, so checking more often than
-                    # every few seconds finds nothing new; fast trials skip the query.
-                    policy.fail_stale(study, storage)  # type: ignore[arg-type]
-                    last_stale_check = time.monotonic()
-                if ledger is not None and not ledger.claim():
-                    state = ledger.state()
-                    report.budget_reason = state.spent_reason(time.time()) if state else None
-                    if _others_running(study) and isinstance(storage, RDBStorage):
-                        time.sleep(poll)  # linger: a crashed trial may still need a retry
-                        continue
-                    break
-                if ledger is None and _count_done(study) >= (limits.n_trials or float("inf")):
-                    report.budget_reason = "n_trials reached"
-                    break
+    stopped: WorkerStopped | None = None  # raised by a signal, or by the objective itself
+    try:
+        while not stop.requested:
+            if heartbeat and time.monotonic() - last_stale_check >= poll:
+                # A trial is stale only after `grace_period`, so checking more often than
+                # every few seconds finds nothing new; fast trials skip the query.
+                policy.fail_stale(study, resilient)  # type: ignore[arg-type]
+                last_stale_check = time.monotonic()
+            if ledger is None and _count_done(study) >= (limits.n_trials or float("inf")):
+                report.budget_reason = "n_trials reached"
+                break
+            try:
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
-        except WorkerStopped as stopped:
-            if current:
-                _retry_interrupted(study, current[0], policy, stopped.reason)
-            if stopped.exit_code:
-                raise HpsearchError(stopped.reason) from None
+            except BudgetSpent:
+                assert ledger is not None
+                state = ledger.state()
+                report.budget_reason = state.spent_reason(time.time()) if state else None
+                if _others_running(study):
+                    _sleep(poll, stop)  # linger: a crashed trial may still need a retry
+                    continue
+                if heartbeat and policy.requeue_missing(study):
+                    continue  # a stopped worker's trial had no retry yet: run it here
+                break
+            except (ValueError, UpdateFinishedTrialError) as e:
+                if not _taken_away(e):
+                    raise
+                # Another worker judged this trial stale (this one could not reach the
+                # database for longer than the grace period) and retries it.
+                _log.warning("the trial was failed as stale meanwhile; its retry redoes it: %s", e)
+    except WorkerStopped as e:
+        stopped = e
+    except Exception as e:
+        if not stop.requested:
+            raise
+        # The database stayed away while this worker stopped: Optuna could not tell the trial
+        # (and its bookkeeping then fails with whatever error). It is failed below if the
+        # database is back, or else by another worker once its heartbeat is stale.
+        _log.warning("stopping without the database: %s: %s", type(e).__name__, e)
+    if stop.requested or stopped is not None:
+        reason = stopped.reason if stopped is not None else f"worker stopped by {stop.by}"
+        if resilient is not None:
+            _retry_interrupted(study, resilient, policy, reason)
+        elif current:
+            _retry_interrupted_elsewhere(study, current[0], policy, reason)
     _log.info(
         "worker %s done: %s%s",
         worker,
         ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.trials.items())) or "no trials",
         f" ({report.stopped_by})" if report.stopped_by else f" ({report.budget_reason})",
     )
-    return report
+    if stopped is not None and stopped.exit_code:
+        raise stopped  # run_worker turns it into the error and exit code
+
+
+# How long a stopping worker tries to fail and re-queue its trial while the database is away;
+# after that the trial stays RUNNING, stops beating, and another worker retries it.
+_STOP_SECONDS = 10.0
+_STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sa_exc.SQLAlchemyError)
 
 
 def _refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
@@ -269,10 +389,22 @@ def _count_done(study: optuna.Study) -> int:
     )
 
 
-def _retry_interrupted(
+def _sleep(seconds: float, stop: _Stop) -> None:
+    """Sleep, waking early for a stop signal (the handler does not raise outside a trial)."""
+    end = time.monotonic() + seconds
+    while not stop.requested and time.monotonic() < end:
+        time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+
+def _taken_away(error: Exception) -> bool:
+    """Whether Optuna failed to tell a trial because another worker had failed it already."""
+    return isinstance(error, UpdateFinishedTrialError) or str(error).startswith("Cannot tell a")
+
+
+def _retry_interrupted_elsewhere(
     study: optuna.Study, trial_id: int, policy: RetryPolicy, reason: str
 ) -> None:
-    """Queue again the trial this worker was running when it was told to stop."""
+    """`_retry_interrupted` for storages that are not SQL (the gRPC proxy): fail, then queue."""
     storage = study._storage
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:  # the signal came outside the objective
@@ -281,3 +413,29 @@ def _retry_interrupted(
     elif trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != reason:
         return  # it finished, or failed on its own, before the signal: nothing to retry
     policy.retry(study, storage.get_trial(trial_id), crashed=False)
+
+
+def _retry_interrupted(
+    study: optuna.Study, storage: ResilientRDBStorage, policy: RetryPolicy, reason: str
+) -> None:
+    """Fail and queue again the trial this worker was running when it was told to stop.
+
+    `storage.taken` is the trial this process last started, set in the transaction that started
+    it, so a signal between starting a trial and running its objective still finds it.
+    """
+    if storage.taken is None:
+        return
+    try:
+        trial = storage.get_trial(storage.taken)
+        if trial.state == TrialState.RUNNING:  # the signal came outside the objective
+            storage.fail_trial(storage.taken, reason, cause="stop")
+        elif trial.system_attrs.get(RETRY_ATTR) is None:
+            return  # it finished, or failed on its own, before the signal: nothing to retry
+        policy.requeue_missing(study)
+    except (*_STORAGE_ERRORS, KeyError) as e:
+        _log.warning(
+            "could not fail trial %d for a retry (%s): another worker retries it after the "
+            "grace period",
+            storage.taken,
+            e,
+        )
