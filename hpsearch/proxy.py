@@ -57,8 +57,6 @@ FORCED_EXIT_CODE = 143  # 128 + SIGTERM
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
-
 def database_url(
     flag: str | None, *, environ: Mapping[str, str] | None = None, base: Path | None = None
 ) -> StorageURL:
