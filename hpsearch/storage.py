@@ -189,8 +189,15 @@ def _engine_kwargs(url: StorageURL, pool_size: int) -> dict[str, Any]:
     }
 
 
-def check_reachable(url: StorageURL) -> None:
-    """Connect once and run `SELECT 1`.
+# Errors that waiting does not cure: wrong credentials or a database that does not exist.
+_FINAL = ("authentication", "access denied", "does not exist", "unknown database")
+
+
+def check_reachable(url: StorageURL, *, wait: float = 0.0) -> None:
+    """Connect and run `SELECT 1`; while the server is down, keep trying for `wait` seconds.
+
+    A worker restarted while its database restarts too should wait for it, not exit; a
+    command a person runs (`validate`, `status`) answers at once (`wait=0`).
 
     Raises:
         StorageError: naming the redacted URL and the server's one-line reason.
@@ -200,14 +207,24 @@ def check_reachable(url: StorageURL) -> None:
     engine = sqlalchemy.create_engine(
         url.secret_url.replace("{{", "{").replace("}}", "}"), **_engine_kwargs(url, 1)
     )
+    started, pause = time.monotonic(), 1.0
     try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT 1"))
-    except sqlalchemy.exc.SQLAlchemyError as e:
-        raise StorageError(
-            f"cannot reach storage {url.redacted}: {_first_line(e)}; check that the server "
-            f"runs and the URL, user and {PASSWORD_ENV} are right"
-        ) from None
+        while True:
+            try:
+                with engine.connect() as connection:
+                    connection.execute(sqlalchemy.text("SELECT 1"))
+                return
+            except sqlalchemy.exc.SQLAlchemyError as e:
+                reason = _first_line(e)
+                final = any(word in reason.lower() for word in _FINAL)
+                if final or not is_disconnect(e) or time.monotonic() - started + pause > wait:
+                    raise StorageError(
+                        f"cannot reach storage {url.redacted}: {reason}; check that the server "
+                        f"runs and the URL, user and {PASSWORD_ENV} are right"
+                    ) from None
+                _log.warning("waiting for storage %s: %s", url.redacted, reason)
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
     finally:
         engine.dispose()
 
@@ -228,6 +245,7 @@ def open_storage(
     stale_callback: StaleCallback | None = None,
     pool_size: int = 2,
     create_tables: bool = True,
+    wait: float = 0.0,
 ) -> BaseStorage:
     """Open an Optuna storage on `url`, with heartbeats when `heartbeat_interval` is set.
 
@@ -239,7 +257,7 @@ def open_storage(
 
         host, _, port = url.secret_url.removeprefix("grpc://").rstrip("/").partition(":")
         return RetryingGrpcStorageProxy(host=host, port=int(port or 13000))
-    check_reachable(url)
+    check_reachable(url, wait=wait)
     if url.sqlite_path is not None:
         _enable_wal(url.sqlite_path)
     for attempt in range(5):

@@ -48,6 +48,8 @@ from hpsearch.storage import StorageURL, open_storage, refuse_sqlite_across_mach
 from hpsearch.study import create_or_load
 
 _log = logging.getLogger(__name__)
+# A worker started while its database is down (a restart, a failover) waits this long for it.
+STARTUP_WAIT_SECONDS = 120.0
 
 STOP_EXIT_CODE = 0
 FORCED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a killed process
@@ -251,6 +253,7 @@ def _run(
         heartbeat_interval=spec.workers.heartbeat_interval if url.kind != "grpc" else None,
         grace_period=spec.workers.grace_seconds,
         stale_callback=policy,
+        wait=STARTUP_WAIT_SECONDS,
     )
     worker = f"{socket.gethostname()}:{os.getpid()}#{worker_id}"
     study, report.created = create_or_load(loaded, storage, name=study_name, worker=worker)

@@ -129,3 +129,15 @@ def test_password_never_appears_in_ps_or_logs(
     out = proc.communicate()[0]
     assert proc.returncode == 0, out
     assert "notreallyused" not in seen and "notreallyused" not in out
+
+
+def test_a_worker_waits_for_a_database_that_is_down(
+    write_study: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens on port 1: the wait ends in the same one-line error, after retrying."""
+    from hpsearch.storage import check_reachable
+
+    url = resolve(load_spec(write_study(BODY)), flag="postgresql://me@127.0.0.1:1/db", environ={})
+    with pytest.raises(StorageError, match=r"cannot reach storage postgresql\+psycopg://me@"):
+        check_reachable(url, wait=2.5)
+    assert "waiting for storage postgresql+psycopg://me@127.0.0.1:1/db" in caplog.text
