@@ -175,11 +175,6 @@ class Ledger:
         t = ledger_table
         self._update(sa.update(t).values(retry_slots=t.c.retry_slots + 1), "retry slot")
 
-    def release(self) -> None:
-        """Give back a slot that was claimed but never used for a trial."""
-        t = ledger_table
-        self._update(sa.update(t).values(claimed=t.c.claimed - 1), "release")
-
     def spend_gpu_seconds(self, seconds: float) -> None:
         t = ledger_table
         self._update(sa.update(t).values(gpu_seconds=t.c.gpu_seconds + seconds), "spend")

@@ -86,16 +86,6 @@ def to_optuna_params(spec: StudySpec, values: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def from_optuna_params(spec: StudySpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Optuna parameters -> user-facing values; the inverse of `to_optuna_params`."""
-    out: dict[str, Any] = {}
-    for name, param in spec.search_space.items():
-        key = optuna_name(name, param)
-        if key in params:
-            out[name] = 2 ** params[key] if isinstance(param, PowerOfTwoParam) else params[key]
-    return out
-
-
 def grid(spec: StudySpec, *, limits: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
     """Every value of each (discrete) parameter, in Optuna names, for the grid sampler."""
     out: dict[str, list[Any]] = {}

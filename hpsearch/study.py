@@ -251,9 +251,3 @@ def _check_same_space(
         f"{loaded.path}: study {study.study_name!r} already exists with a different search "
         f"space, metric or direction ({diff}); keep the stored space or use another `name:`"
     )
-
-
-def load_stored_spec(study: optuna.Study) -> dict[str, Any] | None:
-    """The spec stored with a study by `hpsearch run`, as plain data."""
-    stored = study.user_attrs.get(SPEC_ATTR)
-    return stored if isinstance(stored, dict) else None

@@ -51,7 +51,6 @@ _log = logging.getLogger(__name__)
 # A worker started while its database is down (a restart, a failover) waits this long for it.
 STARTUP_WAIT_SECONDS = 120.0
 
-STOP_EXIT_CODE = 0
 FORCED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a killed process
 
 
@@ -387,9 +386,8 @@ def _others_running(study: optuna.Study) -> bool:
 
 def _count_done(study: optuna.Study) -> int:
     """Trials started, for storages without a ledger (the gRPC proxy): may overshoot."""
-    return len(study.get_trials(deepcopy=False)) - sum(
-        1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs
-    )
+    # A retry takes its crashed trial's place; reading the trials once per check, not twice.
+    return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" not in t.system_attrs)
 
 
 def _sleep(seconds: float, stop: _Stop) -> None:

@@ -65,8 +65,8 @@ class StudyView:
     def user_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Optuna parameters -> the values the objective saw (`log2_batch_size: 5` -> 32).
 
-        Unlike `search_space.from_optuna_params` this keeps parameters the file does not name
-        (a study edited since, or one not made by hpsearch), so nothing is silently dropped.
+        Parameters the file does not name (a study edited since, or one not made by hpsearch)
+        are kept, so nothing is silently dropped.
         """
         powers = self.power_of_two
         out: dict[str, Any] = {}
