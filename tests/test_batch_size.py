@@ -319,11 +319,11 @@ def test_memory_relevant_options_get_their_own_entry(machines: tuple) -> None:
 
 
 def test_every_trainer_option_is_classified_for_the_cache_key() -> None:
-    from hpsearch import batch_size_cache as c
+    from hpsearch.batch_size import cache as c
 
     fields = set(TrainerOptions.model_fields)
-    assert fields == set(c._MEMORY_FIELDS) | c._MEMORY_NEUTRAL, (
-        "classify new TrainerOptions fields in batch_size_cache._MEMORY_FIELDS or _NEUTRAL"
+    assert fields == set(c.MEMORY_FIELDS) | c.MEMORY_NEUTRAL, (
+        "classify new TrainerOptions fields in batch_size.cache.MEMORY_FIELDS or MEMORY_NEUTRAL"
     )
 
 

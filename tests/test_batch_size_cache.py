@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.batch_size_cache import (
-    DeviceInfo,
+from hpsearch.batch_size.cache import (
     InMemorySharedLimits,
     LimitEntry,
     LocalCache,
     cache_key,
     default_cache_dir,
-    describe_device,
     merge_entries,
     pow2_below,
 )
+from hpsearch.batch_size.device import DeviceInfo, describe_device
 from hpsearch.errors import BatchSizeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +95,7 @@ def test_an_unreadable_cache_file_costs_a_probe_not_the_fleet(tmp_path: Path) ->
 WRITER = textwrap.dedent(
     """
     import sys
-    from hpsearch.batch_size_cache import LocalCache
+    from hpsearch.batch_size.cache import LocalCache
     cache = LocalCache(sys.argv[1])
     for i in range(int(sys.argv[3])):
         cache.put(f"{sys.argv[2]}-{i}", {"limit": i, "failure": None, "source": "probe"})

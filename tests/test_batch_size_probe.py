@@ -2,7 +2,7 @@
 
 There is no GPU here, so the GPU's memory limit is faked: the child enforces
 HPSEARCH_FAKE_MEMORY_LIMIT_BYTES with a dispatch mode that raises a real torch.OutOfMemoryError
-once the live tensor bytes pass it (test-only; see hpsearch/_probe_child.py). Everything else is
+once the live tensor bytes pass it (test-only; see hpsearch/batch_size/probe.py). All else is
 real: the child process, the trainer's own setup_training and train steps, exit codes, JSON,
 the caches. Three launches import torch (a few seconds each); the others exit before that.
 """
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch import _probe_child
 from hpsearch.batch_size import (
     DeviceInfo,
     InMemorySharedLimits,
@@ -24,6 +23,7 @@ from hpsearch.batch_size import (
     probe_in_subprocess,
     resolve_high,
 )
+from hpsearch.batch_size import probe as _probe_child
 from hpsearch.train.options import DatasetOptions, TrainerOptions
 
 # small_cnn on 3x32x32 holds about 0.7 MiB of tensors per sample plus 1 MiB of weights and
@@ -112,7 +112,7 @@ def test_a_hung_child_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_a_broken_request_is_an_error_with_its_reason() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "hpsearch._probe_child"],
+        [sys.executable, "-m", "hpsearch.batch_size.probe"],
         input='{"mode": "nonsense"}',
         capture_output=True,
         text=True,
@@ -125,7 +125,7 @@ def test_a_broken_request_is_an_error_with_its_reason() -> None:
 def test_importing_the_fitter_loads_neither_torch_nor_optuna() -> None:
     """The CLI resolves batch sizes before training; layering forbids optuna here."""
     code = (
-        "import sys, hpsearch.batch_size, hpsearch.oom\n"
+        "import sys, hpsearch.batch_size, hpsearch.batch_size.oom\n"
         "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -7,8 +7,8 @@ import uuid
 import optuna
 import pytest
 
-from hpsearch.budget import Ledger, Limits
 from hpsearch.storage import StorageURL, open_storage
+from hpsearch.worker.budget import Ledger, Limits
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpsearch.cli import main
-from hpsearch.dashboard import (
+from hpsearch.inspect.dashboard import (
     DashboardServer,
     ReadOnlyError,
     ReadOnlyStorage,

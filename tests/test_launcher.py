@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hpsearch.batch_size import visible_gpus
 from hpsearch.errors import HpsearchError
-from hpsearch.launcher import parse_gpus, visible_gpus
+from hpsearch.worker.launcher import parse_gpus
 
 
 def test_explicit_gpu_lists(monkeypatch: pytest.MonkeyPatch) -> None:

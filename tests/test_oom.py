@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch._utils import ExceptionWrapper
 
-from hpsearch.oom import is_oom, is_oom_message, oom_summary
+from hpsearch.batch_size.oom import is_oom, is_oom_message, oom_summary
 
 OOM_TEXTS = [
     # Caching allocator, PyTorch >= 2.1 wording (pytorch/pytorch#16417, comment of 2024-03-13).

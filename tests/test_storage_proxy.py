@@ -27,7 +27,8 @@ from sqlalchemy.engine import make_url
 
 from hpsearch.cli import main
 from hpsearch.errors import StorageError
-from hpsearch.proxy import RetryingGrpcStorageProxy, database_url
+from hpsearch.storage.proxy import RetryingGrpcStorageProxy
+from hpsearch.storage.proxy_server import database_url
 
 MARKER_PASSWORD = "proxy-test-Pa55-7f3a"  # accepted and ignored by a trust-auth test server
 
@@ -224,7 +225,7 @@ def test_the_workers_client_waits_out_a_restart_of_the_proxy(
 
     thread = threading.Thread(target=restart)
     thread.start()
-    logger = logging.getLogger("hpsearch.proxy")  # the CLI may have stopped propagation
+    logger = logging.getLogger("hpsearch.storage.proxy")  # the CLI may have stopped propagation
     logger.addHandler(caplog.handler)
     try:
         trial_id = client.create_new_trial(study_id)  # retried until the new proxy answers

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 import hpsearch.train.loop
 from hpsearch.cli import main
-from hpsearch.trainer_objective import SHARED_PREFIX
+from hpsearch.objective.trainer import SHARED_PREFIX
 
 TRAINER_STUDY = """
 name: {name}

@@ -6,8 +6,8 @@ import argparse
 import logging
 
 from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.dashboard import DashboardServer, is_loopback, make_app, read_only_for
 from hpsearch.errors import HpsearchError
+from hpsearch.inspect.dashboard import DashboardServer, is_loopback, make_app, read_only_for
 from hpsearch.inspect.source import open_view
 
 NAME = "dashboard"

@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
 from hpsearch import __version__
+from hpsearch.batch_size import visible_gpus
 from hpsearch.commands.common import add_study_arguments, load, study_name
 from hpsearch.errors import HpsearchError, StorageError
-from hpsearch.launcher import visible_gpus
 from hpsearch.storage import (
     StorageURL,
     check_reachable,
+    create_engine,
     filesystem_type,
     open_storage,
     refuse_sqlite_across_machines,
@@ -73,7 +74,7 @@ def _reachable(url: StorageURL, holder: list[RDBStorage | sa.Engine]) -> str:
     try:
         storage = open_storage(url, create_tables=False)
     except StorageError:  # an empty database: Optuna's tables are made by the first run
-        holder.append(sa.create_engine(url.secret_url.replace("{{", "{").replace("}}", "}")))
+        holder.append(create_engine(url))
         return f"{url.redacted} reachable"
     assert isinstance(storage, RDBStorage)
     holder.append(storage)

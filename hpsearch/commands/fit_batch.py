@@ -7,7 +7,7 @@ import argparse
 from hpsearch import batch_size as bs
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
-from hpsearch.launcher import visible_gpus
+from hpsearch.objective import StudyLimits, trainer_options
 from hpsearch.spec import PowerOfTwoParam, TrainerObjective
 from hpsearch.storage import open_storage
 from hpsearch.study import create_or_load
@@ -22,8 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpsearch.trainer_objective import StudyLimits, _options  # imports torch
-
     loaded, url = load(args)
     spec = loaded.spec
     param = spec.search_space.get("batch_size")
@@ -33,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
             "`batch_size: {type: power_of_two, ...}` in search_space"
         )
     study, _ = create_or_load(loaded, open_storage(url), name=args.name)
-    options = _options(loaded, spec.objective, {})
+    options = trainer_options(loaded, spec.objective, {})
     from hpsearch.train.summary import summarize
 
     summary = summarize(options.dataset)
     shape = (options.in_channels, summary.image_size, summary.image_size)
-    gpus = visible_gpus()
+    gpus = bs.visible_gpus()
     devices = [f"cuda:{i}" for i in range(len(gpus))] if gpus else ["cpu"]
     for device in devices:
         rng = bs.resolve_high(

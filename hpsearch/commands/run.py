@@ -10,13 +10,11 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpsearch.budget import Ledger, Limits
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
-from hpsearch.launcher import launch, parse_gpus
 from hpsearch.spec import Budget, parse_duration
 from hpsearch.storage import refuse_sqlite_across_machines
-from hpsearch.worker import run_worker
+from hpsearch.worker import Ledger, Limits, launch, parse_gpus, run_worker
 
 NAME = "run"
 HELP = "create or join the study and run trials until its budget is spent"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hpsearch.errors import HpsearchError
-from hpsearch.proxy import DEFAULT_PORT, DEFAULT_THREADS, database_url, serve
+from hpsearch.storage.proxy import DEFAULT_PORT
+from hpsearch.storage.proxy_server import DEFAULT_THREADS, database_url, serve
 
 NAME = "storage-proxy"
 HELP = (

@@ -6,8 +6,8 @@ import argparse
 
 from hpsearch import objective
 from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.search_space import optuna_name
 from hpsearch.spec import LoadedSpec, TrainerObjective
+from hpsearch.study import optuna_name
 
 NAME = "validate"
 HELP = "check a study file and print the resolved search space and storage; run nothing"
@@ -56,7 +56,7 @@ def _print_data_summary(loaded: LoadedSpec) -> None:
     if not isinstance(objective_spec, TrainerObjective):
         return
     from hpsearch.errors import DataError
-    from hpsearch.trainer_objective import data_summary  # imports torch; only for the trainer
+    from hpsearch.objective import data_summary
 
     try:
         lines = data_summary(loaded)

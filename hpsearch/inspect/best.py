@@ -13,6 +13,7 @@ import yaml
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.format import fmt_duration, fmt_value
 from hpsearch.inspect.source import (
     PROVENANCE_ATTRS,
     StudyView,
@@ -20,7 +21,7 @@ from hpsearch.inspect.source import (
     is_curve_attr,
     pareto_front,
 )
-from hpsearch.inspect.table import fmt_duration, fmt_value
+from hpsearch.storage.optuna_compat import trial_id
 
 
 def best_trials(view: StudyView, *, top: int | None = None) -> tuple[list[FrozenTrial], int]:
@@ -46,8 +47,8 @@ def best_trials(view: StudyView, *, top: int | None = None) -> tuple[list[Frozen
     for trial in view.trials():
         if trial.state == TrialState.COMPLETE and trial.values is not None:
             n_complete += 1
-            points.append((trial._trial_id, list(trial.values)))
-    front = [view.trial(trial_id) for trial_id in pareto_front(points, view.directions)]
+            points.append((trial_id(trial), list(trial.values)))
+    front = [view.trial(key) for key in pareto_front(points, view.directions)]
     front.sort(key=lambda t: (_signed(t, view), t.number))
     return (front[:top] if top else front), n_complete
 

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.source import StudyView, curve, duration_s, is_curve_attr, utc_iso
+from hpsearch.storage.optuna_compat import trial_id
 
 FORMATS = ("csv", "json", "parquet")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -100,7 +101,7 @@ def scan(view: StudyView) -> Columns:
     attrs: list[str] = []
     last = None
     for trial in view.trials():
-        last = trial._trial_id
+        last = trial_id(trial)
         for name, value in trial_row(view, trial).items():
             if name not in kinds:
                 kinds[name] = set()

@@ -18,12 +18,12 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.budget import Ledger, LedgerState, ledger_table
 from hpsearch.errors import StorageError
-from hpsearch.search_space import EXPONENT_PREFIX
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam
 from hpsearch.storage import StorageURL, open_storage
-from hpsearch.study import SPACE_ATTR
+from hpsearch.storage.optuna_compat import build_frozen_trial, models, trial_id
+from hpsearch.study import EXPONENT_PREFIX, SPACE_ATTR
+from hpsearch.worker.budget import Ledger, LedgerState, ledger_table
 
 # Trials read per database round trip: bounds memory for studies of tens of thousands of trials.
 PAGE_SIZE = 500
@@ -85,7 +85,7 @@ class StudyView:
         size = page_size or PAGE_SIZE
         if not isinstance(self.storage, RDBStorage):
             for trial in self.storage.get_all_trials(self.study_id, deepcopy=False):
-                if up_to_id is None or trial._trial_id <= up_to_id:
+                if up_to_id is None or trial_id(trial) <= up_to_id:
                     yield trial
             return
         last = -1
@@ -94,16 +94,14 @@ class StudyView:
             yield from page
             if len(page) < size:
                 return
-            last = page[-1]._trial_id
+            last = trial_id(page[-1])
 
     def _page(self, after_id: int, size: int, up_to_id: int | None) -> list[FrozenTrial]:
-        # Optuna's own ORM models and row-to-FrozenTrial builder (private, but the same code
-        # `get_all_trials` runs), with a LIMIT that its public API lacks. Each page is its own
-        # short transaction, so a long export never holds a snapshot the workers write around.
-        from optuna.storages._rdb import models as m
-
+        # Optuna's own ORM models and row-to-FrozenTrial builder (the same code `get_all_trials`
+        # runs), with a LIMIT that its public API lacks. Each page is its own short
+        # transaction, so a long export never holds a snapshot the workers write around.
         assert isinstance(self.storage, RDBStorage)
-        trial = m.TrialModel
+        trial = models.TrialModel
         query = sa.select(trial).where(trial.study_id == self.study_id, trial.trial_id > after_id)
         if up_to_id is not None:
             query = query.where(trial.trial_id <= up_to_id)
@@ -118,9 +116,8 @@ class StudyView:
             .order_by(trial.trial_id)
             .limit(size)
         )
-        build = self.storage._build_frozen_trial_from_trial_model
         with sa.orm.Session(self.storage.engine) as session:
-            return [build(row) for row in session.scalars(query)]
+            return [build_frozen_trial(self.storage, row) for row in session.scalars(query)]
 
     def trial(self, trial_id: int) -> FrozenTrial:
         return self.storage.get_trial(trial_id)
@@ -144,10 +141,8 @@ class StudyView:
         """Seconds since the last heartbeat of each RUNNING trial that has one, by trial id."""
         if not isinstance(self.storage, RDBStorage):
             return {}
-        from optuna.storages._rdb import models as m
-
-        beats = m.TrialHeartbeatModel.__table__
-        trials = m.TrialModel.__table__
+        beats = models.TrialHeartbeatModel.__table__
+        trials = models.TrialModel.__table__
         query = (
             sa.select(trials.c.trial_id, beats.c.heartbeat, sa.func.now())
             .join(beats, beats.c.trial_id == trials.c.trial_id)

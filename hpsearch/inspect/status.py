@@ -16,8 +16,9 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
-from hpsearch.inspect.table import STATES, fmt_duration
+from hpsearch.storage.optuna_compat import trial_id
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
 STUCK_FACTOR = 3.0
@@ -169,7 +170,7 @@ def _stuck(
     """RUNNING trials that look abandoned; marks the workers of the others live."""
     stuck: list[Stuck] = []
     for trial in p.running:
-        age = ages.get(trial._trial_id)
+        age = ages.get(trial_id(trial))
         ran = (now - trial.datetime_start).total_seconds() if trial.datetime_start else None
         worker = trial.user_attrs.get("worker")
         if age is not None and age > grace:

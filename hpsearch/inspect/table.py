@@ -1,16 +1,14 @@
-"""The status table as text, at most 100 columns wide, and the number formats inspect shares."""
+"""The status table as text, at most 100 columns wide."""
 
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # status imports this module for its formats
-    from hpsearch.inspect.status import Status
+from hpsearch.inspect.format import STATES, fmt_count, fmt_duration, fmt_rate, fmt_value, plural
+from hpsearch.inspect.status import Status
 
 WIDTH = 100
 LABEL = 9  # width of the label column
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 def render(s: Status, *, width: int = WIDTH) -> str:
@@ -128,37 +126,3 @@ def render(s: Status, *, width: int = WIDTH) -> str:
     else:
         row("stuck", "none")
     return "\n".join(lines)
-
-
-def fmt_duration(seconds: float) -> str:
-    """`42s`, `17m`, `3h05m`, `2d04h`: short enough for a table cell."""
-    s = int(round(seconds))
-    if s < 90:
-        return f"{s}s"
-    m = s // 60
-    if m < 90:
-        return f"{m}m"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h}h{m:02d}m"
-    d, h = divmod(h, 24)
-    return f"{d}d{h:02d}h"
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """`1 trial`, `2 trials`."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
-
-
-def fmt_rate(value: float) -> str:
-    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def fmt_count(value: float) -> str:
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

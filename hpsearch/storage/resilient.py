@@ -30,10 +30,9 @@ import datetime
 import functools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.mysql
@@ -42,19 +41,22 @@ import sqlalchemy.dialects.sqlite
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-if TYPE_CHECKING:
-    from hpsearch.budget import Ledger
+from hpsearch.storage.optuna_compat import (
+    CACHE_LAYER_CALLS,
+    create_new_trial,
+    create_scoped_session,
+    models,
+    prepared_new_trial,
+    set_attr_in_session,
+    stale_trial_ids,
+)
+from hpsearch.storage.retry import call_with_retries, first_line
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Waits between attempts; about three minutes in all, longer than a typical server restart.
-BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 15, 30, 30, 30, 60)
-RETRY_SECONDS = sum(BACKOFF_SECONDS)
+T = TypeVar("T")
 
 # A FAIL trial with this system attribute failed because of its worker (`crash`: stopped sending
 # heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
@@ -62,73 +64,16 @@ RETRY_ATTR = "hpsearch:retry"
 RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
 
 
-def is_disconnect(error: BaseException) -> bool:
-    """Whether `error` (or what it wraps) means the database connection is unusable."""
-    while error is not None:
-        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-            return True
-        if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-            return True
-        if isinstance(error, sa_exc.IntegrityError | sa_exc.DataError):
-            return False
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return False
+class BudgetClaim(Protocol):
+    """A study-wide budget that a trial's first transaction claims a slot of (`worker.budget`)."""
 
+    def claim_in(self, session: Any, *, count: bool) -> bool:
+        """Claim inside `session`'s transaction; False when the budget is spent."""
+        ...
 
-T = TypeVar("T")
-
-
-class _Backoff(threading.local):
-    """Per thread: how long its retries may last (None: the whole schedule)."""
-
-    limit: float | None = None
-
-
-_backoff = _Backoff()
-
-
-def give_up_after(seconds: float) -> None:
-    """From now on, this thread's storage calls stop retrying after `seconds` (a worker stops)."""
-    _backoff.limit = seconds
-
-
-def waits(max_wait: float | None = None) -> list[float]:
-    """Waits between attempts: doubling up to 60 s, or to `max_wait`; about 3 minutes in all."""
-    if max_wait is None:
-        return list(BACKOFF_SECONDS)
-    out = [min(w, max_wait) for w in BACKOFF_SECONDS]
-    while sum(out) < RETRY_SECONDS:
-        out.append(max_wait)
-    return out
-
-
-def call_with_retries(
-    call: Callable[[], T],
-    *,
-    what: str,
-    on_retry: Callable[[], None],
-    max_wait: float | None = None,
-) -> T:
-    """Run `call`, retrying with backoff while the database connection is gone."""
-    started = time.monotonic()
-    schedule = waits(max_wait)
-    for attempt, wait in enumerate((*schedule, None)):
-        try:
-            return call()
-        except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
-            limit = _backoff.limit
-            if wait is not None and limit is not None:
-                wait = min(wait, max(0.0, started + limit - time.monotonic())) or None
-            if wait is None or not is_disconnect(e):
-                raise
-            level = logging.WARNING if attempt < 3 or attempt % 10 == 0 else logging.DEBUG
-            _log.log(
-                level, "database unavailable or busy in %s (attempt %d): %s; retrying in %gs",
-                what, attempt + 1, _reason(e), wait,
-            )  # fmt: skip
-            on_retry()
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+    def spent(self) -> Exception:
+        """The exception `ask()` raises when no slot is left."""
+        ...
 
 
 def _retrying(method: F) -> F:
@@ -139,18 +84,12 @@ def _retrying(method: F) -> F:
     return call  # type: ignore[return-value]
 
 
-def _reason(error: BaseException) -> str:
-    cause = error.__cause__ or error
-    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-    return text[0] if text else type(cause).__name__
-
-
 class ResilientRDBStorage(RDBStorage):
     """`RDBStorage` whose calls survive a database restart (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before Optuna's constructor, which already makes (retried) calls.
-        self._budgets: dict[int, Ledger] = {}
+        self._budgets: dict[int, BudgetClaim] = {}
         self._outage = time.monotonic()  # starting counts as reconnecting (see stale_trial_ids)
         self.taken: int | None = None  # the trial this process last started, for a signal
         super().__init__(*args, **kwargs)
@@ -173,7 +112,7 @@ class ResilientRDBStorage(RDBStorage):
 
     # --- the budget, claimed with the trial -------------------------------------------------
 
-    def use_budget(self, study_id: int, ledger: Ledger) -> None:
+    def use_budget(self, study_id: int, ledger: BudgetClaim) -> None:
         """Claim a slot of `ledger` in the same transaction as each trial this process starts.
 
         A fresh trial claims one; a queued one claims one unless it is a retry (a retry takes the
@@ -186,18 +125,18 @@ class ResilientRDBStorage(RDBStorage):
     ) -> FrozenTrial:
         if template_trial is not None:  # enqueued or retried: WAITING, for whoever comes first
             return self._retry(
-                lambda: RDBStorage._create_new_trial(self, study_id, template_trial),
+                lambda: create_new_trial(self, study_id, template_trial),
                 "create trial",
             )
         budget = self._budgets.get(study_id)
 
         def create() -> FrozenTrial:
-            with _create_scoped_session(self.scoped_session) as session:
+            with create_scoped_session(self.scoped_session) as session:
                 # The lock Optuna takes to number trials; it also orders the budget's claims.
                 models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
                 if budget is not None and not budget.claim_in(session, count=True):
                     raise budget.spent()  # nothing was written: the transaction rolls back
-                trial: Any = self._get_prepared_new_trial(study_id, None, session)
+                trial: Any = prepared_new_trial(self, study_id, None, session)
                 if self.heartbeat_interval is not None:
                     session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
                 self.taken = trial.trial_id
@@ -248,7 +187,7 @@ class ResilientRDBStorage(RDBStorage):
 
     def _start_waiting(self, trial_id: int) -> bool:
         """WAITING -> RUNNING with its budget slot and first heartbeat, as one transaction."""
-        with _create_scoped_session(self.scoped_session) as session:
+        with create_scoped_session(self.scoped_session) as session:
             trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
             self.check_trial_is_updatable(trial_id, trial.state)
             if trial.state != TrialState.WAITING:
@@ -281,15 +220,15 @@ class ResilientRDBStorage(RDBStorage):
         """
 
         def fail() -> bool:
-            with _create_scoped_session(self.scoped_session) as session:
+            with create_scoped_session(self.scoped_session) as session:
                 trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
                 if trial.state != TrialState.RUNNING:
                     return False
                 if only_if_stale and not self._still_stale(session, trial_id):
                     return False
                 user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
-                self._set_trial_attr_without_commit(session, user, trial_id, "fail_reason", reason)
-                self._set_trial_attr_without_commit(session, system, trial_id, RETRY_ATTR, cause)
+                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
+                set_attr_in_session(self, session, system, trial_id, RETRY_ATTR, cause)
                 trial.state = TrialState.FAIL
                 trial.datetime_complete = datetime.datetime.now()
             return True
@@ -307,10 +246,10 @@ class ResilientRDBStorage(RDBStorage):
         """Record why a still-RUNNING trial is about to fail because of its worker."""
 
         def mark() -> None:
-            with _create_scoped_session(self.scoped_session, True) as session:
+            with create_scoped_session(self.scoped_session, True) as session:
                 user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
-                self._set_trial_attr_without_commit(session, user, trial_id, "fail_reason", reason)
-                self._set_trial_attr_without_commit(session, system, trial_id, RETRY_ATTR, cause)
+                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
+                set_attr_in_session(self, session, system, trial_id, RETRY_ATTR, cause)
 
         self._retry(mark, "mark trial")
 
@@ -322,7 +261,7 @@ class ResilientRDBStorage(RDBStorage):
         """
 
         def add() -> bool:
-            with _create_scoped_session(self.scoped_session) as session:
+            with create_scoped_session(self.scoped_session) as session:
                 models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
                 histories = (
                     session.query(models.TrialSystemAttributeModel.value_json)
@@ -333,7 +272,7 @@ class ResilientRDBStorage(RDBStorage):
                 )
                 if any(json.loads(h)[-1:] == [failed_number] for (h,) in histories):
                     return False
-                self._get_prepared_new_trial(study_id, retry, session)
+                prepared_new_trial(self, study_id, retry, session)
             return True
 
         return self._retry(add, "queue retry")
@@ -357,7 +296,7 @@ class ResilientRDBStorage(RDBStorage):
             return []
         if self._retry(self.server_uptime, "server uptime") < settle:
             return []
-        return self._retry(lambda: RDBStorage._get_stale_trial_ids(self, study_id), "stale")
+        return self._retry(lambda: stale_trial_ids(self, study_id), "stale")
 
     def server_uptime(self) -> float:
         """Seconds since the database server started (infinite where unknown, e.g. SQLite)."""
@@ -383,7 +322,7 @@ class ResilientRDBStorage(RDBStorage):
         except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
             # A missed beat is harmless while shorter than the grace period; a dead heartbeat
             # thread would get this live trial failed and run twice.
-            _log.warning("heartbeat of trial %d not recorded: %s", trial_id, _reason(e))
+            _log.warning("heartbeat of trial %d not recorded: %s", trial_id, first_line(e))
             self.reconnect()
 
     # --- attributes -----------------------------------------------------------------------
@@ -427,10 +366,8 @@ _RETRIED = (
     "get_trial_param", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
     "get_trial", "get_all_trials", "get_best_trial",
-    # Called by Optuna's own cache layer directly:
-    "_get_trials", "_set_trial_param", "_get_best_trial_id",
 )  # fmt: skip
-for _name in _RETRIED:
+for _name in (*_RETRIED, *CACHE_LAYER_CALLS):
     setattr(
         ResilientRDBStorage,
         _name,

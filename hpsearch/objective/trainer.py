@@ -18,8 +18,7 @@ import optuna
 
 from hpsearch import batch_size as bs
 from hpsearch.errors import BatchSizeError
-from hpsearch.objective import Report, Runner, TrialContext, WorkerStopped
-from hpsearch.oom import is_oom, oom_summary
+from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
 from hpsearch.train.options import TrainerOptions, metric_mode
 
@@ -52,11 +51,11 @@ def data_summary(loaded: LoadedSpec) -> list[str]:
 
     objective = loaded.spec.objective
     assert isinstance(objective, TrainerObjective)
-    options = _options(loaded, objective, {})
+    options = trainer_options(loaded, objective, {})
     return summarize(options.dataset).lines()
 
 
-def _options(
+def trainer_options(
     loaded: LoadedSpec, objective: TrainerObjective, values: Mapping[str, Any]
 ) -> TrainerOptions:
     """Fixed options + sampled values; a searched parameter at its lowest value if absent."""
@@ -100,7 +99,7 @@ def trainer_runner(
                 options_dict["micro_batch_size"] = micro
             trial.set_user_attr("micro_batch_size", micro)
             trial.set_user_attr("accumulation_steps", steps)
-        options = _options(loaded, objective, options_dict)
+        options = trainer_options(loaded, objective, options_dict)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("batch_size", options.batch_size)
         trial.set_user_attr("epochs", options.epochs)
@@ -113,9 +112,9 @@ def trainer_runner(
                 cache_dir=cache_dir,
             )  # fmt: skip
         except Exception as e:
-            if not is_oom(e):
+            if not bs.is_oom(e):
                 raise
-            reason = f"oom: {oom_summary(e)}"
+            reason = f"oom: {bs.oom_summary(e)}"
             trial.set_user_attr("fail_reason", reason[:500])
             fitter.lower(options, trial)
             raise RuntimeError(reason) from None  # FAIL, not PRUNED
@@ -150,15 +149,14 @@ class _BatchSizeFitter:
         return {"batch_size": self._range.high}
 
     def _resolve(self, study: optuna.Study) -> bs.BatchRange:
-        from hpsearch.launcher import visible_gpus
         from hpsearch.train.summary import summarize
 
         assert self._param is not None
         fit = self._loaded.spec.batch_size_fit
-        options = _options(self._loaded, self._objective, {})
+        options = trainer_options(self._loaded, self._objective, {})
         device = options.device
         if device == "auto":  # decided without touching CUDA: the probe must see a clean GPU
-            device = "cuda" if visible_gpus() else "cpu"
+            device = "cuda" if bs.visible_gpus() else "cpu"
         if self._range is None:
             summary = summarize(options.dataset)
             self._shape = (options.in_channels, summary.image_size, summary.image_size)

@@ -3,7 +3,7 @@
 Each trial runs inside Optuna's own `study.optimize(n_trials=1)`, so heartbeats and the
 sampler/pruner lifecycle are Optuna's. What hpsearch adds:
 
-- an exact study-wide budget (`hpsearch.budget`), claimed in the transaction that starts each
+- an exact study-wide budget (`worker.budget`), claimed in the transaction that starts each
   trial (`ask()` raises `BudgetSpent` when none is left);
 - SIGTERM/SIGINT: the running trial ends FAIL and is queued again for another worker, then the
   worker exits 0; a second signal exits at once;
@@ -13,45 +13,45 @@ sampler/pruner lifecycle are Optuna's. What hpsearch adds:
   still retried by someone.
 
 Every step that must survive a kill or a database restart at any moment is one transaction in
-`hpsearch.resilient`; `benchmarks/chaos.py` kills workers and the database at random to check.
+`storage.resilient`; `benchmarks/chaos.py` kills workers and the database at random to check.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 
 import optuna
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import provenance
-from hpsearch.budget import BudgetSpent, Ledger, Limits
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import TrialContext, WorkerStopped, build
-from hpsearch.resilient import (
-    RETRY_ATTR,
-    RETRY_HISTORY,
-    ResilientRDBStorage,
-    give_up_after,
-)
+from hpsearch.signals import GracefulStop, stop_on_signals
 from hpsearch.spec import LoadedSpec
-from hpsearch.storage import StorageURL, open_storage, refuse_sqlite_across_machines
+from hpsearch.storage import (
+    RETRY_ATTR,
+    ResilientRDBStorage,
+    StorageURL,
+    give_up_after,
+    open_storage,
+    refuse_sqlite_across_machines,
+)
+from hpsearch.storage.optuna_compat import study_id, study_storage, trial_id
 from hpsearch.study import create_or_load
+from hpsearch.worker import provenance
+from hpsearch.worker.budget import BudgetSpent, Ledger, Limits
+from hpsearch.worker.retry_policy import RetryPolicy
 
 _log = logging.getLogger(__name__)
 # A worker started while its database is down (a restart, a failover) waits this long for it.
 STARTUP_WAIT_SECONDS = 120.0
-
-FORCED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a killed process
 
 
 @dataclass
@@ -65,112 +65,20 @@ class WorkerReport:
     budget_reason: str | None = None
 
 
-class RetryPolicy:
-    """Optuna's stale-trial retry, made exact under crashes, and a deterministic-crash rule.
-
-    The retry is the trial Optuna's `RetryHeartbeatStaleTrialCallback` would add (same params,
-    `failed_trial` and `retry_history` system attributes, so Optuna's helpers read it), made here
-    because that callback cannot skip a deterministic crash, and runs in a separate transaction
-    from the fail (a worker killed between the two would lose the retry).
-
-    A trial that fails because of its worker (heartbeats stopped, or a signal) is failed with a
-    retry mark in the same transaction (`ResilientRDBStorage.fail_trial`); `requeue_missing`
-    then queues a retry for every marked trial that has none, at most one per trial. Whoever
-    runs it (the worker that failed the trial, or any other later) and however often, each such
-    trial is retried exactly once, or is refused by the policy.
-    """
-
-    def __init__(self, max_retries: int) -> None:
-        self.max_retries = max_retries
-        self._refused: set[int] = set()  # trial numbers already refused (logged once)
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.retry(study, trial, crashed=True)
-
-    def fail_stale(self, study: optuna.Study, storage: ResilientRDBStorage) -> None:
-        """Fail the trials whose worker stopped sending heartbeats, then queue their retries."""
-        for trial_id in storage.stale_trial_ids(study._study_id):
-            trial = storage.get_trial(trial_id)
-            worker = trial.user_attrs.get("worker", "?")
-            reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
-            # Re-checked under the trial's lock: its worker may have beaten (or finished) since.
-            if storage.fail_trial(trial_id, reason, cause="crash", only_if_stale=True):
-                _log.warning("trial %d: %s", trial.number, reason)
-        self.requeue_missing(study)
-
-    def requeue_missing(self, study: optuna.Study) -> bool:
-        """Queue a retry for each trial failed by its worker that has none; True if any."""
-        trials = study.get_trials(deepcopy=False)
-        retried = {h[-1] for t in trials if (h := t.system_attrs.get(RETRY_HISTORY))}
-        queued = False
-        for trial in trials:
-            cause = trial.system_attrs.get(RETRY_ATTR)
-            if (
-                trial.state == TrialState.FAIL
-                and cause is not None
-                and trial.number not in retried
-                and trial.number not in self._refused
-            ):
-                if self.retry(study, trial, crashed=cause == "crash"):
-                    queued = True
-                else:
-                    self._refused.add(trial.number)
-        return queued
-
-    def retry(self, study: optuna.Study, trial: FrozenTrial, *, crashed: bool) -> bool:
-        """Queue `trial` again with the same parameters; False when the policy says no."""
-        history = list(trial.system_attrs.get(RETRY_HISTORY, []))
-        crashed_workers = list(trial.user_attrs.get("crashed_workers", []))
-        worker = trial.user_attrs.get("worker")
-        if crashed and worker is not None and crashed_workers and worker not in crashed_workers:
-            _log.warning(
-                "trial %d crashed workers %s and %s: a deterministic failure, not retried",
-                trial.number,
-                crashed_workers[-1],
-                worker,
-            )
-            return False
-        if len(history) >= self.max_retries:
-            _log.warning(
-                "trial %d: %d retries used, not retried again", trial.number, len(history)
-            )
-            return False
-        attrs = dict(trial.user_attrs)
-        attrs.pop("fail_reason", None)
-        if crashed and worker is not None:
-            attrs["crashed_workers"] = [*crashed_workers, worker]
-        system_attrs = {k: v for k, v in trial.system_attrs.items() if k != RETRY_ATTR}
-        retry_trial = optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            user_attrs=attrs,
-            system_attrs={
-                **system_attrs,
-                "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                RETRY_HISTORY: [*history, trial.number],
-            },
-        )
-        backend = getattr(study._storage, "_backend", study._storage)
-        if isinstance(backend, ResilientRDBStorage):
-            if not backend.requeue(study._study_id, trial.number, retry_trial):
-                return True  # another worker (or a lost reply of ours) queued it already
-        else:
-            study.add_trial(retry_trial)
-        _log.info("trial %d queued again (retry %d)", trial.number, len(history) + 1)
-        return True
-
-
 class _Stop:
-    """What the signal handler knows: the first signal's name, and where the worker is."""
+    """The signal that asked this worker to stop (if any), and whether a trial is running."""
 
     def __init__(self) -> None:
-        self.by: str | None = None
+        self.signals = GracefulStop()
         self.in_objective = False
 
     @property
+    def by(self) -> str | None:
+        return self.signals.by
+
+    @property
     def requested(self) -> bool:
-        return self.by is not None
+        return self.signals.requested
 
 
 @contextmanager
@@ -185,12 +93,8 @@ def _graceful_signals(report: WorkerReport) -> Iterator[_Stop]:
     """
     stop = _Stop()
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if stop.requested:
-            _log.warning("second %s: exiting now", name)
-            os._exit(FORCED_EXIT_CODE)
-        stop.by = report.stopped_by = name
+    def first(name: str) -> None:
+        report.stopped_by = name
         _log.warning("%s: stopping after failing the running trial for a retry", name)
         # From now on a call that finds no database gives up after a few seconds: the trial is
         # then left to stop beating, and another worker fails and retries it.
@@ -198,12 +102,9 @@ def _graceful_signals(report: WorkerReport) -> Iterator[_Stop]:
         if stop.in_objective:
             raise WorkerStopped(f"worker stopped by {name}")
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals(first) as signals:
+        stop.signals = signals
         yield stop
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def run_worker(
@@ -263,9 +164,9 @@ def _run(
     resilient = storage if isinstance(storage, ResilientRDBStorage) else None
     ledger = None
     if resilient is not None:
-        ledger = Ledger(resilient.engine, study._study_id, max_wait=resilient.max_wait)
+        ledger = Ledger(resilient.engine, study_id(study), max_wait=resilient.max_wait)
         ledger.set_limits(limits)
-        resilient.use_budget(study._study_id, ledger)  # a slot is claimed with each trial
+        resilient.use_budget(study_id(study), ledger)  # a slot is claimed with each trial
     context = TrialContext(
         artifacts=provenance.artifacts_dir(loaded, url, study.study_name, artifacts),
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
@@ -275,7 +176,7 @@ def _run(
     current: list[int] = []  # the trial this worker runs now, for storages without `taken`
 
     def objective(trial: optuna.Trial) -> float | list[float]:
-        current[:] = [trial._trial_id]
+        current[:] = [trial_id(trial)]
         stop.in_objective = True
         try:
             if stop.requested:  # the signal came while this trial was being started
@@ -286,7 +187,7 @@ def _run(
             # Written while the trial still runs: a finished trial's attributes are read-only.
             try:
                 if resilient is not None:
-                    resilient.mark_for_retry(trial._trial_id, stopped.reason, cause="stop")
+                    resilient.mark_for_retry(trial_id(trial), stopped.reason, cause="stop")
                 else:
                     trial.set_user_attr("fail_reason", stopped.reason)
             except _STORAGE_ERRORS as e:
@@ -406,7 +307,7 @@ def _retry_interrupted_elsewhere(
     study: optuna.Study, trial_id: int, policy: RetryPolicy, reason: str
 ) -> None:
     """`_retry_interrupted` for storages that are not SQL (the gRPC proxy): fail, then queue."""
-    storage = study._storage
+    storage = study_storage(study)
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:  # the signal came outside the objective
         storage.set_trial_user_attr(trial_id, "fail_reason", reason)

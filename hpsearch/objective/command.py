@@ -18,11 +18,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from hpsearch.errors import ObjectiveError
+from hpsearch.objective.types import Runner
+from hpsearch.spec import CommandObjective, LoadedSpec
 
 REPORT_PREFIX = "hpsearch-report"
 RESULT_PREFIX = "hpsearch-result"
-Report = Callable[[Mapping[str, float], int], None]
+CommandReport = Callable[[Mapping[str, float], int], None]
 
 
 def placeholders(template: str) -> list[str]:
@@ -61,7 +65,7 @@ def run_command(
     *,
     env: Mapping[str, str],
     cwd: Path,
-    report: Report,
+    report: CommandReport,
     timeout: float | None = None,
 ) -> dict[str, float]:
     """Run one trial's program; returns its result metrics.
@@ -146,3 +150,39 @@ def _kill_after(process: subprocess.Popen[str], timeout: float | None) -> thread
     timer.daemon = True
     timer.start()
     return timer
+
+
+def check_command(loaded: LoadedSpec, objective: CommandObjective) -> None:
+    """Every `{name}` of the command is a search-space parameter or an objective option."""
+    known = set(loaded.spec.search_space) | set(objective.options)
+    try:
+        fields = placeholders(objective.command)
+    except ObjectiveError as e:
+        raise loaded.error(("objective", "command"), str(e)) from None
+    for name in fields:
+        if name not in known:
+            raise loaded.error(
+                ("objective", "command"),
+                f"{{{name}}} is neither a search_space parameter nor an objective option; "
+                f"known: {', '.join(sorted(known)) or 'none'}",
+            )
+
+
+def command_runner(loaded: LoadedSpec, objective: CommandObjective) -> Runner:
+    """Run the command once per trial, parameters substituted and in `HPSEARCH_PARAM_*`."""
+    check_command(loaded, objective)
+
+    def run(trial: optuna.Trial, values: dict[str, Any], report: CommandReport) -> Any:
+        params = {**objective.options, **values}
+        env = {f"HPSEARCH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
+        env["HPSEARCH_TRIAL_NUMBER"] = str(trial.number)
+        env["HPSEARCH_STUDY"] = trial.study.study_name
+        return run_command(
+            render(objective.command, params),
+            env=env,
+            cwd=loaded.directory,
+            report=report,
+            timeout=objective.trial_timeout,
+        )
+
+    return Runner(run)

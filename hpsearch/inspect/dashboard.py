@@ -21,10 +21,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
+from hpsearch.storage.optuna_compat import FrozenStudy
 
 _log = logging.getLogger(__name__)
 

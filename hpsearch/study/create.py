@@ -1,4 +1,4 @@
-"""Create or join the Optuna study a spec describes: sampler and pruner registries, stored spec.
+"""Create or join the Optuna study a spec describes, and store the spec with it.
 
 The study is a plain Optuna study. hpsearch keeps its own bookkeeping in study user attributes
 under the `hpsearch:` prefix (the spec, the search space) so the optuna CLI and optuna-dashboard
@@ -8,147 +8,27 @@ read it unchanged.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import time
 import uuid
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 import yaml
-from optuna.pruners import BasePruner
-from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
 
-from hpsearch import spec as s
 from hpsearch.errors import SpecError
-from hpsearch.search_space import grid, to_optuna_params
 from hpsearch.spec import LoadedSpec, StudySpec
+from hpsearch.study.algorithms import make_pruner, make_sampler
+from hpsearch.study.space import to_optuna_params
 
 _log = logging.getLogger(__name__)
 
 SPEC_ATTR = "hpsearch:spec"
 SPACE_ATTR = "hpsearch:search_space"
 READY_ATTR = "hpsearch:ready"
-
-
-# --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
-
-
-def _tpe(p: s.TpeSampler, spec: StudySpec) -> BaseSampler:
-    group = spec.has_conditions if p.group is None else p.group
-    return optuna.samplers.TPESampler(
-        seed=p.seed,
-        n_startup_trials=p.n_startup_trials,
-        n_ei_candidates=p.n_ei_candidates,
-        multivariate=p.multivariate or group,
-        group=group,
-        constant_liar=p.constant_liar,
-    )
-
-
-def _gp(p: s.GpSampler, spec: StudySpec) -> BaseSampler:
-    return optuna.samplers.GPSampler(
-        seed=p.seed,
-        n_startup_trials=p.n_startup_trials,
-        deterministic_objective=p.deterministic_objective,
-        warn_independent_sampling=False,
-    )
-
-
-def _random(p: s.RandomSampler, spec: StudySpec) -> BaseSampler:
-    return optuna.samplers.RandomSampler(seed=p.seed)
-
-
-def _cmaes(p: s.CmaesSampler, spec: StudySpec) -> BaseSampler:
-    return optuna.samplers.CmaEsSampler(
-        seed=p.seed,
-        n_startup_trials=p.n_startup_trials,
-        sigma0=p.sigma0,
-        restart_strategy=p.restart_strategy,
-        popsize=p.popsize,
-        use_separable_cma=p.use_separable_cma,
-        with_margin=p.with_margin,
-        lr_adapt=p.lr_adapt,
-        warn_independent_sampling=False,
-    )
-
-
-def _qmc(p: s.QmcSampler, spec: StudySpec) -> BaseSampler:
-    return optuna.samplers.QMCSampler(
-        seed=p.seed,
-        qmc_type=p.qmc_type,
-        scramble=p.scramble,
-        warn_independent_sampling=False,
-        warn_asynchronous_seeding=False,
-    )
-
-
-def _grid(p: s.GridSampler, spec: StudySpec) -> BaseSampler:
-    return optuna.samplers.GridSampler(grid(spec), seed=p.seed)
-
-
-def _nsga2(p: s.Nsga2Sampler, spec: StudySpec) -> BaseSampler:
-    return optuna.samplers.NSGAIISampler(
-        seed=p.seed,
-        population_size=p.population_size,
-        mutation_prob=p.mutation_prob,
-        crossover_prob=p.crossover_prob,
-        swapping_prob=p.swapping_prob,
-    )
-
-
-_SAMPLERS: dict[type, Callable[[Any, StudySpec], BaseSampler]] = {
-    s.TpeSampler: _tpe,
-    s.GpSampler: _gp,
-    s.RandomSampler: _random,
-    s.CmaesSampler: _cmaes,
-    s.QmcSampler: _qmc,
-    s.GridSampler: _grid,
-    s.Nsga2Sampler: _nsga2,
-}
-
-
-def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
-    """The spec's sampler; `salt` derives a distinct seed for a worker joining the study.
-
-    Workers with the same seed would draw the same "random" startup points and duplicate each
-    other's trials; the study's creator keeps the seed as written, so one worker reproduces.
-    """
-    sampler_spec = spec.sampler
-    if salt is not None and sampler_spec.seed is not None:
-        digest = hashlib.sha256(f"{sampler_spec.seed}:{salt}".encode()).digest()
-        sampler_spec = sampler_spec.model_copy(update={"seed": int.from_bytes(digest[:4], "big")})
-    with warnings.catch_warnings():
-        # TPE's `group` is "experimental" since Optuna 2.8; it is what keeps conditional spaces
-        # modelled jointly, so the warning tells our users nothing they can act on.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _SAMPLERS[type(sampler_spec)](sampler_spec, spec)
-
-
-# --- pruners ---------------------------------------------------------------------------------
-
-
-def make_pruner(p: Any) -> BasePruner:
-    """The Optuna pruner for a pruner spec."""
-    if p is None or isinstance(p, s.NoPruner):
-        return optuna.pruners.NopPruner()
-    if isinstance(p, s.PatientPruner):
-        wrapped = None if p.wrapped is None else make_pruner(p.wrapped)
-        return optuna.pruners.PatientPruner(wrapped, patience=p.patience, min_delta=p.min_delta)
-    options = p.model_dump(exclude={"type"})
-    pruners: dict[type, Callable[..., BasePruner]] = {
-        s.MedianPruner: optuna.pruners.MedianPruner,
-        s.PercentilePruner: optuna.pruners.PercentilePruner,
-        s.SuccessiveHalvingPruner: optuna.pruners.SuccessiveHalvingPruner,
-        s.HyperbandPruner: optuna.pruners.HyperbandPruner,
-        s.ThresholdPruner: optuna.pruners.ThresholdPruner,
-        s.WilcoxonPruner: optuna.pruners.WilcoxonPruner,
-    }
-    return pruners[type(p)](**options)
 
 
 # --- the study -------------------------------------------------------------------------------

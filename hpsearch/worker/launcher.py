@@ -15,29 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
+from hpsearch.batch_size import visible_gpus
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import STORAGE_ENV, StorageURL
 
 _log = logging.getLogger(__name__)
-
-
-def visible_gpus() -> list[str]:
-    """The GPU indices of this machine, read without initialising CUDA."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout  # fmt: skip
-        return [line.strip() for line in out.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        folder = Path("/proc/driver/nvidia/gpus")
-        return [str(i) for i in range(len(list(folder.iterdir())))] if folder.is_dir() else []
 
 
 def parse_gpus(value: str) -> list[str]:
@@ -65,7 +49,7 @@ def launch(
     slots = list(gpus) if gpus else [None] * n_workers
     children: list[subprocess.Popen[bytes]] = []
     for i, gpu in enumerate(slots):
-        env = {**os.environ, STORAGE_ENV: url.secret_url.replace("{{", "{").replace("}}", "}")}
+        env = {**os.environ, STORAGE_ENV: url.secret_url}
         env.pop("HPSEARCH_DB_PASSWORD", None)  # already inside the URL in the environment
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from hpsearch.resilient import call_with_retries
+from hpsearch.storage import call_with_retries
 
 T = TypeVar("T")
 

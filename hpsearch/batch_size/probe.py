@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.oom import is_oom, oom_summary
+from hpsearch.batch_size.oom import is_oom, oom_summary
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,10 +69,10 @@ def _run_child(request: dict[str, Any], timeout: float) -> tuple[int, dict[str, 
     """Run the child; returns (exit code, result dict or {}, last stderr line)."""
     env = dict(os.environ)
     # The child imports hpsearch from the same tree as this process, installed or not.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "hpsearch._probe_child"],
+        [sys.executable, "-m", "hpsearch.batch_size.probe"],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -370,7 +370,7 @@ def _describe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def main() -> int:
-    """Entry point of `python -m hpsearch._probe_child` (request JSON on stdin)."""
+    """Entry point of `python -m hpsearch.batch_size.probe` (request JSON on stdin)."""
     request = json.loads(sys.stdin.read())
     modes = {"probe": _probe, "estimate": _estimate, "describe": _describe}
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -15,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from hpsearch._probe_child import MemoryEstimate, ProbeOutcome, describe_device_in_subprocess
-from hpsearch.errors import BatchSizeError
+from hpsearch.batch_size.device import DeviceInfo
+from hpsearch.batch_size.probe import MemoryEstimate, ProbeOutcome
 from hpsearch.train.options import TrainerOptions
 
 log = logging.getLogger(__name__)
@@ -24,40 +23,10 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the probe changes what it measures: old entries stop matching
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    """What the memory limit depends on besides the configuration; a fake in tests."""
-
-    kind: str  # "cuda" | "cpu" | ...
-    name: str
-    total_bytes: int
-    software: str  # torch / CUDA / cuDNN versions: kernels and workspaces change with them
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} ({self.name}, {human_bytes(self.total_bytes)})"
-
-
-@functools.lru_cache(maxsize=8)  # a device does not change while the worker runs
-def describe_device(device: str, *, timeout: float = 300.0) -> DeviceInfo:
-    """This machine's device; a GPU is asked from a child so this process never touches CUDA."""
-    if device == "auto" or not device.startswith(("cpu", "cuda")):
-        raise BatchSizeError(
-            f"the batch-size fitter needs a concrete device (cpu, cuda or cuda:N), but got "
-            f"{device!r}; resolve `auto` first (hpsearch.train.runtime.resolve_device)."
-        )
-    if device == "cpu":
-        from importlib.metadata import version
-
-        return DeviceInfo("cpu", "cpu", meminfo("MemTotal"), f"torch {version('torch')}")
-    info = describe_device_in_subprocess(device, timeout=timeout)
-    return DeviceInfo(info["kind"], info["name"], info["total_bytes"], info["software"])
-
-
-# Every TrainerOptions field is either here or in _MEMORY_NEUTRAL (a test checks), so a new
+# Every TrainerOptions field is either here or in MEMORY_NEUTRAL (a test checks), so a new
 # option cannot silently share cache entries with configurations that use more memory.
-_MEMORY_FIELDS = ("model", "micro_batch_size", "optimizer", "precision", "channels_last")
-_MEMORY_NEUTRAL = frozenset(
+MEMORY_FIELDS = ("model", "micro_batch_size", "optimizer", "precision", "channels_last")
+MEMORY_NEUTRAL = frozenset(
     {
         "dataset",  # only its input shape matters, and the caller passes that
         "pretrained",  # the weights' values, not their size
@@ -89,7 +58,7 @@ def config_signature(
     margin: float,
 ) -> dict[str, Any]:
     """Everything that changes peak memory at a fixed batch size, as a JSON-able dict."""
-    sig: dict[str, Any] = {name: getattr(options, name) for name in _MEMORY_FIELDS}
+    sig: dict[str, Any] = {name: getattr(options, name) for name in MEMORY_FIELDS}
     # SGD without momentum keeps no per-parameter state; Adam always keeps two buffers.
     sig["momentum_buffer"] = options.optimizer != "sgd" or options.momentum > 0
     sig.update(input_shape=list(input_shape), num_classes=num_classes, margin=margin)
@@ -324,22 +293,3 @@ def lower_limit(
         new_limit,
     )
     return new_limit
-
-
-def human_bytes(n: int | float) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def meminfo(field_name: str) -> int:
-    """A /proc/meminfo field in bytes, falling back to sysconf where there is no /proc."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) * 1024
-    pages = "SC_AVPHYS_PAGES" if field_name == "MemAvailable" else "SC_PHYS_PAGES"
-    return int(os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE"))

@@ -1,0 +1,147 @@
+"""One trial: sample the parameters, run the user's function, command or the built-in trainer.
+
+All three report through the same `report(metrics, step)` callable, which records the
+intermediate value on the Optuna trial and raises `optuna.TrialPruned` when the pruner says so;
+the user's code never imports optuna. A trial that raises ends FAIL with its reason stored in the
+`fail_reason` user attribute, and the study goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import optuna
+
+from hpsearch.errors import ObjectiveError
+from hpsearch.objective.command import check_command, command_runner
+from hpsearch.objective.function import function_runner, load_function
+from hpsearch.objective.trainer import trainer_runner
+from hpsearch.objective.types import Metrics, Report, Runner, TrialContext, TrialValue
+from hpsearch.spec import (
+    CommandObjective,
+    FunctionObjective,
+    LoadedSpec,
+    PowerOfTwoParam,
+    StudySpec,
+    TrainerObjective,
+)
+from hpsearch.storage import ResilientRDBStorage
+from hpsearch.storage.optuna_compat import (
+    refresh_cached_user_attrs,
+    storage_backend,
+    trial_id,
+)
+from hpsearch.study import suggest
+
+_log = logging.getLogger(__name__)
+
+
+def check(loaded: LoadedSpec) -> None:
+    """Check the objective can run without running it (for `hpsearch validate`)."""
+    objective = loaded.spec.objective
+    if isinstance(objective, FunctionObjective):
+        load_function(loaded)
+    elif isinstance(objective, CommandObjective):
+        check_command(loaded, objective)
+
+
+def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial], TrialValue]:
+    """The Optuna objective for a spec: `objective(trial) -> value(s)`."""
+    spec = loaded.spec
+    runner = _runner(loaded, context)
+    exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+
+    def objective(trial: optuna.Trial) -> TrialValue:
+        values = suggest(trial, spec, limits=runner.limits(trial))
+        # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard and
+        # exports also get the value a person means (`batch_size: 32`), in the same write.
+        shown = {name: values[name] for name in exponent_params if name in values}
+        _set_attrs(trial, {**context.attrs, **shown})
+        report = _reporter(trial, spec)
+        try:
+            return _values(spec, runner.run(trial, values, report))
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+            raise
+
+    return objective
+
+
+def _set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Record the worker's attributes on the trial, in one transaction where the storage can."""
+    missing = {k: v for k, v in attrs.items() if trial.user_attrs.get(k) != v}
+    backend = storage_backend(trial.storage)
+    if isinstance(backend, ResilientRDBStorage) and missing:
+        backend.set_trial_user_attrs(trial_id(trial), missing)
+        refresh_cached_user_attrs(trial, missing)
+        return
+    for key, value in missing.items():
+        trial.set_user_attr(key, value)
+
+
+def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
+    objective = loaded.spec.objective
+    if isinstance(objective, FunctionObjective):
+        return function_runner(loaded, objective)
+    if isinstance(objective, CommandObjective):
+        return command_runner(loaded, objective)
+    assert isinstance(objective, TrainerObjective)
+    return trainer_runner(loaded, objective, context)
+
+
+def _reporter(trial: optuna.Trial, spec: StudySpec) -> Report:
+    metric = spec.metrics[0]
+    multi = len(spec.study_directions) > 1
+
+    def report(value: Metrics | float, step: int) -> None:
+        number = _pick(value, metric)
+        if multi:
+            # Optuna prunes single-objective studies only; keep the curve for inspection.
+            trial.set_user_attr(f"{metric}@{step}", number)
+            return
+        trial.report(number, step)
+        if trial.should_prune():
+            trial.set_user_attr("prune_reason", f"{metric}={number:.6g} at step {step}")
+            raise optuna.TrialPruned(f"pruned at step {step} with {metric}={number:.6g}")
+
+    return report
+
+
+def _pick(value: Any, metric: str) -> float:
+    if isinstance(value, Mapping):
+        if metric not in value:
+            raise ObjectiveError(
+                f"the objective reported {', '.join(map(str, value)) or 'nothing'} but not the "
+                f"study's metric {metric!r}; report it or change `metric:`"
+            )
+        value = value[metric]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ObjectiveError(f"a reported value must be a number, but got {value!r}")
+    number = float(value)
+    if math.isnan(number):
+        raise ObjectiveError(f"{metric} is NaN; the training diverged")
+    return number
+
+
+def _values(spec: StudySpec, result: Any) -> TrialValue:
+    metrics = spec.metrics
+    if len(metrics) == 1:
+        return _pick(result, metrics[0])
+    if isinstance(result, Mapping):
+        return [_pick(result, m) for m in metrics]
+    if (
+        isinstance(result, Sequence)
+        and not isinstance(result, str)
+        and len(result) == len(metrics)
+    ):
+        return [_pick(v, m) for v, m in zip(result, metrics, strict=True)]
+    raise ObjectiveError(
+        f"a study with metrics {metrics} needs a dict with those keys or a tuple of "
+        f"{len(metrics)} numbers, but the objective returned {result!r}"
+    )

@@ -1,0 +1,44 @@
+"""The types every objective shares: what a trial reports, how it runs, how a worker stops it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+Metrics = Mapping[str, float]
+Report = Callable[[Metrics | float, int], None]
+UserFunction = Callable[[dict[str, Any], Report], Any]
+TrialValue = float | list[float]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What the worker knows that a trial needs: where artifacts go, what to record."""
+
+    artifacts: Path
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class WorkerStopped(KeyboardInterrupt):
+    """Stops the worker from inside a trial: Optuna fails the trial, the worker queues it again.
+
+    A KeyboardInterrupt, because Optuna records the trial as FAIL and then re-raises only those
+    (any other exception would be caught by `catch=` and the worker would go on).
+    """
+
+    def __init__(self, reason: str, *, exit_code: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How one kind of objective runs a trial, and the per-device bounds of its search space."""
+
+    run: Callable[[optuna.Trial, dict[str, Any], Report], Any]
+    limits: Callable[[optuna.Trial], Mapping[str, int]] = lambda trial: {}

@@ -1,0 +1,63 @@
+"""Where a study lives and how hpsearch talks to it.
+
+`url` (the storage URL's precedence, password and redaction), `engine` (the one set of engine
+settings), `retry` (what counts as a lost connection, and the backoff), `resilient` (Optuna's
+RDB storage made to ride out database restarts, with hpsearch's one-transaction steps),
+`sqlite` (the embedded default), `open` (`open_storage`), `proxy` / `proxy_server` (Optuna's
+gRPC proxy, client and server), and `optuna_compat`, which holds every use of Optuna's private
+API. Nothing here knows about trials' contents, workers or the trainer.
+"""
+
+from __future__ import annotations
+
+from hpsearch.storage.engine import check_reachable, create_engine, engine_kwargs
+from hpsearch.storage.open import StaleCallback, open_storage
+from hpsearch.storage.resilient import (
+    RETRY_ATTR,
+    RETRY_HISTORY,
+    BudgetClaim,
+    ResilientRDBStorage,
+)
+from hpsearch.storage.retry import (
+    BACKOFF_SECONDS,
+    call_with_retries,
+    first_line,
+    give_up_after,
+    is_disconnect,
+)
+from hpsearch.storage.sqlite import filesystem_type, refuse_sqlite_across_machines
+from hpsearch.storage.url import (
+    PASSWORD_ENV,
+    STORAGE_ENV,
+    StorageURL,
+    default_root,
+    flag_or_env,
+    normalise,
+    resolve,
+)
+
+__all__ = [
+    "BACKOFF_SECONDS",
+    "PASSWORD_ENV",
+    "RETRY_ATTR",
+    "RETRY_HISTORY",
+    "STORAGE_ENV",
+    "BudgetClaim",
+    "ResilientRDBStorage",
+    "StaleCallback",
+    "StorageURL",
+    "call_with_retries",
+    "check_reachable",
+    "create_engine",
+    "default_root",
+    "engine_kwargs",
+    "filesystem_type",
+    "first_line",
+    "flag_or_env",
+    "give_up_after",
+    "is_disconnect",
+    "normalise",
+    "open_storage",
+    "refuse_sqlite_across_machines",
+    "resolve",
+]

@@ -1,0 +1,76 @@
+"""Opening a study's storage: the resilient RDB storage, or the gRPC proxy's client."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage
+
+from hpsearch.errors import StorageError
+from hpsearch.storage.engine import check_reachable, engine_kwargs
+from hpsearch.storage.resilient import ResilientRDBStorage
+from hpsearch.storage.retry import first_line, is_disconnect
+from hpsearch.storage.sqlite import enable_wal
+from hpsearch.storage.url import StorageURL
+
+StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def open_storage(
+    url: StorageURL,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    stale_callback: StaleCallback | None = None,
+    pool_size: int = 2,
+    create_tables: bool = True,
+    wait: float = 0.0,
+) -> BaseStorage:
+    """Open an Optuna storage on `url`, with heartbeats when `heartbeat_interval` is set.
+
+    Raises:
+        StorageError: the database is unreachable or its schema is incompatible.
+    """
+    if url.kind == "grpc":
+        from hpsearch.storage.proxy import RetryingGrpcStorageProxy  # gRPC is imported only here
+
+        host, _, port = url.secret_url.removeprefix("grpc://").rstrip("/").partition(":")
+        return RetryingGrpcStorageProxy(host=host, port=int(port or 13000))
+    check_reachable(url, wait=wait)
+    if url.sqlite_path is not None:
+        enable_wal(url.sqlite_path)
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely
+                # on for crashed workers, so the warning would only be noise for our users.
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return ResilientRDBStorage(
+                    # The one place braces are doubled: RDBStorage runs str.format over its URL.
+                    url.secret_url.replace("{", "{{").replace("}", "}}"),
+                    engine_kwargs=engine_kwargs(url, pool_size),
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=stale_callback,
+                    skip_table_creation=not create_tables,
+                    skip_compatibility_check=not create_tables,
+                )
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            if not create_tables:
+                raise StorageError(
+                    f"storage {url.redacted} holds no hpsearch study yet ({first_line(e)}); "
+                    "check the URL, or start the study with `hpsearch run`"
+                ) from None
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the losers see "already exists" errors and succeed on a second try.
+            if attempt == 4 or is_disconnect(e) and attempt >= 2:
+                raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except (RuntimeError, ValueError) as e:
+            raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
+    raise AssertionError("unreachable")

@@ -1,0 +1,124 @@
+"""Every use of Optuna's private API in hpsearch, in one file: the one to check on an upgrade.
+
+Written against Optuna 5.0.0 (`OPTUNA_VERSION`; pyproject pins `optuna==5.0.*`). Each item says
+why the public API does not do, so an upgrade can replace it when Optuna offers a way.
+
+- `models`, `create_scoped_session`: Optuna's ORM and its transaction helper, so that
+  hpsearch's steps that must not be lost (a trial with its budget slot and first heartbeat, a
+  fail with its reason) are one transaction inside Optuna's own tables.
+- `RDBStorage` hooks that `ResilientRDBStorage` calls and overrides (`OVERRIDDEN_HOOKS`):
+  `_create_new_trial` (called by the public `create_new_trial`), `_get_stale_trial_ids` (called
+  by `fail_stale_trials`), and the methods Optuna's cache layer calls directly
+  (`CACHE_LAYER_CALLS`), which must retry like the public ones.
+- `study_id`, `trial_id`, `study_storage`, `storage_backend`, `refresh_cached_user_attrs`: the
+  ids and storage behind a `Study` / `Trial` (private attributes; Optuna has no public getter).
+- `build_frozen_trial`: the row-to-`FrozenTrial` builder, for reading trials a page at a time
+  (the public `get_all_trials` has no LIMIT).
+- `make_grpc_server`: the gRPC proxy server with a handle to stop it gracefully
+  (`run_grpc_proxy_server` blocks with no handle).
+- `FrozenStudy`: the type `BaseStorage.get_all_studies` returns (not exported by optuna.study).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial
+
+OPTUNA_VERSION = "5.0.0"
+
+__all__ = [
+    "CACHE_LAYER_CALLS",
+    "OPTUNA_VERSION",
+    "OVERRIDDEN_HOOKS",
+    "FrozenStudy",
+    "build_frozen_trial",
+    "create_new_trial",
+    "create_scoped_session",
+    "make_grpc_server",
+    "models",
+    "prepared_new_trial",
+    "refresh_cached_user_attrs",
+    "set_attr_in_session",
+    "stale_trial_ids",
+    "storage_backend",
+    "study_id",
+    "study_storage",
+    "trial_id",
+]
+
+create_scoped_session = _create_scoped_session
+
+# RDBStorage methods that ResilientRDBStorage overrides: Optuna's public methods call them.
+OVERRIDDEN_HOOKS = ("_create_new_trial", "_get_stale_trial_ids")
+# RDBStorage methods that Optuna's `_CachedStorage` calls directly instead of the public ones.
+CACHE_LAYER_CALLS = ("_get_trials", "_set_trial_param", "_get_best_trial_id")
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of `study`."""
+    return int(study._study_id)
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage `study` reads and writes (Optuna's cache layer over an RDB storage)."""
+    return study._storage
+
+
+def storage_backend(storage: BaseStorage) -> BaseStorage:
+    """The storage under Optuna's cache layer (the `RDBStorage` itself), or `storage`."""
+    return getattr(storage, "_backend", storage)
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a live or frozen trial (not its per-study `number`)."""
+    return int(trial._trial_id)
+
+
+def refresh_cached_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Update the copy of the trial that `optuna.Trial.user_attrs` reads, after a direct write."""
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def create_new_trial(
+    storage: RDBStorage, study_id: int, template_trial: FrozenTrial | None
+) -> FrozenTrial:
+    """Optuna's own trial creation (what the public `create_new_trial` runs)."""
+    return RDBStorage._create_new_trial(storage, study_id, template_trial)
+
+
+def prepared_new_trial(
+    storage: RDBStorage, study_id: int, template_trial: FrozenTrial | None, session: Any
+) -> Any:
+    """Add a new trial row (numbered, with the template's params and attrs) inside `session`."""
+    return storage._get_prepared_new_trial(study_id, template_trial, session)
+
+
+def set_attr_in_session(
+    storage: RDBStorage, session: Any, model: Any, trial_id: int, key: str, value: Any
+) -> None:
+    """Upsert one trial attribute (user or system `model`) inside `session`, uncommitted."""
+    storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+
+def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:
+    """Optuna's own stale check: RUNNING trials whose heartbeat is older than the grace period."""
+    return RDBStorage._get_stale_trial_ids(storage, study_id)
+
+
+def build_frozen_trial(storage: RDBStorage, row: Any) -> FrozenTrial:
+    """A `FrozenTrial` from a `models.TrialModel` row loaded with its relationships."""
+    return storage._build_frozen_trial_from_trial_model(row)
+
+
+def make_grpc_server(storage: BaseStorage, host: str, port: int, pool: Any) -> Any:
+    """A started-able `grpc.Server` serving `storage` (optuna/storages/_grpc/server.py)."""
+    from optuna.storages._grpc.server import make_server  # gRPC is imported only here
+
+    return make_server(storage, host, port, pool)

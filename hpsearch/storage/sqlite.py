@@ -1,0 +1,68 @@
+"""SQLite, the embedded default: WAL for readers beside a writer, and refusing network disks."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from hpsearch.errors import StorageError
+from hpsearch.storage.url import StorageURL
+
+
+def enable_wal(path: Path) -> None:
+    """Put the database file in WAL mode (readers such as `status` run while a worker writes).
+
+    WAL is a property of the file, so setting it once is enough.
+    """
+    try:
+        connection = sqlite3.connect(path, timeout=120)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise StorageError(f"cannot open SQLite database {path}: {e}") from None
+
+
+_NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "lustre", "gpfs",
+                        "ceph", "glusterfs", "9p", "afs")  # fmt: skip
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding `path` (Linux /proc/mounts), or None if unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    target = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3 and (
+            target == fields[1] or target.startswith(fields[1].rstrip("/") + "/")
+        ):
+            if len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
+
+
+def refuse_sqlite_across_machines(url: StorageURL) -> None:
+    """SQLite on a network filesystem corrupts under workers on several machines: refuse it.
+
+    Raises:
+        StorageError: with the reason and the fix (a PostgreSQL or MySQL server).
+    """
+    path = url.sqlite_path
+    if path is None:
+        return
+    kind = filesystem_type(path.parent)
+    if (
+        kind is not None
+        and kind.split(".")[0] in _NETWORK_FILESYSTEMS
+        or kind in _NETWORK_FILESYSTEMS
+    ):
+        raise StorageError(
+            f"storage {url.redacted} is a SQLite file on a network filesystem ({kind}); SQLite's "
+            "locks do not work across machines and the study would be corrupted. Run a "
+            "PostgreSQL or MySQL server and pass --storage postgresql+psycopg://user@host/db"
+        )

@@ -1,0 +1,166 @@
+"""Where a study lives: the storage URL's precedence, its password, and its redaction.
+
+Precedence, first match wins: the `--storage` flag > the `HPSEARCH_STORAGE` environment variable >
+`storage:` in the study file > `sqlite:///<root>/storage/hpsearch.db`, where <root> is the git
+checkout holding the study file (or the study file's folder outside git).
+
+A password never comes from the study file or the command line (both are visible: in version
+control and in `ps`). It comes from `HPSEARCH_DB_PASSWORD`, or from `HPSEARCH_STORAGE`, and is
+never printed: every URL shown to a person goes through `StorageURL.redacted`.
+
+`StorageURL.secret_url` is the plain SQLAlchemy URL, the one form every part of hpsearch uses;
+only the constructor of Optuna's `RDBStorage` needs its braces doubled (`storage.open`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hpsearch.errors import StorageError
+from hpsearch.spec import LoadedSpec
+
+PASSWORD_ENV = "HPSEARCH_DB_PASSWORD"
+STORAGE_ENV = "HPSEARCH_STORAGE"
+
+# SQLAlchemy drivers installed with hpsearch; a bare dialect gets the one we ship.
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A resolved storage URL. `str()` is redacted; `secret_url` holds the password."""
+
+    secret_url: str
+    source: str
+
+    @property
+    def kind(self) -> str:
+        """`sqlite`, `postgresql`, `mysql` or `grpc`."""
+        if self.secret_url.startswith("grpc://"):
+            return "grpc"
+        return make_url(self.secret_url).get_backend_name()
+
+    @property
+    def redacted(self) -> str:
+        if self.kind == "grpc":
+            return self.secret_url
+        return make_url(self.secret_url).render_as_string(hide_password=True)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.kind != "sqlite":
+            return None
+        database = make_url(self.secret_url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.redacted!r}, source={self.source!r})"
+
+
+def default_root(study_dir: Path) -> Path:
+    """The folder that holds `storage/`: the git checkout of the study file, else its folder."""
+    for folder in (study_dir, *study_dir.parents):
+        if (folder / ".git").exists():
+            return folder
+    return study_dir
+
+
+def resolve(
+    loaded: LoadedSpec, *, flag: str | None = None, environ: Mapping[str, str] | None = None
+) -> StorageURL:
+    """Pick the storage URL by precedence (see the module docstring) and add the password.
+
+    Raises:
+        StorageError: the URL is malformed, or a password is on the command line.
+    """
+    env = os.environ if environ is None else environ
+    given = flag_or_env(flag, env)
+    if given is not None:
+        raw, source = given
+    elif loaded.spec.storage:
+        raw, source = loaded.spec.storage, f"{loaded.path}: storage"
+    else:
+        db = default_root(loaded.directory.resolve()) / "storage" / "hpsearch.db"
+        raw, source = f"sqlite:///{db}", "default"
+    return normalise(raw, source, base=loaded.directory.resolve(), password=env.get(PASSWORD_ENV))
+
+
+def flag_or_env(flag: str | None, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(URL, where it came from) from `--storage` or `HPSEARCH_STORAGE`, the first two rules.
+
+    Raises:
+        StorageError: a password on the command line.
+    """
+    if flag:
+        if _password_of(flag) is not None:
+            raise StorageError(
+                "--storage: a password on the command line is visible to every user in `ps`; "
+                f"remove it and set {PASSWORD_ENV} (or put the whole URL in {STORAGE_ENV})"
+            )
+        return flag, "--storage"
+    if env.get(STORAGE_ENV):
+        return env[STORAGE_ENV], STORAGE_ENV
+    return None
+
+
+def _password_of(raw: str) -> str | None:
+    if raw.startswith("grpc://"):
+        return None
+    try:
+        return make_url(raw).password
+    except ArgumentError:
+        return None
+
+
+def normalise(raw: str, source: str, *, base: Path, password: str | None) -> StorageURL:
+    """A URL as given (`source` says where) -> the `StorageURL` every part of hpsearch uses.
+
+    The driver is the one hpsearch ships, a relative SQLite path is taken from `base` (and its
+    folder created), and `password` is set on server URLs.
+
+    Raises:
+        StorageError: the URL is malformed or names an unsupported database.
+    """
+    if raw.startswith("grpc://"):
+        return StorageURL(raw, source)
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise StorageError(
+            f"{source}: {raw!r} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
+            "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise StorageError(
+            f"{source}: storage {backend!r} is not supported; use sqlite, postgresql, mysql "
+            "or grpc://host:port (the storage proxy)"
+        )
+    if url.drivername in _DRIVERS:
+        url = url.set(drivername=_DRIVERS[url.drivername])
+    if backend == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"{source}: cannot create the folder of the SQLite database {path}: "
+                f"{e.strerror}; pick a writable path"
+            ) from None
+        url = url.set(database=str(path.resolve()))
+    if password is not None and backend != "sqlite":
+        url = url.set(password=password)
+    # SQLAlchemy percent-encodes the password (`@ % / :`), so the rendered URL parses back.
+    return StorageURL(url.render_as_string(hide_password=False), source)

@@ -1,0 +1,37 @@
+"""The Optuna study a spec describes: its search space as `suggest_*` calls, its sampler and
+pruner (closed registries), and creating or joining it with the spec stored beside it."""
+
+from __future__ import annotations
+
+from hpsearch.study.algorithms import make_pruner, make_sampler
+from hpsearch.study.create import (
+    READY_ATTR,
+    SPACE_ATTR,
+    SPEC_ATTR,
+    create_or_load,
+    space_document,
+)
+from hpsearch.study.space import (
+    EXPONENT_PREFIX,
+    grid,
+    is_active,
+    optuna_name,
+    suggest,
+    to_optuna_params,
+)
+
+__all__ = [
+    "EXPONENT_PREFIX",
+    "READY_ATTR",
+    "SPACE_ATTR",
+    "SPEC_ATTR",
+    "create_or_load",
+    "grid",
+    "is_active",
+    "make_pruner",
+    "make_sampler",
+    "optuna_name",
+    "space_document",
+    "suggest",
+    "to_optuna_params",
+]

@@ -1,0 +1,109 @@
+"""Which trials run again after their worker died or was stopped, and exactly once each."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY, ResilientRDBStorage
+from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
+
+_log = logging.getLogger(__name__)
+
+
+class RetryPolicy:
+    """Optuna's stale-trial retry, made exact under crashes, and a deterministic-crash rule.
+
+    The retry is the trial Optuna's `RetryHeartbeatStaleTrialCallback` would add (same params,
+    `failed_trial` and `retry_history` system attributes, so Optuna's helpers read it), made here
+    because that callback cannot skip a deterministic crash, and runs in a separate transaction
+    from the fail (a worker killed between the two would lose the retry).
+
+    A trial that fails because of its worker (heartbeats stopped, or a signal) is failed with a
+    retry mark in the same transaction (`ResilientRDBStorage.fail_trial`); `requeue_missing`
+    then queues a retry for every marked trial that has none, at most one per trial. Whoever
+    runs it (the worker that failed the trial, or any other later) and however often, each such
+    trial is retried exactly once, or is refused by the policy.
+    """
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+        self._refused: set[int] = set()  # trial numbers already refused (logged once)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial, crashed=True)
+
+    def fail_stale(self, study: optuna.Study, storage: ResilientRDBStorage) -> None:
+        """Fail the trials whose worker stopped sending heartbeats, then queue their retries."""
+        for trial_id in storage.stale_trial_ids(study_id(study)):
+            trial = storage.get_trial(trial_id)
+            worker = trial.user_attrs.get("worker", "?")
+            reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
+            # Re-checked under the trial's lock: its worker may have beaten (or finished) since.
+            if storage.fail_trial(trial_id, reason, cause="crash", only_if_stale=True):
+                _log.warning("trial %d: %s", trial.number, reason)
+        self.requeue_missing(study)
+
+    def requeue_missing(self, study: optuna.Study) -> bool:
+        """Queue a retry for each trial failed by its worker that has none; True if any."""
+        trials = study.get_trials(deepcopy=False)
+        retried = {h[-1] for t in trials if (h := t.system_attrs.get(RETRY_HISTORY))}
+        queued = False
+        for trial in trials:
+            cause = trial.system_attrs.get(RETRY_ATTR)
+            if (
+                trial.state == TrialState.FAIL
+                and cause is not None
+                and trial.number not in retried
+                and trial.number not in self._refused
+            ):
+                if self.retry(study, trial, crashed=cause == "crash"):
+                    queued = True
+                else:
+                    self._refused.add(trial.number)
+        return queued
+
+    def retry(self, study: optuna.Study, trial: FrozenTrial, *, crashed: bool) -> bool:
+        """Queue `trial` again with the same parameters; False when the policy says no."""
+        history = list(trial.system_attrs.get(RETRY_HISTORY, []))
+        crashed_workers = list(trial.user_attrs.get("crashed_workers", []))
+        worker = trial.user_attrs.get("worker")
+        if crashed and worker is not None and crashed_workers and worker not in crashed_workers:
+            _log.warning(
+                "trial %d crashed workers %s and %s: a deterministic failure, not retried",
+                trial.number,
+                crashed_workers[-1],
+                worker,
+            )
+            return False
+        if len(history) >= self.max_retries:
+            _log.warning(
+                "trial %d: %d retries used, not retried again", trial.number, len(history)
+            )
+            return False
+        attrs = dict(trial.user_attrs)
+        attrs.pop("fail_reason", None)
+        if crashed and worker is not None:
+            attrs["crashed_workers"] = [*crashed_workers, worker]
+        system_attrs = {k: v for k, v in trial.system_attrs.items() if k != RETRY_ATTR}
+        retry_trial = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=attrs,
+            system_attrs={
+                **system_attrs,
+                "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                RETRY_HISTORY: [*history, trial.number],
+            },
+        )
+        backend = storage_backend(study_storage(study))
+        if isinstance(backend, ResilientRDBStorage):
+            if not backend.requeue(study_id(study), trial.number, retry_trial):
+                return True  # another worker (or a lost reply of ours) queued it already
+        else:
+            study.add_trial(retry_trial)
+        _log.info("trial %d queued again (retry %d)", trial.number, len(history) + 1)
+        return True
