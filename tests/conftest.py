@@ -22,7 +22,7 @@ MYSQL_URL = os.environ.get("HPSEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.
 SERVER_URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
 
 
-def _server_database(kind: str) -> Iterator[str]:
+def server_database(kind: str) -> Iterator[str]:
     """A fresh database on the server for this test session, dropped afterwards."""
     admin_url = SERVER_URLS[kind]
     name = f"hpsearch_test_{uuid.uuid4().hex[:10]}"
@@ -49,12 +49,12 @@ def _server_database(kind: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    yield from _server_database("postgresql")
+    yield from server_database("postgresql")
 
 
 @pytest.fixture(scope="session")
 def mysql_url() -> Iterator[str]:
-    yield from _server_database("mysql")
+    yield from server_database("mysql")
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])

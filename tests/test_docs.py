@@ -68,7 +68,7 @@ def test_every_study_file_key_is_documented() -> None:
     docs = _docs()
     keys = _keys(spec_module.StudySpec, set())
     for model in vars(spec_module).values():  # every sampler, pruner and parameter kind
-        if isinstance(model, type) and issubclass(model, spec_module._Model):
+        if isinstance(model, type) and issubclass(model, spec_module.SpecModel):
             keys |= _keys(model, set())
     keys |= _keys(TrainerOptions, set()) | _keys(DatasetOptions, set())
     missing = sorted(k for k in keys if f"`{k}`" not in docs)

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
-from conftest import MYSQL_URL, POSTGRES_URL
+from conftest import server_database
 
 from hpsearch.errors import StorageError
 from hpsearch.spec import load_spec
@@ -76,26 +76,35 @@ def test_unreachable_server_is_one_line_without_password(write_study: Callable[.
 
 @pytest.fixture(params=["postgresql", "mysql"])
 def user_with_nasty_password(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """A real database user whose password has every character that breaks URLs."""
-    admin = POSTGRES_URL if request.param == "postgresql" else MYSQL_URL
+    """A real database user whose password has every character that breaks URLs.
+
+    The user works in a database of its own, made for this test (never the server's shared
+    one), and is removed with what it created: nothing depends on, or is left for, another run.
+    """
+    database = server_database(request.param)
+    url = sa.engine.make_url(next(database))
     user, password = f"hp_{uuid.uuid4().hex[:8]}", "p@ss%w{o}r/d:1"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     literal = password.replace("'", "''")
-    try:
-        with engine.connect() as c:
-            if request.param == "postgresql":
-                c.execute(sa.text(f"CREATE USER {user} WITH PASSWORD '{literal}' SUPERUSER"))
-            else:
-                c.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{literal}'"))
-                c.execute(sa.text(f"GRANT ALL ON *.* TO '{user}'@'%'"))
-    except sa.exc.OperationalError as e:
-        pytest.fail(f"{request.param} server unreachable: {e}")
-    base = sa.engine.make_url(admin).set(username=user, password=None)
+    with engine.connect() as c:
+        if request.param == "postgresql":
+            c.execute(sa.text(f"CREATE ROLE {user} LOGIN PASSWORD '{literal}'"))
+            c.execute(sa.text(f"GRANT ALL ON DATABASE {url.database} TO {user}"))
+            c.execute(sa.text(f"GRANT ALL ON SCHEMA public TO {user}"))
+        else:
+            c.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{literal}'"))
+            c.execute(sa.text(f"GRANT ALL ON `{url.database}`.* TO '{user}'@'%'"))
+    base = url.set(username=user, password=None)
     yield base.render_as_string(hide_password=False), password
     with engine.connect() as c:
-        c.execute(sa.text(f"DROP USER {user}" if request.param == "postgresql" else
-                          f"DROP USER '{user}'@'%'"))  # fmt: skip
+        if request.param == "postgresql":
+            # The user's tables (Optuna's, when it made them) go first, or DROP ROLE refuses.
+            c.execute(sa.text(f"DROP OWNED BY {user}"))
+            c.execute(sa.text(f"DROP ROLE {user}"))
+        else:
+            c.execute(sa.text(f"DROP USER '{user}'@'%'"))
     engine.dispose()
+    database.close()  # drops the database
 
 
 def test_special_character_passwords_round_trip(

@@ -20,6 +20,8 @@ from hpsearch.commands import (
     validate,
 )
 
+__all__ = ["COMMANDS", "Command"]
+
 
 class Command(Protocol):
     NAME: str

@@ -17,7 +17,7 @@ from hpsearch.spec._base import (
     KeyPath,
     Problem,
     Scalar,
-    _Model,
+    SpecModel,
     parse_duration,
     unknown_key_message,
 )
@@ -98,7 +98,7 @@ __all__ = [
     "WilcoxonPruner",
     "WrappedPruner",
     "Workers",
-    "_Model",
+    "SpecModel",
     "json_schema",
     "load_spec",
     "param_contains",

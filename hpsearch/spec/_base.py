@@ -26,7 +26,7 @@ class Problem(ValueError):
         self.message = message
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
     """Base of every study-file model: frozen, strict, and unknown keys are errors.
 
     Strict, so that `true` is not read as the number 1 and `'8'` not as 8: YAML already types

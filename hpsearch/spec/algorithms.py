@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from hpsearch.spec._base import Problem, _Model, describe, suggest
+from hpsearch.spec._base import Problem, SpecModel, describe, suggest
 
 
 def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
@@ -39,7 +39,7 @@ def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
 # --- sampler ---------------------------------------------------------------------------------
 
 
-class TpeSampler(_Model):
+class TpeSampler(SpecModel):
     type: Literal["tpe"]
     seed: int | None = None
     n_startup_trials: int = Field(10, ge=0)
@@ -51,19 +51,19 @@ class TpeSampler(_Model):
     constant_liar: bool = True
 
 
-class GpSampler(_Model):
+class GpSampler(SpecModel):
     type: Literal["gp"]
     seed: int | None = None
     n_startup_trials: int = Field(10, ge=0)
     deterministic_objective: bool = False
 
 
-class RandomSampler(_Model):
+class RandomSampler(SpecModel):
     type: Literal["random"]
     seed: int | None = None
 
 
-class CmaesSampler(_Model):
+class CmaesSampler(SpecModel):
     type: Literal["cmaes"]
     seed: int | None = None
     n_startup_trials: int = Field(1, ge=0)
@@ -75,21 +75,21 @@ class CmaesSampler(_Model):
     lr_adapt: bool = False
 
 
-class QmcSampler(_Model):
+class QmcSampler(SpecModel):
     type: Literal["qmc"]
     seed: int | None = None
     qmc_type: Literal["sobol", "halton"] = "sobol"
     scramble: bool = True
 
 
-class GridSampler(_Model):
+class GridSampler(SpecModel):
     """Every combination of the (discrete) search space, in a random order."""
 
     type: Literal["grid"]
     seed: int | None = None
 
 
-class Nsga2Sampler(_Model):
+class Nsga2Sampler(SpecModel):
     type: Literal["nsga2"]
     seed: int | None = None
     population_size: int = Field(50, ge=2)
@@ -111,11 +111,11 @@ SamplerSpec = Annotated[
 # --- pruner ----------------------------------------------------------------------------------
 
 
-class NoPruner(_Model):
+class NoPruner(SpecModel):
     type: Literal["none"]
 
 
-class MedianPruner(_Model):
+class MedianPruner(SpecModel):
     type: Literal["median"]
     n_startup_trials: int = Field(5, ge=0)
     n_warmup_steps: int = Field(0, ge=0)
@@ -123,7 +123,7 @@ class MedianPruner(_Model):
     n_min_trials: int = Field(1, ge=1)
 
 
-class PercentilePruner(_Model):
+class PercentilePruner(SpecModel):
     type: Literal["percentile"]
     percentile: float = Field(ge=0, le=100)
     n_startup_trials: int = Field(5, ge=0)
@@ -132,7 +132,7 @@ class PercentilePruner(_Model):
     n_min_trials: int = Field(1, ge=1)
 
 
-class SuccessiveHalvingPruner(_Model):
+class SuccessiveHalvingPruner(SpecModel):
     type: Literal["successive_halving"]
     min_resource: int | Literal["auto"] = "auto"
     reduction_factor: int = Field(4, ge=2)
@@ -140,7 +140,7 @@ class SuccessiveHalvingPruner(_Model):
     bootstrap_count: int = Field(0, ge=0)
 
 
-class HyperbandPruner(_Model):
+class HyperbandPruner(SpecModel):
     type: Literal["hyperband"]
     min_resource: int = Field(1, ge=1)
     max_resource: int | Literal["auto"] = "auto"
@@ -148,7 +148,7 @@ class HyperbandPruner(_Model):
     bootstrap_count: int = Field(0, ge=0)
 
 
-class ThresholdPruner(_Model):
+class ThresholdPruner(SpecModel):
     type: Literal["threshold"]
     lower: float | None = None
     upper: float | None = None
@@ -164,13 +164,13 @@ class ThresholdPruner(_Model):
         return self
 
 
-class WilcoxonPruner(_Model):
+class WilcoxonPruner(SpecModel):
     type: Literal["wilcoxon"]
     p_threshold: float = Field(0.1, gt=0, lt=1)
     n_startup_steps: int = Field(2, ge=0)
 
 
-class PatientPruner(_Model):
+class PatientPruner(SpecModel):
     """Waits `patience` steps without improvement before pruning; `wrapped` decides then."""
 
     type: Literal["patient"]

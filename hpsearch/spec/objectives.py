@@ -17,10 +17,10 @@ from pydantic import (
     field_validator,
 )
 
-from hpsearch.spec._base import Duration, Problem, _Model, describe, parse_duration
+from hpsearch.spec._base import Duration, Problem, SpecModel, describe, parse_duration
 
 
-class FunctionObjective(_Model):
+class FunctionObjective(SpecModel):
     """A Python function `name(params, report)`; every other key is a fixed option."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -42,7 +42,7 @@ class FunctionObjective(_Model):
         return dict(self.model_extra or {})
 
 
-class CommandObjective(_Model):
+class CommandObjective(SpecModel):
     """Any program; `{name}` placeholders take the trial's parameters."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -68,7 +68,7 @@ class CommandObjective(_Model):
         return dict(self.model_extra or {})
 
 
-class TrainerObjective(_Model):
+class TrainerObjective(SpecModel):
     """The built-in trainer; every other key is a fixed `TrainerOptions` value."""
 
     model_config = ConfigDict(extra="allow", frozen=True)

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from hpsearch.spec._base import Problem, Scalar, _Model
+from hpsearch.spec._base import Problem, Scalar, SpecModel
 
 When = dict[str, Union[Scalar, list[Scalar]]]  # noqa: UP007
 
 
-class _Param(_Model):
+class _Param(SpecModel):
     when: When | None = None
 
 

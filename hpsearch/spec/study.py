@@ -14,7 +14,7 @@ from hpsearch.spec._base import (
     KeyPath,
     Problem,
     Scalar,
-    _Model,
+    SpecModel,
     parse_duration,
     suggest,
 )
@@ -33,7 +33,7 @@ from hpsearch.train.options import (
 # --- budget, workers, batch-size fitting -----------------------------------------------------
 
 
-class Budget(_Model):
+class Budget(SpecModel):
     """Study-wide limits, for all workers together; the first one reached stops new trials."""
 
     n_trials: int | None = Field(None, ge=1)
@@ -46,7 +46,7 @@ class Budget(_Model):
         return None if value is None else parse_duration(value)
 
 
-class Workers(_Model):
+class Workers(SpecModel):
     """How workers share a server database and recover from crashes."""
 
     heartbeat_interval: int = Field(30, ge=1)
@@ -68,7 +68,7 @@ class Workers(_Model):
         return self.grace_period or 4 * self.heartbeat_interval
 
 
-class BatchSizeFit(_Model):
+class BatchSizeFit(SpecModel):
     """How `type: power_of_two, high: auto` finds the largest batch size a device can hold."""
 
     policy: Literal["per_device", "fleet_min", "accumulate"] = "per_device"
@@ -87,7 +87,7 @@ _STORAGE_EXAMPLES = (
 )
 
 
-class StudySpec(_Model):
+class StudySpec(SpecModel):
     """One study file, validated. Nothing downstream sees the raw YAML."""
 
     name: str = Field(min_length=1, max_length=512)
