@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from hpsearch.batch_size import (
     BatchRange,
+    DeviceHooks,
     DeviceInfo,
+    FitRequest,
     FitResult,
     InMemorySharedLimits,
     LocalCache,
@@ -195,18 +197,15 @@ OPTIONS = TrainerOptions(dataset=DatasetOptions(name="digits"), model="resnet18"
 
 
 def resolve(gpu: FakeGpu, cache: LocalCache, shared: SharedLimits, **kw: Any) -> BatchRange:
-    args: dict[str, Any] = dict(low=8, high="auto", device="cuda:0", probe=gpu.probe)
-    args.update(kw)
-    options = args.pop("options", OPTIONS)
-    return resolve_high(
-        options,
-        input_shape=(3, 32, 32),
-        num_classes=10,
-        local_cache=cache,
-        shared=shared,
-        device_info=gpu.info,
-        **args,
+    """A fit on a fake GPU (its memory limit cannot exist here): the probe answers by size."""
+    args: dict[str, Any] = dict(
+        options=OPTIONS, low=8, high="auto", device="cuda:0", input_shape=(3, 32, 32)
     )
+    probe = kw.pop("probe", gpu.probe)
+    args.update(kw)
+    hooks = DeviceHooks(device_info=gpu.info, probe=probe)
+    request = FitRequest(num_classes=10, **args)
+    return resolve_high(request, local_cache=cache, shared=shared, hooks=hooks)
 
 
 @pytest.fixture
@@ -355,56 +354,20 @@ def test_cpu_uses_the_cap_bounded_by_free_ram_and_never_probes(
         raise AssertionError("a CPU must never be probed by running out of memory")
 
     cpu = DeviceInfo("cpu", "cpu", 16 * GiB, "fake")
-    common = dict(device_info=cpu, probe=never, estimate=estimate, shared=shared)
+
+    def on_cpu(free: int, **kw: Any) -> BatchRange:
+        request = FitRequest(OPTIONS, 8, "auto", "cpu", (3, 32, 32), 10, **kw)
+        hooks = DeviceHooks(device_info=cpu, probe=never, estimate=estimate, available_ram=free)
+        return resolve_high(request, local_cache=cache_a, shared=shared, hooks=hooks)
+
     with caplog.at_level(logging.WARNING, logger="hpsearch.batch_size"):
-        rng = resolve_high(
-            OPTIONS,
-            low=8,
-            high="auto",
-            device="cpu",
-            input_shape=(3, 32, 32),
-            num_classes=10,
-            local_cache=cache_a,
-            available_ram=4 * GiB,
-            **common,
-        )
+        rng = on_cpu(4 * GiB)
     assert (rng.high, rng.source) == (128, "cpu_estimate")
     assert "never probed by running out of memory" in caplog.text
-    capped = resolve_high(
-        OPTIONS,
-        low=8,
-        high="auto",
-        device="cpu",
-        input_shape=(3, 32, 32),
-        num_classes=10,
-        local_cache=cache_a,
-        available_ram=4 * GiB,
-        cpu_max_batch_size=100,
-        **common,
-    )
+    capped = on_cpu(4 * GiB, cpu_max_batch_size=100)
     assert capped.high == 64 and measured == [1]  # the estimate is cached, RAM is re-read
     with pytest.raises(NoFittingBatchSize, match="batch_size.low=8 must fit cpu"):
-        resolve_high(
-            OPTIONS,
-            low=8,
-            high="auto",
-            device="cpu",
-            input_shape=(3, 32, 32),
-            num_classes=10,
-            local_cache=cache_a,
-            available_ram=200 * MiB,
-            **common,
-        )
+        on_cpu(200 * MiB)
     lower_limit(rng.key, 64, local_cache=cache_a, shared=shared)
-    again = resolve_high(
-        OPTIONS,
-        low=8,
-        high="auto",
-        device="cpu",
-        input_shape=(3, 32, 32),
-        num_classes=10,
-        local_cache=cache_a,
-        available_ram=4 * GiB,
-        **common,
-    )
+    again = on_cpu(4 * GiB)
     assert again.high == 32

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from hpsearch.batch_size import (
+    DeviceHooks,
     DeviceInfo,
+    FitRequest,
     InMemorySharedLimits,
     LocalCache,
     format_table,
@@ -40,15 +42,10 @@ def test_the_subprocess_probe_fits_below_the_budget_and_ooms_above(
     fake_gpu = DeviceInfo("fake", "16 MiB test budget", BUDGET, "test")
     shared = InMemorySharedLimits()
     rng = resolve_high(
-        OPTIONS,
-        low=16,
-        high=64,
-        device="cpu",
-        input_shape=SHAPE,
-        num_classes=10,
+        FitRequest(OPTIONS, low=16, high=64, device="cpu", input_shape=SHAPE, num_classes=10),
         local_cache=LocalCache(tmp_path),
         shared=shared,
-        device_info=fake_gpu,
+        hooks=DeviceHooks(device_info=fake_gpu),
     )
     assert (rng.high, rng.source) == (16, "probe")
     by_size = {o.batch_size: o for o in rng.tried}
@@ -69,15 +66,10 @@ def test_cpu_limit_comes_from_a_measured_estimate_not_a_probe(tmp_path: Path) ->
     """The real estimate child on small_cnn; free RAM is injected so the answer is fixed."""
     cache = LocalCache(tmp_path)
     rng = resolve_high(
-        OPTIONS,
-        low=8,
-        high="auto",
-        device="cpu",
-        input_shape=SHAPE,
-        num_classes=10,
+        FitRequest(OPTIONS, low=8, high="auto", device="cpu", input_shape=SHAPE, num_classes=10),
         local_cache=cache,
         shared=InMemorySharedLimits(),
-        available_ram=2**30,
+        hooks=DeviceHooks(available_ram=2**30),
     )
     stored = cache.get(rng.key)
     assert stored is not None and stored["source"] == "cpu_estimate"

@@ -148,3 +148,19 @@ def test_fit_batch_prints_and_stores_this_machines_limit(
     assert out.startswith("cpu (") and "largest batch size 64 (cpu_estimate)" in out
     study = optuna.load_study(study_name=unique_name, storage=url)
     assert [v["limit"] for k, v in study.user_attrs.items() if k.startswith(SHARED_PREFIX)] == [64]
+
+
+def test_a_searched_memory_option_gets_a_fit_of_its_own(
+    trainer_study: Callable[..., tuple[Path, str]], unique_name: str
+) -> None:
+    """`high: auto` is fitted for the options each trial uses: Adam keeps two buffers per
+    weight that SGD without momentum does not, so each optimizer has its own limit."""
+    path, url = trainer_study(n_trials=6)
+    body = path.read_text().replace("  device: cpu\n", "  device: cpu\n  momentum: 0.0\n")
+    path.write_text(body + "  optimizer: {type: categorical, choices: [sgd, adam]}\n")
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    study = optuna.load_study(study_name=unique_name, storage=url)
+    used = {t.params["optimizer"] for t in study.trials}
+    assert used == {"sgd", "adam"}  # seed 3 samples both
+    limits = {k: v for k, v in study.user_attrs.items() if k.startswith(SHARED_PREFIX)}
+    assert len(limits) == 2 and len({v["config_key"] for v in limits.values()}) == 2

@@ -20,7 +20,15 @@ from hpsearch.batch_size.cache import (
     lower_limit,
 )
 from hpsearch.batch_size.device import DeviceInfo, describe_device, visible_gpus
-from hpsearch.batch_size.fit import AUTO_CEILING, POLICIES, BatchRange, format_table, resolve_high
+from hpsearch.batch_size.fit import (
+    AUTO_CEILING,
+    POLICIES,
+    BatchRange,
+    DeviceHooks,
+    FitRequest,
+    format_table,
+    resolve_high,
+)
 from hpsearch.batch_size.oom import is_oom, is_oom_message, oom_summary
 from hpsearch.batch_size.probe import MemoryEstimate, ProbeOutcome, probe_in_subprocess
 from hpsearch.batch_size.search import (
@@ -35,7 +43,9 @@ __all__ = [
     "AUTO_CEILING",
     "POLICIES",
     "BatchRange",
+    "DeviceHooks",
     "DeviceInfo",
+    "FitRequest",
     "FitResult",
     "InMemorySharedLimits",
     "LimitEntry",

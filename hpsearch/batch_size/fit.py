@@ -83,88 +83,103 @@ class BatchRange:
 
 
 @dataclass(frozen=True)
+class FitRequest:
+    """What to fit: one training configuration on one device, and the range to search in."""
+
+    options: TrainerOptions  # the trial's own options: every memory-relevant value it uses
+    low: int
+    high: int | Literal["auto"]
+    device: str  # concrete: "cpu", "cuda" or "cuda:N"
+    input_shape: tuple[int, ...]  # (channels, height, width) of one sample
+    num_classes: int
+    policy: str = "per_device"
+    margin: float = 0.10  # of the device memory left free
+    cpu_max_batch_size: int = 256
+    refresh: bool = False  # ignore what the caches know and probe again
+    auto_ceiling: int = AUTO_CEILING
+    resident_bytes: int = 0  # what the trial keeps on the GPU besides the model (a dataset)
+    probe_timeout: float = 600.0
+
+    def check(self) -> None:
+        """Raises BatchSizeError when the request cannot be answered."""
+        if self.policy not in POLICIES:
+            raise BatchSizeError(
+                f"fit_policy must be one of {', '.join(POLICIES)}, but got {self.policy!r}."
+            )
+        if not 0 <= self.margin < 1:
+            raise BatchSizeError(f"the memory margin must be in [0, 1), but got {self.margin}.")
+        if self.high == "auto" and self.policy == "accumulate":
+            raise BatchSizeError(
+                "fit_policy: accumulate searches the effective batch size, which needs a number "
+                "as batch_size.high, but got high: auto; set e.g. high: 1024."
+            )
+
+
+@dataclass(frozen=True)
+class DeviceHooks:
+    """Stand-ins for the real device, for tests (a fake GPU's memory cannot exist here)."""
+
+    device_info: DeviceInfo | None = None
+    probe: Callable[[int], ProbeOutcome] | None = None
+    estimate: Callable[[], MemoryEstimate] | None = None
+    available_ram: int | None = None
+
+
+@dataclass(frozen=True)
 class _Job:
     """What one `resolve_high` call knows, handed to the GPU and CPU halves."""
 
+    request: FitRequest
     options: TrainerOptions
-    device: str
-    input_shape: Sequence[int]
-    num_classes: int
     info: DeviceInfo
     key: str
     config_key: str
     local_cache: LocalCache
     shared: SharedLimits
-    refresh: bool
-    margin: float
 
 
 def resolve_high(
-    options: TrainerOptions,
+    request: FitRequest,
     *,
-    low: int,
-    high: int | Literal["auto"],
-    device: str,
-    input_shape: Sequence[int],
-    num_classes: int,
     local_cache: LocalCache,
     shared: SharedLimits,
-    policy: str = "per_device",
-    refresh: bool = False,
-    margin: float = 0.10,
-    cpu_max_batch_size: int = 256,
-    auto_ceiling: int = AUTO_CEILING,
-    resident_bytes: int = 0,
-    probe_timeout: float = 600.0,
-    device_info: DeviceInfo | None = None,
-    probe: Callable[[int], ProbeOutcome] | None = None,
-    estimate: Callable[[], MemoryEstimate] | None = None,
-    available_ram: int | None = None,
+    hooks: DeviceHooks | None = None,
 ) -> BatchRange:
-    """The batch-size range for this worker's next trials under a fit policy.
+    """The batch-size range for this worker's next trials under the request's fit policy.
 
     Looks the limit up in the local and shared caches, probes what they do not answer (each
-    probe a child process; never on CPU), stores what it learned in both, then applies `policy`.
-    `resident_bytes`: what the trial keeps on the GPU besides the model (a preloaded dataset).
-    `device_info`, `probe`, `estimate` and `available_ram` replace the real device in tests.
+    probe a child process; never on CPU), stores what it learned in both, then applies the
+    policy.
     """
-    if policy not in POLICIES:
-        raise BatchSizeError(
-            f"fit_policy must be one of {', '.join(POLICIES)}, but got {policy!r}."
-        )
-    if not 0 <= margin < 1:
-        raise BatchSizeError(f"the memory margin must be in [0, 1), but got {margin}.")
-    if high == "auto" and policy == "accumulate":
-        raise BatchSizeError(
-            "fit_policy: accumulate searches the effective batch size, which needs a number as "
-            "batch_size.high, but got high: auto; set e.g. high: 1024."
-        )
-    k_lo, k_hi = exponent_range(low, auto_ceiling if high == "auto" else high)
+    request.check()
+    hooks = hooks or DeviceHooks()
+    high = request.auto_ceiling if request.high == "auto" else request.high
+    k_lo, k_hi = exponent_range(request.low, high)
     # Under `accumulate` a device may hold less than `low` and accumulate the rest.
-    k_floor = 0 if policy == "accumulate" else k_lo
-    if policy == "accumulate":
+    k_floor = 0 if request.policy == "accumulate" else k_lo
+    options = request.options
+    if request.policy == "accumulate":
         options = options.model_copy(update={"micro_batch_size": None})
-    info = device_info or describe_device(device)
+    info = hooks.device_info or describe_device(request.device)
     config = config_signature(
-        options, input_shape=input_shape, num_classes=num_classes, margin=margin
+        options,
+        input_shape=request.input_shape,
+        num_classes=request.num_classes,
+        margin=request.margin,
     )
-    config["resident_bytes"] = resident_bytes
+    config["resident_bytes"] = request.resident_bytes
     job = _Job(
+        request=request,
         options=options,
-        device=device,
-        input_shape=input_shape,
-        num_classes=num_classes,
         info=info,
         key=cache_key(info, config),
         config_key=config_key_of(config),
         local_cache=local_cache,
         shared=shared,
-        refresh=refresh,
-        margin=margin,
     )
 
     if info.kind == "cpu":
-        entry, note = _cpu_limit(job, cpu_max_batch_size, estimate, available_ram)
+        entry, note = _cpu_limit(job, hooks.estimate, hooks.available_ram)
         source = "cpu_estimate"
         if entry.limit < 2**k_floor:
             raise NoFittingBatchSize(
@@ -173,25 +188,26 @@ def resolve_high(
             )
         own = min(entry.limit, 2**k_hi)
     else:
+        probe = hooks.probe
         if probe is None:
 
             def probe(batch_size: int) -> ProbeOutcome:
                 return probe_in_subprocess(
                     options,
                     batch_size,
-                    device=device,
-                    input_shape=input_shape,
-                    num_classes=num_classes,
-                    margin=margin,
-                    resident_bytes=resident_bytes,
-                    timeout=probe_timeout,
+                    device=request.device,
+                    input_shape=request.input_shape,
+                    num_classes=request.num_classes,
+                    margin=request.margin,
+                    resident_bytes=request.resident_bytes,
+                    timeout=request.probe_timeout,
                 )
 
         entry, own, source = _gpu_limit(job, probe, k_floor, k_hi)
         note = f"{info.label} fits batch size {own} of [{2**k_floor}, {2**k_hi}] ({source})"
 
     high_out = own
-    if policy == "fleet_min":
+    if request.policy == "fleet_min":
         fleet = [own] + [
             other.limit
             for other in (_parse(raw) for _, raw in shared.items())
@@ -200,7 +216,7 @@ def resolve_high(
         ]
         high_out = min(min(fleet), 2**k_hi)
         note += f"; fleet_min over {len(fleet) - 1} shared limits: high {high_out}"
-    elif policy == "accumulate":
+    elif request.policy == "accumulate":
         high_out = 2**k_hi
         note += f"; accumulate: micro-batches of at most {own} make up batches up to {high_out}"
     log.debug("batch size: %s", note)
@@ -208,7 +224,7 @@ def resolve_high(
         low=2**k_lo,
         high=high_out,
         limit=own,
-        policy=policy,
+        policy=request.policy,
         device=info.label,
         key=job.key,
         source=source,
@@ -233,7 +249,7 @@ def _gpu_limit(
     """
     with job.local_cache.probing(job.key):
         known = None
-        if not job.refresh:
+        if not job.request.refresh:
             known = merge_entries(
                 load_entry(job.local_cache, job.key), load_entry(job.shared, job.key)
             )
@@ -257,7 +273,7 @@ def _gpu_limit(
             else:  # remember the failure, so the other workers do not probe it again
                 failed = _entry(job, 0, 2**k_floor, launched)
                 store_entry(
-                    failed if job.refresh else merge_entries(known, failed) or failed,
+                    failed if job.request.refresh else merge_entries(known, failed) or failed,
                     job.key,
                     stores,
                 )
@@ -269,7 +285,7 @@ def _gpu_limit(
             return known, fit.batch_size, "cache" if known.source == "probe" else known.source
         failures = [o.batch_size for o in launched if not o.ok]
         probed = _entry(job, fit.batch_size, min(failures, default=None), launched)
-        entry = probed if job.refresh else merge_entries(known, probed) or probed
+        entry = probed if job.request.refresh else merge_entries(known, probed) or probed
         if any(o.detail.startswith("device busy") for o in launched):
             log.warning(
                 "not caching the batch-size fit on %s: another process used the GPU",
@@ -288,7 +304,6 @@ def _entry(
 
 def _cpu_limit(
     job: _Job,
-    cpu_max_batch_size: int,
     estimate: Callable[[], MemoryEstimate] | None,
     available_ram: int | None,
 ) -> tuple[LimitEntry, str]:
@@ -297,8 +312,9 @@ def _cpu_limit(
     Never a probe: on Linux running out of host memory summons the OOM killer (SIGKILL), not
     an exception, and it may kill another process than ours.
     """
+    request = job.request
     known = None
-    if not job.refresh:
+    if not request.refresh:
         known = merge_entries(
             load_entry(job.local_cache, job.key), load_entry(job.shared, job.key)
         )
@@ -306,23 +322,24 @@ def _cpu_limit(
     if measured is None:
         with job.local_cache.probing(job.key):  # one measurement per machine, like one probe
             fresh = load_entry(job.local_cache, job.key)  # another worker may have just made it
-            measured = fresh.estimate if fresh is not None and not job.refresh else None
+            measured = fresh.estimate if fresh is not None and not request.refresh else None
             if measured is None and estimate is not None:
                 measured = estimate()
             elif measured is None:
                 measured = estimate_in_subprocess(
                     job.options,
-                    device=job.device,
-                    input_shape=job.input_shape,
-                    num_classes=job.num_classes,
+                    device=request.device,
+                    input_shape=request.input_shape,
+                    num_classes=request.num_classes,
                 )
     free = available_ram if available_ram is not None else meminfo("MemAvailable")
-    budget = free * (1 - job.margin) / CPU_SAFETY - measured.fixed_bytes
+    budget = free * (1 - request.margin) / CPU_SAFETY - measured.fixed_bytes
     per_sample = max(measured.per_sample_bytes, 1)
     by_ram = 2 ** floor_log2(int(budget // per_sample)) if budget >= per_sample else 0
-    limit = min(2 ** floor_log2(cpu_max_batch_size), by_ram)
+    cap = request.cpu_max_batch_size
+    limit = min(2 ** floor_log2(cap), by_ram)
     note = (
-        f"CPU: batch size at most {limit} = min(cpu_max_batch_size={cpu_max_batch_size}, "
+        f"CPU: batch size at most {limit} = min(cpu_max_batch_size={cap}, "
         f"{by_ram} by an estimate of {human_bytes(per_sample)} per sample against "
         f"{human_bytes(free)} free RAM); a CPU is never probed by running out of memory"
     )

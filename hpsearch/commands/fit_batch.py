@@ -39,20 +39,19 @@ def run(args: argparse.Namespace) -> int:
     gpus = bs.visible_gpus()
     devices = [f"cuda:{i}" for i in range(len(gpus))] if gpus else ["cpu"]
     for device in devices:
-        rng = bs.resolve_high(
-            options,
+        request = bs.FitRequest(
+            options=options,
             low=param.low,
             high=param.high,
             device=device,
             input_shape=shape,
             num_classes=len(summary.classes),
-            local_cache=bs.LocalCache(),
-            shared=StudyLimits(study),
             policy=spec.batch_size_fit.policy,
             refresh=args.refresh,
             margin=spec.batch_size_fit.margin,
             cpu_max_batch_size=spec.batch_size_fit.cpu_max_batch_size,
         )
+        rng = bs.resolve_high(request, local_cache=bs.LocalCache(), shared=StudyLimits(study))
         print(f"{rng.device}: largest batch size {rng.limit} ({rng.source})")
         if rng.tried:
             print(bs.format_table(list(rng.tried)))

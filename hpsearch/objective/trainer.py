@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from hpsearch import batch_size as bs
 from hpsearch.errors import BatchSizeError
+from hpsearch.objective.record import record
 from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
 from hpsearch.train.options import TrainerOptions, metric_mode
+
+if TYPE_CHECKING:
+    from hpsearch.train.summary import DataSummary
 
 _log = logging.getLogger(__name__)
 SHARED_PREFIX = "hpsearch:batch_size:"
@@ -78,7 +81,12 @@ def trainer_options(
 def trainer_runner(
     loaded: LoadedSpec, objective: TrainerObjective, context: TrialContext
 ) -> Runner:
-    """The runner of the built-in trainer (see the module docstring)."""
+    """The runner of the built-in trainer (see the module docstring).
+
+    A trial's options are validated once, from the values it sampled: when `batch_size` is
+    `high: auto`, as soon as everything it depends on is chosen (the fit is for this trial's
+    own model, precision and optimizer), else when the trial runs.
+    """
     from hpsearch.train.checkpoints import keep_best_checkpoints
     from hpsearch.train.loop import fit
 
@@ -87,24 +95,37 @@ def trainer_runner(
     mode = metric_mode(metric)
     checkpoints = context.artifacts / "checkpoints"
     cache_dir = context.artifacts / "cache"
-    fitter = _BatchSizeFitter(loaded, objective, cache_dir)
+    fitter = _BatchSizeFitter(loaded, objective)
+    # The options and batch-size range `limit` built for a trial, for its `run` to use.
+    pending: dict[int, tuple[TrainerOptions, bs.BatchRange | None]] = {}
+
+    def limit(trial: optuna.Trial, name: str, chosen: Mapping[str, Any]) -> int | None:
+        if name != "batch_size":
+            return None
+        options = trainer_options(loaded, objective, chosen)
+        rng = fitter.range_for(trial.study, options)
+        pending.clear()
+        pending[trial.number] = (options, rng)
+        return None if rng is None else rng.high
 
     def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
         seed = trial.user_attrs.get("seed", objective.options.get("seed", trial.number))
-        options_dict = {**values, "seed": seed}
-        plan = fitter.plan(values.get("batch_size"))
-        if plan is not None:
-            micro, steps = plan
+        if trial.number in pending:
+            options, rng = pending.pop(trial.number)
+            # Validated in `limit`; what was sampled after it (the batch size) is in range.
+            later = {k: v for k, v in values.items() if getattr(options, k, None) != v}
+            options = options.model_copy(update={**later, "seed": seed})
+        else:
+            options = trainer_options(loaded, objective, {**values, "seed": seed})
+            rng = fitter.range_for(trial.study, options)
+        attrs: dict[str, Any] = {"seed": seed, "epochs": options.epochs}
+        if rng is not None and "batch_size" in values:
+            micro, steps = fitter.plan(rng, options.batch_size)
             if steps > 1:
-                options_dict["micro_batch_size"] = micro
-            trial.set_user_attr("micro_batch_size", micro)
-            trial.set_user_attr("accumulation_steps", steps)
-        options = trainer_options(loaded, objective, options_dict)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("batch_size", options.batch_size)
-        trial.set_user_attr("epochs", options.epochs)
-        if fitter.device:
-            trial.set_user_attr("device", fitter.device)
+                options = options.model_copy(update={"micro_batch_size": micro})
+            attrs.update(micro_batch_size=micro, accumulation_steps=steps, device=rng.device)
+        attrs["batch_size"] = options.batch_size
+        record(trial, attrs)
         path = checkpoints / f"trial-{trial.number:05d}.pt"
         try:
             metrics = fit(
@@ -116,86 +137,74 @@ def trainer_runner(
                 raise
             reason = f"oom: {bs.oom_summary(e)}"
             trial.set_user_attr("fail_reason", reason[:500])
-            fitter.lower(options, trial)
+            if rng is not None:
+                fitter.lower(rng, options, trial)
             raise RuntimeError(reason) from None  # FAIL, not PRUNED
-        trial.set_user_attr("epochs_run", int(metrics.get("epochs_run", options.epochs)))
-        trial.set_user_attr("checkpoint", str(path))
+        epochs_run = int(metrics.get("epochs_run", options.epochs))
+        record(trial, {"epochs_run": epochs_run, "checkpoint": str(path)})
         keep_best_checkpoints(checkpoints, objective.keep_checkpoints, mode=mode)
         return metrics
 
-    return Runner(run, fitter.limits)
+    return Runner(run, limit)
 
 
 class _BatchSizeFitter:
     """Bounds `batch_size` by what this worker's device holds, when the space asks for it."""
 
-    def __init__(self, loaded: LoadedSpec, objective: TrainerObjective, cache_dir: Path) -> None:
-        self._loaded = loaded
-        self._objective = objective
+    def __init__(self, loaded: LoadedSpec, objective: TrainerObjective) -> None:
         param = loaded.spec.search_space.get("batch_size")
         self._param = param if isinstance(param, PowerOfTwoParam) else None
-        fit = loaded.spec.batch_size_fit
+        self._fit = loaded.spec.batch_size_fit
         self._active = self._param is not None and (
-            self._param.high == "auto" or fit.policy == "accumulate"
+            self._param.high == "auto" or self._fit.policy == "accumulate"
         )
-        self._range: bs.BatchRange | None = None
         self._local = bs.LocalCache()
-        self.device: str | None = None
+        self._summary: DataSummary | None = None  # the dataset is fixed for the whole study
+        self._said: dict[str, int] = {}  # the limit last logged for each cache key
 
-    def limits(self, trial: optuna.Trial) -> Mapping[str, int]:
+    def range_for(self, study: optuna.Study, options: TrainerOptions) -> bs.BatchRange | None:
+        """The range for a trial with these options (its model, precision, ...), or None."""
         if not self._active or self._param is None:
-            return {}
-        self._range = self._resolve(trial.study)
-        return {"batch_size": self._range.high}
-
-    def _resolve(self, study: optuna.Study) -> bs.BatchRange:
+            return None
         from hpsearch.train.summary import summarize
 
-        assert self._param is not None
-        fit = self._loaded.spec.batch_size_fit
-        options = trainer_options(self._loaded, self._objective, {})
+        if self._summary is None:
+            self._summary = summarize(options.dataset)
+        size = self._summary.image_size
         device = options.device
         if device == "auto":  # decided without touching CUDA: the probe must see a clean GPU
             device = "cuda" if bs.visible_gpus() else "cpu"
-        if self._range is None:
-            summary = summarize(options.dataset)
-            self._shape = (options.in_channels, summary.image_size, summary.image_size)
-            self._classes = len(summary.classes)
+        request = bs.FitRequest(
+            options=options,
+            low=self._param.low,
+            high=self._param.high,
+            device=device,
+            input_shape=(options.in_channels, size, size),
+            num_classes=len(self._summary.classes),
+            policy=self._fit.policy,
+            margin=self._fit.margin,
+            cpu_max_batch_size=self._fit.cpu_max_batch_size,
+        )
         try:
-            rng = bs.resolve_high(
-                options,
-                low=self._param.low,
-                high=self._param.high,
-                device=device,
-                input_shape=self._shape,
-                num_classes=self._classes,
-                local_cache=self._local,
-                shared=StudyLimits(study),
-                policy=fit.policy,
-                margin=fit.margin,
-                cpu_max_batch_size=fit.cpu_max_batch_size,
-            )
+            rng = bs.resolve_high(request, local_cache=self._local, shared=StudyLimits(study))
         except bs.NoFittingBatchSize as e:
             raise WorkerStopped(f"worker stopped: {e}", exit_code=2) from None
-        if self._range is None or rng.limit != self._range.limit:
+        if self._said.get(rng.key) != rng.limit:
             _log.info("batch size: %s", rng.note)
-        self.device = rng.device
+            self._said[rng.key] = rng.limit
         return rng
 
-    def plan(self, batch_size: int | None) -> tuple[int, int] | None:
-        if self._range is None or batch_size is None:
-            return None
+    @staticmethod
+    def plan(rng: bs.BatchRange, batch_size: int) -> tuple[int, int]:
         try:
-            return self._range.plan(batch_size)
+            return rng.plan(batch_size)
         except BatchSizeError as e:
             raise RuntimeError(str(e)) from None
 
-    def lower(self, options: TrainerOptions, trial: optuna.Trial) -> None:
-        if self._range is None:
-            return
+    def lower(self, rng: bs.BatchRange, options: TrainerOptions, trial: optuna.Trial) -> None:
         failed = options.micro_batch_size or options.batch_size
-        # lower_limit logs the new limit; the next trial's `limits()` picks it up.
+        # lower_limit logs the new limit; the next trial's fit picks it up.
         bs.lower_limit(
-            self._range.key, failed, local_cache=self._local, shared=StudyLimits(trial.study),
+            rng.key, failed, local_cache=self._local, shared=StudyLimits(trial.study),
             where=f"trial {trial.number}",
         )  # fmt: skip

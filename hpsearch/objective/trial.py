@@ -18,6 +18,7 @@ import optuna
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import function_runner, load_function
+from hpsearch.objective.record import record
 from hpsearch.objective.trainer import trainer_runner
 from hpsearch.objective.types import Metrics, Report, Runner, TrialContext, TrialValue
 from hpsearch.spec import (
@@ -27,12 +28,6 @@ from hpsearch.spec import (
     PowerOfTwoParam,
     StudySpec,
     TrainerObjective,
-)
-from hpsearch.storage import ResilientRDBStorage
-from hpsearch.storage.optuna_compat import (
-    refresh_cached_user_attrs,
-    storage_backend,
-    trial_id,
 )
 from hpsearch.study import suggest
 
@@ -55,11 +50,11 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
     exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
 
     def objective(trial: optuna.Trial) -> TrialValue:
-        values = suggest(trial, spec, limits=runner.limits(trial))
+        values = suggest(trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen))
         # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard and
         # exports also get the value a person means (`batch_size: 32`), in the same write.
         shown = {name: values[name] for name in exponent_params if name in values}
-        _set_attrs(trial, {**context.attrs, **shown})
+        record(trial, {**context.attrs, **shown})
         report = _reporter(trial, spec)
         try:
             return _values(spec, runner.run(trial, values, report))
@@ -71,18 +66,6 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
             raise
 
     return objective
-
-
-def _set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    """Record the worker's attributes on the trial, in one transaction where the storage can."""
-    missing = {k: v for k, v in attrs.items() if trial.user_attrs.get(k) != v}
-    backend = storage_backend(trial.storage)
-    if isinstance(backend, ResilientRDBStorage) and missing:
-        backend.set_trial_user_attrs(trial_id(trial), missing)
-        refresh_cached_user_attrs(trial, missing)
-        return
-    for key, value in missing.items():
-        trial.set_user_attr(key, value)
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:

@@ -36,9 +36,18 @@ class WorkerStopped(KeyboardInterrupt):
         self.exit_code = exit_code
 
 
+def _no_limit(trial: optuna.Trial, name: str, chosen: Mapping[str, Any]) -> int | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Runner:
-    """How one kind of objective runs a trial, and the per-device bounds of its search space."""
+    """How one kind of objective runs a trial, and the per-device bounds of its search space.
+
+    `limit(trial, name, chosen)`: the largest value this worker's device holds for the
+    `high: auto` parameter `name`, given the values `chosen` so far in this trial (a searched
+    model changes what fits); it is asked after every parameter it can depend on.
+    """
 
     run: Callable[[optuna.Trial, dict[str, Any], Report], Any]
-    limits: Callable[[optuna.Trial], Mapping[str, int]] = lambda trial: {}
+    limit: Callable[[optuna.Trial, str, Mapping[str, Any]], int | None] = _no_limit

@@ -8,7 +8,7 @@ suggested only when their parents took one of the listed values, parents first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -41,24 +41,49 @@ def is_active(param: Param, values: Mapping[str, Any]) -> bool:
     return True
 
 
-def suggest(
-    trial: optuna.Trial, spec: StudySpec, *, limits: Mapping[str, int] | None = None
-) -> dict[str, Any]:
+Limit = Callable[[str, Mapping[str, Any]], int | None]
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec, *, limit: Limit | None = None) -> dict[str, Any]:
     """Sample one point of the search space: the values the objective sees.
 
     Args:
         trial: the Optuna trial to suggest on.
         spec: the study.
-        limits: for `power_of_two` parameters with `high: auto`, the largest value this
-            worker's device holds (from the batch-size fitter).
+        limit: for `power_of_two` parameters with `high: auto`, the largest value this
+            worker's device holds given the values chosen so far (the batch-size fitter).
+            Those parameters are suggested after every parameter that does not depend on
+            them, so a searched model or precision is known when the fit is asked.
     """
     values: dict[str, Any] = {}
-    for name in spec.ordered_parameters():
+    for name in suggestion_order(spec):
         param = spec.search_space[name]
         if not is_active(param, values):
             continue
-        values[name] = _suggest_one(trial, name, param, (limits or {}).get(name))
+        bound = None
+        if isinstance(param, PowerOfTwoParam) and param.high == "auto" and limit is not None:
+            bound = limit(name, dict(values))
+        values[name] = _suggest_one(trial, name, param, bound)
     return values
+
+
+def suggestion_order(spec: StudySpec) -> list[str]:
+    """Parents before children (`when`), and device-bounded parameters as late as they can be."""
+    order = spec.ordered_parameters()
+    late = {
+        n
+        for n, p in spec.search_space.items()
+        if isinstance(p, PowerOfTwoParam) and p.high == "auto"
+    }
+    changed = True
+    while changed:  # whatever depends on a late parameter is late too
+        changed = False
+        for name in order:
+            parents = spec.search_space[name].when or {}
+            if name not in late and any(parent in late for parent in parents):
+                late.add(name)
+                changed = True
+    return [n for n in order if n not in late] + [n for n in order if n in late]
 
 
 def _suggest_one(trial: optuna.Trial, name: str, param: Param, limit: int | None) -> Any:
