@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint
+.PHONY: run test test-fast setup lint format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 # The dashboard test drives a real headless browser: Debian's chromium and its driver. Installing
 # them needs root (CI runs as root); without them a developer's run skips that one test.
 .PHONY: test-deps
@@ -32,3 +36,7 @@ test-deps:
 
 test: $(STAMP) lint test-deps
 	$(BIN)/python -m pytest
+
+# The inner loop: no database server, no browser, no multi-second process or training tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not db and not browser and not slow"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ MYSQL_URL = os.environ.get("HPSEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.
 SERVER_URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
 
 
-def server_database(kind: str) -> Iterator[str]:
+def server_database(kind: str) -> Generator[str, None, None]:
     """A fresh database on the server for this test session, dropped afterwards."""
     admin_url = SERVER_URLS[kind]
     name = f"hpsearch_test_{uuid.uuid4().hex[:10]}"
@@ -45,6 +45,18 @@ def server_database(kind: str) -> Iterator[str]:
             else:
                 c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
         engine.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs a database server, so `make test-fast` can leave it out."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = {str(p) for p in callspec.params.values()} if callspec is not None else set()
+        ids = set(callspec.id.split("-")) if callspec is not None else set()
+        servers = {"postgresql", "postgres", "mysql"}
+        if fixtures & {"postgres_url", "mysql_url"} or (params | ids) & servers:
+            item.add_marker(pytest.mark.db)
 
 
 @pytest.fixture(scope="session")

@@ -108,7 +108,8 @@ def test_lightning_regression_cap_100_never_returns_an_untested_128() -> None:
     """Lightning's power mode returns 128 untested for max_val=100 (notes §1.4)."""
     calls: list[int] = []
     result = largest_fitting_exponent(limit_probe(10**9, calls), *exponent_range(2, 100))
-    assert result.batch_size == 64 and 128 not in calls
+    assert result.batch_size == 64
+    assert 128 not in calls
 
 
 def test_classic_fixture_resnet50_on_8_gib() -> None:
@@ -129,7 +130,8 @@ def test_classic_fixture_resnet50_on_8_gib() -> None:
 def test_a_good_hint_needs_fewer_probes() -> None:
     calls: list[int] = []
     result = largest_fitting_exponent(limit_probe(64, calls), 0, 10, k_hint=6)
-    assert result.batch_size == 64 and calls == [64, 128]
+    assert result.batch_size == 64
+    assert calls == [64, 128]
 
 
 def test_no_fitting_size_names_low_and_device() -> None:
@@ -170,7 +172,8 @@ def test_format_table() -> None:
     lines = table.splitlines()
     assert lines[0].split() == ["batch", "size", "fits", "peak", "memory", "seconds", "note"]
     assert [line.split()[:2] for line in lines[1:]] == [["16", "yes"], ["32", "yes"], ["64", "no"]]
-    assert "3.5 GiB" in lines[1] and "oom" in lines[3]
+    assert "3.5 GiB" in lines[1]
+    assert "oom" in lines[3]
 
 
 # --- policies across fake devices ---------------------------------------------------------------
@@ -232,7 +235,9 @@ def test_the_first_worker_of_a_gpu_type_probes_and_the_rest_reuse(machines: tupl
     resolve(first, cache_a, shared)
     again = resolve(second, cache_b, shared)  # another machine: from the study
     local = resolve(third, cache_a, LocalCache(cache_b.directory / "x"))
-    assert first.calls and not second.calls and not third.calls
+    assert first.calls
+    assert not second.calls
+    assert not third.calls
     assert (again.high, again.source, local.high) == (64, "cache", 64)
     assert [o.batch_size for o in again.tried] == first.calls  # the table travels along
 
@@ -243,7 +248,8 @@ def test_fleet_min_every_worker_uses_the_smallest_known_limit(machines: tuple) -
     assert resolve(big, cache_b, shared, policy="fleet_min").high == 512  # alone so far
     assert resolve(small, cache_a, shared, policy="fleet_min").high == 64
     later = resolve(big, cache_b, shared, policy="fleet_min")  # its next trial
-    assert (later.high, later.limit) == (64, 512) and len(big.calls) <= 4
+    assert (later.high, later.limit) == (64, 512)
+    assert len(big.calls) <= 4
     # A device that cannot fit `low` leaves the study instead of shrinking it.
     with pytest.raises(NoFittingBatchSize):
         resolve(FakeGpu("Tiny", 4), cache_a, shared, policy="fleet_min")
@@ -259,7 +265,8 @@ def test_accumulate_keeps_the_range_and_splits_what_does_not_fit(machines: tuple
     r_small = resolve(small, cache_a, shared, policy="accumulate", high=1024)
     r_big = resolve(big, cache_b, shared, policy="accumulate", high=1024)
     assert (r_small.high, r_big.high) == (1024, 1024)
-    assert r_small.plan(1024) == (64, 16) and r_big.plan(1024) == (512, 2)
+    assert r_small.plan(1024) == (64, 16)
+    assert r_big.plan(1024) == (512, 2)
     assert r_big.plan(256) == (256, 1)
     # A device smaller than `low` still serves, by accumulating micro-batches below it.
     tiny = resolve(FakeGpu("Tiny", 4), cache_a, shared, policy="accumulate", high=1024)
@@ -288,12 +295,14 @@ def test_mid_trial_oom_lowers_the_limit_everywhere(machines: tuple) -> None:
     assert (after.high, after.source, on_peer.high) == (32, "observed_oom", 32)
     assert not peer.calls
     entry = shared.get(rng.key)
-    assert entry is not None and entry["oom_events"][0]["where"] == "epoch 3"
+    assert entry is not None
+    assert entry["oom_events"][0]["where"] == "epoch 3"
     # A larger cap later must not re-probe above the failure either.
     assert resolve(gpu, cache_a, shared, high=16384).high == 32
     # refresh forgets what was known and probes again.
     calls = len(gpu.calls)
-    assert resolve(gpu, cache_a, shared, refresh=True).high == 64 and len(gpu.calls) > calls
+    assert resolve(gpu, cache_a, shared, refresh=True).high == 64
+    assert len(gpu.calls) > calls
 
 
 def test_a_higher_cap_later_probes_only_above_the_cached_limit(machines: tuple) -> None:
@@ -302,7 +311,8 @@ def test_a_higher_cap_later_probes_only_above_the_cached_limit(machines: tuple) 
     assert resolve(gpu, cache_a, shared, high=64).high == 64  # capped: 512 is not known yet
     gpu.calls.clear()
     assert resolve(gpu, cache_a, shared, high=4096).high == 512
-    assert gpu.calls and min(gpu.calls) > 64
+    assert gpu.calls
+    assert min(gpu.calls) > 64
 
 
 def test_memory_relevant_options_get_their_own_entry(machines: tuple) -> None:
@@ -333,7 +343,9 @@ def test_a_busy_gpu_is_not_cached(machines: tuple) -> None:
         return ProbeOutcome(b, b <= 64, "ok", 1, 1, 0.1, "device busy: 40% free at start")
 
     rng = resolve(FakeGpu("Same", 64), cache_a, shared, probe=busy)
-    assert rng.high == 64 and cache_a.get(rng.key) is None and shared.get(rng.key) is None
+    assert rng.high == 64
+    assert cache_a.get(rng.key) is None
+    assert shared.get(rng.key) is None
 
 
 # --- CPU --------------------------------------------------------------------------------------
@@ -365,7 +377,8 @@ def test_cpu_uses_the_cap_bounded_by_free_ram_and_never_probes(
     assert (rng.high, rng.source) == (128, "cpu_estimate")
     assert "never probed by running out of memory" in caplog.text
     capped = on_cpu(4 * GiB, cpu_max_batch_size=100)
-    assert capped.high == 64 and measured == [1]  # the estimate is cached, RAM is re-read
+    assert capped.high == 64
+    assert measured == [1]
     with pytest.raises(NoFittingBatchSize, match="batch_size.low=8 must fit cpu"):
         on_cpu(200 * MiB)
     lower_limit(rng.key, 64, local_cache=cache_a, shared=shared)

@@ -48,7 +48,8 @@ def test_keys_change_with_device_memory_and_software() -> None:
     config = {"model": "resnet50", "input_shape": [3, 224, 224], "margin": 0.1}
     a = DeviceInfo("cuda", "NVIDIA A100-SXM4-40GB", 40 * 2**30, "torch 2.14.1, CUDA 13.0")
     base = cache_key(a, config)
-    assert cache_key(a, dict(config)) == base and len(base) == 20
+    assert cache_key(a, dict(config)) == base
+    assert len(base) == 20
     assert cache_key(DeviceInfo("cuda", a.name, 80 * 2**30, a.software), config) != base
     assert cache_key(DeviceInfo("cuda", a.name, a.total_bytes, "torch 2.15"), config) != base
     assert cache_key(a, {**config, "margin": 0.2}) != base
@@ -56,24 +57,30 @@ def test_keys_change_with_device_memory_and_software() -> None:
 
 def test_cpu_is_described_without_torch_or_a_child() -> None:
     info = describe_device("cpu")
-    assert (info.kind, info.name) == ("cpu", "cpu") and info.total_bytes > 2**28
+    assert (info.kind, info.name) == ("cpu", "cpu")
+    assert info.total_bytes > 2**28
     assert info.software.startswith("torch ")
     with pytest.raises(BatchSizeError, match="needs a concrete device .* but got 'auto'"):
         describe_device("auto")
 
 
 def test_merge_is_conservative() -> None:
-    assert pow2_below(64) == 32 and pow2_below(48) == 32 and pow2_below(1) == 0
+    assert pow2_below(64) == 32
+    assert pow2_below(48) == 32
+    assert pow2_below(1) == 0
     assert merge_entries(None, None) is None
     assert merge_entries(entry(64), None) == entry(64)
     # Sizes that ran anywhere run here (same device type and configuration).
     merged = merge_entries(entry(64, 128), entry(256, None, updated=2.0))
-    assert merged is not None and (merged.limit, merged.failure) == (64, 128)
+    assert merged is not None
+    assert (merged.limit, merged.failure) == (64, 128)
     merged = merge_entries(entry(32), entry(256, 512, updated=2.0))
-    assert merged is not None and (merged.limit, merged.failure) == (256, 512)
+    assert merged is not None
+    assert (merged.limit, merged.failure) == (256, 512)
     # A failure at or below a limit (an OOM in a trial) wins over an older probe.
     merged = merge_entries(entry(128), entry(32, 64, updated=2.0))
-    assert merged is not None and (merged.limit, merged.failure) == (32, 64)
+    assert merged is not None
+    assert (merged.limit, merged.failure) == (32, 64)
 
 
 def test_entries_round_trip_through_json() -> None:
@@ -81,7 +88,8 @@ def test_entries_round_trip_through_json() -> None:
     shared = InMemorySharedLimits()
     shared.put("k", e.to_dict())
     assert LimitEntry.from_dict(json.loads(json.dumps(shared.get("k")))) == e
-    assert shared.get("missing") is None and dict(shared.items()).keys() == {"k"}
+    assert shared.get("missing") is None
+    assert dict(shared.items()).keys() == {"k"}
 
 
 def test_an_unreadable_cache_file_costs_a_probe_not_the_fleet(tmp_path: Path) -> None:
@@ -120,5 +128,6 @@ def test_two_processes_writing_lose_nothing_and_never_tear_the_file(tmp_path: Pa
         time.sleep(0.005)
     assert [w.returncode for w in writers] == [0, 0]
     keys = {key for key, _ in cache.items()}
-    assert keys == {f"{p}-{i}" for p in "ab" for i in range(n)} and reads > 0
+    assert keys == {f"{p}-{i}" for p in "ab" for i in range(n)}
+    assert reads > 0
     assert not list(tmp_path.glob(".batch_size.*.tmp"))

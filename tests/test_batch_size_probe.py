@@ -28,6 +28,9 @@ from hpsearch.batch_size import (
 from hpsearch.batch_size import probe as _probe_child
 from hpsearch.train.options import DatasetOptions, TrainerOptions
 
+# Real processes and real training: minutes in all, so not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 # small_cnn on 3x32x32 holds about 0.7 MiB of tensors per sample plus 1 MiB of weights and
 # optimizer state (measured with the same counter): 16 fits in 16 MiB, 32 does not.
 BUDGET = 16 * 2**20
@@ -51,14 +54,23 @@ def test_the_subprocess_probe_fits_below_the_budget_and_ooms_above(
     by_size = {o.batch_size: o for o in rng.tried}
     assert sorted(by_size) == [16, 32]  # two launches: 32 (middle of 16..64), then 16
     fits, oom = by_size[16], by_size[32]
-    assert fits.ok and fits.reason == "ok" and fits.peak_bytes is not None
-    assert 8 * 2**20 < fits.peak_bytes <= BUDGET and fits.seconds > 0
-    assert not oom.ok and oom.reason == "oom" and _probe_child.FAKE_LIMIT_ENV in oom.detail
+    assert fits.ok
+    assert fits.reason == "ok"
+    assert fits.peak_bytes is not None
+    assert 8 * 2**20 < fits.peak_bytes <= BUDGET
+    assert fits.seconds > 0
+    assert not oom.ok
+    assert oom.reason == "oom"
+    assert _probe_child.FAKE_LIMIT_ENV in oom.detail
     table = format_table(rng.tried)
-    assert "16  yes" in table and "32  no" in table and "oom: fake device out of memory" in table
+    assert "16  yes" in table
+    assert "32  no" in table
+    assert "oom: fake device out of memory" in table
     # Stored in both caches, with the table.
     stored = shared.get(rng.key)
-    assert stored is not None and stored["limit"] == 16 and stored["failure"] == 32
+    assert stored is not None
+    assert stored["limit"] == 16
+    assert stored["failure"] == 32
     assert LocalCache(tmp_path).get(rng.key) == stored
 
 
@@ -72,12 +84,15 @@ def test_cpu_limit_comes_from_a_measured_estimate_not_a_probe(tmp_path: Path) ->
         hooks=DeviceHooks(available_ram=2**30),
     )
     stored = cache.get(rng.key)
-    assert stored is not None and stored["source"] == "cpu_estimate"
+    assert stored is not None
+    assert stored["source"] == "cpu_estimate"
     per_sample = stored["estimate"]["per_sample_bytes"]
     fixed = stored["estimate"]["fixed_bytes"]
-    assert 0.3 * 2**20 < per_sample < 1.5 * 2**20 and 0 < fixed < 8 * 2**20
+    assert 0.3 * 2**20 < per_sample < 1.5 * 2**20
+    assert 0 < fixed < 8 * 2**20
     by_ram = int((2**30 * 0.9 / 1.5 - fixed) // per_sample)  # see CPU_SAFETY
-    assert rng.high == min(256, 1 << (by_ram.bit_length() - 1)) and rng.tried == ()
+    assert rng.high == min(256, 1 << (by_ram.bit_length() - 1))
+    assert rng.tried == ()
 
 
 def _fake_python(tmp_path: Path, body: str) -> str:

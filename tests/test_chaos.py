@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _chaos() -> ModuleType:
     spec = importlib.util.spec_from_file_location("hpsearch_chaos", ROOT / "benchmarks/chaos.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
@@ -75,7 +76,8 @@ def test_workers_and_the_database_killed_mid_study_lose_nothing() -> None:
     print(chaos.table([result]))
     assert result.violations == {}
     assert (result.sigkills, result.sigterms, result.db_restarts) == (2, 1, 1)
-    assert result.counted == 24 and result.ledger == "24-0/24"
+    assert result.counted == 24
+    assert result.ledger == "24-0/24"
     assert result.retries >= 1  # a killed worker's trial was retried
 
 

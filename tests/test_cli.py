@@ -48,7 +48,8 @@ def test_validate_prints_the_resolved_study(
     assert main(["validate", str(path), "--storage", "postgresql://me@db/hp"]) == 0
     out = capsys.readouterr().out
     assert "storage:    postgresql+psycopg://me@db/hp (from --storage)" in out
-    assert "x: float low=-5.0 high=5.0" in out and "enqueued:   1 trial(s)" in out
+    assert "x: float low=-5.0 high=5.0" in out
+    assert "enqueued:   1 trial(s)" in out
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,8 @@ def test_objective_that_cannot_be_imported(
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"hpsearch: error: {path}:")
-    assert message in err and err.count("\n") == 1
+    assert message in err
+    assert err.count("\n") == 1
 
 
 def test_errors_never_show_a_traceback_unless_debug(tmp_path: Path) -> None:
@@ -93,4 +95,5 @@ def test_schema_is_json_schema() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "hpsearch", "schema"], capture_output=True, text=True, check=True
     )
-    assert '"title": "hpsearch study file"' in out.stdout and '"search_space"' in out.stdout
+    assert '"title": "hpsearch study file"' in out.stdout
+    assert '"search_space"' in out.stdout

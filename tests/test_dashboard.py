@@ -13,9 +13,10 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import pytest
@@ -35,6 +36,10 @@ from hpsearch.inspect.dashboard import (
 from hpsearch.inspect.source import open_view
 from hpsearch.spec import load_spec
 from hpsearch.storage import resolve
+from hpsearch.storage.optuna_compat import trial_id
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -76,7 +81,7 @@ def served_study(
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     study = optuna.load_study(study_name=unique_name, storage=url)
     running = study.ask()
-    return Served(url, path, unique_name, running._trial_id)
+    return Served(url, path, unique_name, trial_id(running))
 
 
 def _snapshot(served: Served) -> list[tuple[int, str, object, dict[str, object]]]:
@@ -139,11 +144,13 @@ def test_read_only_storage_refuses_every_write(served_study: Served) -> None:
 def test_read_only_is_the_default_off_loopback() -> None:
     assert [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "127.0.1.1")] == [True] * 4
     assert [is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "gpu-box")] == [False] * 4
-    assert read_only_for("0.0.0.0", None) and not read_only_for("127.0.0.1", None)
-    assert read_only_for("127.0.0.1", True) and not read_only_for("0.0.0.0", False)
+    assert read_only_for("0.0.0.0", None)
+    assert not read_only_for("127.0.0.1", None)
+    assert read_only_for("127.0.0.1", True)
+    assert not read_only_for("0.0.0.0", False)
 
 
-def _request(url: str, method: str, body: dict[str, object] | None = None) -> tuple[int, str]:
+def _request(url: str, method: str, body: Mapping[str, object] | None = None) -> tuple[int, str]:
     data = json.dumps(body or {}).encode()
     request = urllib.request.Request(
         url, data=data, method=method, headers={"Content-Type": "application/json"}
@@ -191,7 +198,7 @@ def test_http_writes_fail_on_the_read_only_app_and_work_on_the_writable_one(
         server.shutdown()
         view.close()
     after = optuna.load_study(study_name=served_study.name, storage=served_study.url)
-    told = next(t for t in after.trials if t._trial_id == served_study.running)
+    told = next(t for t in after.trials if trial_id(t) == served_study.running)
     assert (told.state, told.values) == (TrialState.COMPLETE, [0.5])
 
 
@@ -222,7 +229,7 @@ def dashboard_process(served_study: Served) -> Iterator[tuple[str, Served]]:
             process.communicate()
 
 
-def _browser() -> object:
+def _browser() -> WebDriver:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         message = "chromium and chromium-driver are not installed; run `make test-deps` as root"
         if os.environ.get("CI"):
@@ -240,6 +247,7 @@ def _browser() -> object:
 
 
 @pytest.mark.parametrize("served_study", ["sqlite"], indirect=True)
+@pytest.mark.browser
 def test_dashboard_shows_the_trials_in_a_browser(
     dashboard_process: tuple[str, Served], tmp_path: Path
 ) -> None:
@@ -247,23 +255,26 @@ def test_dashboard_shows_the_trials_in_a_browser(
     from selenium.webdriver.support.ui import WebDriverWait
 
     study_url, served = dashboard_process
-    assert study_url.startswith("http://127.0.0.1:") and "/dashboard/studies/" in study_url
+    assert study_url.startswith("http://127.0.0.1:")
+    assert "/dashboard/studies/" in study_url
     before = _snapshot(served)
     driver = _browser()
     try:
-        driver.get(study_url + "/trials")  # type: ignore[attr-defined]
+        driver.get(study_url + "/trials")
         wait = WebDriverWait(driver, 30)
 
         def shown(text: str) -> bool:
-            body = driver.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+            body = driver.find_element(By.TAG_NAME, "body").text
             return text in body
 
         wait.until(lambda _: shown(served.name) and shown("Trial 0") and shown("Trial 6"))
-        assert shown("7 Trials") and shown("Running") and shown("Complete")
+        assert shown("7 Trials")
+        assert shown("Running")
+        assert shown("Complete")
         wait.until(lambda _: shown("log2_batch_size"))  # the first trial's details
         time.sleep(0.5)  # let the charts settle for the screenshot
         screenshot = tmp_path / "dashboard.png"
-        assert driver.save_screenshot(str(screenshot))  # type: ignore[attr-defined]
+        assert driver.save_screenshot(str(screenshot))
         shutil.copyfile(screenshot, SCREENSHOT_COPY)
         assert screenshot.stat().st_size > 10_000
 
@@ -277,10 +288,11 @@ def test_dashboard_shows_the_trials_in_a_browser(
             """
         )
         tell = study_url.split("/dashboard/")[0] + f"/api/trials/{served.running}/tell"
-        status, body = driver.execute_async_script(script, tell)  # type: ignore[attr-defined]
-        assert status == 403 and "read-only" in body
+        status, body = driver.execute_async_script(script, tell)
+        assert status == 403
+        assert "read-only" in body
     finally:
-        driver.quit()  # type: ignore[attr-defined]
+        driver.quit()
     assert _snapshot(served) == before
 
 

@@ -81,3 +81,16 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["make run", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_architecture_page_names_every_package_and_only_real_ones() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    section = page.split("## Packages", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^- \*\*`([a-z_]+)/`\*\*", section, re.M))
+    packages = {p.parent.name for p in (ROOT / "hpsearch").glob("*/__init__.py")}
+    assert named == packages, (
+        f"not described: {sorted(packages - named)}; no such package: {sorted(named - packages)}"
+    )
+    modules = {p.stem for p in (ROOT / "hpsearch").glob("*.py")} - {"__init__", "__main__"}
+    missing = sorted(m for m in modules if f"`{m}`" not in section)
+    assert not missing, f"top-level modules not described: {missing}"

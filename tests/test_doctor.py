@@ -20,7 +20,8 @@ def test_healthy_sqlite_launch(
     out = capsys.readouterr().out
     for check in ("storage", "schema", "clock", "versions", "connections", "sqlite", "gpus"):
         assert f"ok       {check}" in out
-    assert "as recorded in the study" in out and out.rstrip().endswith("all checks passed")
+    assert "as recorded in the study" in out
+    assert out.rstrip().endswith("all checks passed")
 
 
 @pytest.mark.parametrize("server", ["postgres", "mysql"])
@@ -34,7 +35,8 @@ def test_too_many_planned_workers_for_the_server(
     assert code == 1
     assert "PROBLEM  connections  5000 workers may open 20000 connections" in out
     assert "raise max_connections or run `hpsearch storage-proxy`" in out
-    assert "ok       clock" in out and out.rstrip().endswith("1 problem(s)")
+    assert "ok       clock" in out
+    assert out.rstrip().endswith("1 problem(s)")
 
 
 def test_unreachable_storage_is_reported_not_raised(

@@ -31,6 +31,7 @@ from hpsearch.inspect.status import collect
 from hpsearch.inspect.table import render
 from hpsearch.spec import load_spec
 from hpsearch.storage import resolve
+from hpsearch.storage.optuna_compat import trial_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,19 +126,20 @@ def _populate(kind: str, request: pytest.FixtureRequest, folder: Path) -> Popula
     # A trial whose worker died a minute ago: its last heartbeat is 60 s old (grace: 20 s).
     stale = study.ask()
     stale.set_user_attr("worker", "ghost:1#0")
-    storage.record_heartbeat(stale._trial_id)
+    storage.record_heartbeat(trial_id(stale))
     beats = TrialHeartbeatModel.__table__
     with storage.engine.begin() as c:
-        now = source._naive(c.execute(sa.select(sa.func.now())).scalar_one())
+        now = source.naive(c.execute(sa.select(sa.func.now())).scalar_one())
         c.execute(
             sa.update(beats)
-            .where(beats.c.trial_id == stale._trial_id)
+            .where(beats.c.trial_id == trial_id(stale))
             .values(heartbeat=now - dt.timedelta(seconds=60))
         )
     fresh = study.ask()  # RUNNING, asked by hand: no heartbeat, no worker
     states = Counter(t.state for t in study.get_trials())
     storage.engine.dispose()
-    assert states[TrialState.COMPLETE] >= 5 and states[TrialState.PRUNED] >= 1
+    assert states[TrialState.COMPLETE] >= 5
+    assert states[TrialState.PRUNED] >= 1
     return Populated(kind, url, path, name, stale.number, fresh.number)
 
 
@@ -177,7 +179,10 @@ def test_status_json_has_the_studys_numbers(
     data = json.loads(capsys.readouterr().out)
     trials = populated.trials()
     counts = Counter(t.state.name.lower() for t in trials)
-    assert counts["complete"] and counts["pruned"] and counts["fail"] and counts["running"] == 2
+    assert counts["complete"]
+    assert counts["pruned"]
+    assert counts["fail"]
+    assert counts["running"] == 2
     assert data["trials"] == {
         "total": len(trials),
         **{s: counts[s] for s in ("complete", "pruned", "fail", "running", "waiting")},
@@ -202,13 +207,13 @@ def test_status_json_has_the_studys_numbers(
     # Pruned: the `epochs` parameter planned, the last reported epoch ran.
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     planned = sum(t.params["epochs"] for t in pruned)
-    ran = sum(t.last_step or 0 for t in pruned)
+    steps = sum(t.last_step or 0 for t in pruned)
     assert data["pruning"] == {
         "pruned_trials": len(pruned),
         "counted_trials": len(pruned),
-        "epochs_run": ran,
+        "epochs_run": steps,
         "epochs_planned": planned,
-        "epochs_saved": planned - ran,
+        "epochs_saved": planned - steps,
     }
     assert data["remaining_trials"] == 2  # the budget is spent; the two RUNNING trials remain
     assert data["throughput_per_hour"] > 0
@@ -268,7 +273,8 @@ def test_status_watch_refreshes_and_nothing_imports_torch(populated: Populated) 
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert first and json.loads(first)["trials"] == json.loads(second)["trials"]
+    assert first
+    assert json.loads(first)["trials"] == json.loads(second)["trials"]
     assert out.read_text().startswith("number,state,value,")
 
 
@@ -291,7 +297,8 @@ def test_best_prints_yaml_that_enqueue_accepts(
     for entry, trial in zip(entries, complete, strict=False):
         assert entry["batch_size"] == 2 ** trial.params["log2_batch_size"]
         assert f"# trial {trial.number} " in out
-    assert f"# trial {BEST} in " in out and ": loss = 0\n" in out
+    assert f"# trial {BEST} in " in out
+    assert ": loss = 0\n" in out
     assert f"# checkpoint: /ckpt/trial-{BEST}/best.pt" in out
     assert "# attrs: device=cpu, epochs_run=6" in out
     assert "# checkpoint: none recorded" in out  # the runners-up have none
@@ -418,7 +425,7 @@ def test_export_csv_and_json_round_trip(
         csv_rows = list(csv.DictReader(f))
     json_rows = [json.loads(line) for line in out_json.read_text().splitlines()]
     assert len(csv_rows) == len(json_rows) == N_TRIALS + 3
-    _check_rows(csv_rows, populated, typed=False)  # type: ignore[arg-type]
+    _check_rows(csv_rows, populated, typed=False)
     _check_rows(json_rows, populated, typed=True)
     assert list(csv_rows[0])[:6] == [
         "number", "state", "value", "datetime_start", "datetime_complete", "duration_s",
@@ -449,7 +456,7 @@ def test_trials_are_read_in_pages(populated: Populated) -> None:
     try:
         paged = [t.number for t in view.trials(page_size=3)]
         assert paged == [t.number for t in populated.trials()]
-        cut = next(t for t in view.trials() if t.number == 5)._trial_id
+        cut = trial_id(next(t for t in view.trials() if t.number == 5))
         assert [t.number for t in view.trials(page_size=2, up_to_id=cut)] == list(range(6))
     finally:
         view.close()
@@ -487,7 +494,8 @@ def test_report_is_one_offline_file_with_every_figure(
     start = page.index('<script type="text/javascript">')
     end = page.index("</script>", start)
     bundle, rest = page[start:end], page[:start] + page[end:]
-    assert "plotly.js v" in bundle and len(bundle) > 3_000_000
+    assert "plotly.js v" in bundle
+    assert len(bundle) > 3_000_000
     assert re.findall(r"<script\b[^>]*>", rest) == ["<script>"] * page.count("Plotly.newPlot(")
     assert not re.search(r"https?://", rest)
     assert "x: 2, batch_size: 32, epochs: 6, optimizer: adam" in page  # the status table
@@ -529,7 +537,8 @@ def test_a_study_made_by_optuna_alone_is_read_without_creating_tables(
     assert main(["status", str(path), "--storage", url, "-q", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["budget"]["source"] == "study file"
-    assert data["budget"]["trial_limit"] == 5 and data["budget"]["trials_claimed"] == 3
+    assert data["budget"]["trial_limit"] == 5
+    assert data["budget"]["trials_claimed"] == 3
     assert data["remaining_trials"] == 2
     assert main(["export", str(path), "--storage", url, "-q", "-o", str(tmp_path / "p.csv")]) == 0
     report = tmp_path / "r.html"

@@ -54,7 +54,8 @@ def test_command_objective_reports_results_and_failures(
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     good, bad = sorted(_study(url, unique_name).trials, key=lambda t: t.number)
-    assert good.state == TrialState.COMPLETE and good.value == pytest.approx(1.0)
+    assert good.state == TrialState.COMPLETE
+    assert good.value == pytest.approx(1.0)
     assert good.intermediate_values[5] == pytest.approx(0.98)
     assert bad.state == TrialState.FAIL
     assert bad.user_attrs["fail_reason"] == "RuntimeError: command exited with 3: diverged"
@@ -82,7 +83,8 @@ def test_pruned_command_trial_has_its_process_stopped(
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     assert time.monotonic() - started < 30  # not the program's 60 s sleep
     (trial,) = _study(url, unique_name).trials
-    assert trial.state == TrialState.PRUNED and trial.last_step == 1
+    assert trial.state == TrialState.PRUNED
+    assert trial.last_step == 1
     assert not marker.with_suffix(".0").exists() or not _alive(
         int(marker.with_suffix(".0").read_text())
     )
@@ -150,5 +152,6 @@ def test_function_objective_prunes_with_median(
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     trials = _study(url, unique_name).trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    assert pruned and all("prune_reason" in t.user_attrs for t in pruned)
+    assert pruned
+    assert all("prune_reason" in t.user_attrs for t in pruned)
     assert len(trials) == 20

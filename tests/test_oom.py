@@ -80,28 +80,35 @@ def test_torch_exception_types() -> None:
 
 def test_wrapped_ooms_are_found_through_cause_and_context() -> None:
     oom = torch.OutOfMemoryError(OOM_TEXTS[0])
-    try:
+
+    def wrap() -> None:
         try:
             raise oom
         except RuntimeError as e:
             raise ValueError("training failed") from e  # a user's wrapper
-    except ValueError as wrapped:
-        assert is_oom(wrapped)
-        assert oom_summary(wrapped).startswith("CUDA out of memory. Tried to allocate 22.00 MiB")
-    try:
+
+    def hide() -> None:
         try:
             raise oom
         except RuntimeError:
             raise KeyError("cleanup failed too") from None  # `from None` hides it on purpose
-    except KeyError as hidden:
-        assert is_oom(hidden)  # __context__ is still set; only __suppress_context__ is
-    try:
+
+    def chain() -> None:
         try:
             raise oom
         except RuntimeError:
             raise RuntimeError("checkpoint save failed")  # noqa: B904  implicit context
-    except RuntimeError as chained:
-        assert is_oom(chained)
+
+    with pytest.raises(ValueError, match="training failed") as wrapped:
+        wrap()
+    assert is_oom(wrapped.value)
+    assert oom_summary(wrapped.value).startswith("CUDA out of memory. Tried to allocate 22.00 MiB")
+    with pytest.raises(KeyError) as hidden:
+        hide()
+    assert is_oom(hidden.value)  # __context__ is still set; only __suppress_context__ is
+    with pytest.raises(RuntimeError) as chained:
+        chain()
+    assert is_oom(chained.value)
 
 
 def test_a_dataloader_worker_reraise_is_an_oom() -> None:

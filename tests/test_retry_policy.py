@@ -27,8 +27,10 @@ def test_a_crashed_trial_is_queued_again_with_its_parameters(tmp_path: Path) -> 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
     assert RetryPolicy(max_retries=2).retry(study, _failed(study, worker="a"), crashed=True)
     retry = study.trials[-1]
-    assert retry.state == TrialState.WAITING and retry.params == {"x": 0.5}
-    assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["retry_history"] == [0]
+    assert retry.state == TrialState.WAITING
+    assert retry.params == {"x": 0.5}
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.system_attrs["retry_history"] == [0]
     assert retry.user_attrs["crashed_workers"] == ["a"]
 
 

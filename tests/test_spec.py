@@ -13,6 +13,7 @@ import pytest
 
 from hpsearch.errors import SpecError
 from hpsearch.spec import (
+    FloatParam,
     GpSampler,
     MedianPruner,
     PatientPruner,
@@ -46,9 +47,11 @@ enqueue:
 
 def test_good_file_loads_into_typed_values(write_study: Callable[..., Path]) -> None:
     spec = load_spec(write_study(GOOD)).spec
-    assert spec.search_space["lr"].low == 1e-5  # YAML 1.1 would have read "1e-5" as a string
+    lr = spec.search_space["lr"]
+    assert isinstance(lr, FloatParam)
+    assert lr.low == 1e-5
     assert spec.budget.timeout == 7200
-    assert spec.objective.options == {"data_dir": "/data"}  # type: ignore[union-attr]
+    assert spec.objective.options == {"data_dir": "/data"}
     assert isinstance(spec.sampler, TpeSampler)
     assert spec.study_directions == ["maximize"]
     assert spec.has_conditions
@@ -56,7 +59,8 @@ def test_good_file_loads_into_typed_values(write_study: Callable[..., Path]) -> 
         "momentum"
     )
     bs = spec.search_space["batch_size"]
-    assert isinstance(bs, PowerOfTwoParam) and (bs.low_exponent, bs.high_exponent()) == (3, 8)
+    assert isinstance(bs, PowerOfTwoParam)
+    assert (bs.low_exponent, bs.high_exponent()) == (3, 8)
 
 
 @pytest.mark.parametrize(
@@ -185,8 +189,10 @@ def test_friendly_forms_are_accepted(write_study: Callable[..., Path]) -> None:
     )  # fmt: skip
     spec = load_spec(write_study("\ufeff" + text)).spec  # a byte-order mark, as Windows writes
     assert isinstance(spec.sampler, GpSampler)
-    assert isinstance(spec.pruner, PatientPruner) and isinstance(spec.pruner.wrapped, MedianPruner)
-    assert spec.budget.n_trials == 40 and isinstance(spec.budget.n_trials, int)
+    assert isinstance(spec.pruner, PatientPruner)
+    assert isinstance(spec.pruner.wrapped, MedianPruner)
+    assert spec.budget.n_trials == 40
+    assert isinstance(spec.budget.n_trials, int)
     assert spec.name == "2024-01-01"  # dates stay text
 
 
@@ -209,7 +215,10 @@ def test_anchors_and_merge_keys_still_work(write_study: Callable[..., Path]) -> 
         "  wd:\n    <<: *unit\n    high: 1.0e-2",
     )
     spec = load_spec(write_study(text)).spec
-    assert spec.search_space["wd"].high == 0.01 and spec.search_space["wd"].log  # type: ignore[union-attr]
+    wd = spec.search_space["wd"]
+    assert isinstance(wd, FloatParam)
+    assert wd.high == 0.01
+    assert wd.log
 
 
 def test_random_edits_never_escape_as_anything_but_one_located_line(tmp_path: Path) -> None:
@@ -229,5 +238,8 @@ def test_random_edits_never_escape_as_anything_but_one_located_line(tmp_path: Pa
         path.write_text(text)
         try:
             load_spec(path)
+            continue
         except SpecError as e:
-            assert "\n" not in str(e) and re.match(rf"{re.escape(str(path))}:\d+: ", str(e)), e
+            message = str(e)
+        assert "\n" not in message
+        assert re.match(rf"{re.escape(str(path))}:\d+: ", message), message

@@ -60,7 +60,8 @@ def _expected(path: Path) -> str:
 def _check(path: Path, code: int, err: str, expected: str) -> None:
     assert "Traceback" not in err
     assert code == 2, err
-    assert err.count("\n") == 1 and err.endswith("\n"), f"not exactly one line: {err!r}"
+    assert err.count("\n") == 1, f"not exactly one line: {err!r}"
+    assert err.endswith("\n"), f"not exactly one line: {err!r}"
     located = _LOCATED.fullmatch(err)
     assert located is not None, f"no `hpsearch: error: FILE:LINE: ` prefix: {err!r}"
     assert located["file"] == str(path)
@@ -102,7 +103,8 @@ def test_files_without_room_for_a_comment(
     path.write_bytes(content)
     code = main(["validate", str(path)])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"hpsearch: error: {path}:1: {expected}\n"
+    assert code == 2
+    assert err == f"hpsearch: error: {path}:1: {expected}\n"
 
 
 def test_no_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,6 +120,7 @@ def test_no_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 IN_A_PROCESS = ["binary_garbage", "yaml_tab_indent", "yaml_recursive_alias", "yaml_deep_flow"]
 
 
+@pytest.mark.slow
 def test_in_a_process_too() -> None:
     paths = [CORPUS / f"{name}.yaml" for name in IN_A_PROCESS]
     runs = [

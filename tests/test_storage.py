@@ -45,7 +45,9 @@ def test_password_comes_from_the_environment_and_is_never_shown(
 ) -> None:
     loaded = load_spec(write_study(BODY))
     url = resolve(loaded, flag="postgresql://me@db/hp", environ={PASSWORD_ENV: "p@ss%{}/w"})
-    assert "p@ss" not in str(url) and "p@ss" not in repr(url) and "***" in url.redacted
+    assert "p@ss" not in str(url)
+    assert "p@ss" not in repr(url)
+    assert "***" in url.redacted
     with pytest.raises(StorageError, match=r"--storage: a password on the command line") as e:
         resolve(loaded, flag="postgresql://me:hunter2@db/hp", environ={})
     assert "hunter2" not in str(e.value)
@@ -81,7 +83,7 @@ def user_with_nasty_password(request: pytest.FixtureRequest) -> Iterator[tuple[s
     The user works in a database of its own, made for this test (never the server's shared
     one), and is removed with what it created: nothing depends on, or is left for, another run.
     """
-    database = server_database(request.param)
+    database = server_database(request.param)  # a generator: closing it drops the database
     url = sa.engine.make_url(next(database))
     user, password = f"hp_{uuid.uuid4().hex[:8]}", "p@ss%w{o}r/d:1"
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
@@ -137,7 +139,8 @@ def test_password_never_appears_in_ps_or_logs(
         seen += subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True).stdout
     out = proc.communicate()[0]
     assert proc.returncode == 0, out
-    assert "notreallyused" not in seen and "notreallyused" not in out
+    assert "notreallyused" not in seen
+    assert "notreallyused" not in out
 
 
 def test_a_worker_waits_for_a_database_that_is_down(

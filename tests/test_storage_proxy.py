@@ -201,7 +201,8 @@ def test_proxy_keeps_the_password_out_of_its_command_line_and_log_and_stops_on_s
     assert proxy.password not in log
     assert f"on grpc://127.0.0.1:{proxy.port}" in log
     assert ":***@" in log or "@" not in log.split("serving ")[1].split(" on ")[0]
-    assert "SIGTERM: stopping" in log and "storage proxy stopped" in log
+    assert "SIGTERM: stopping" in log
+    assert "storage proxy stopped" in log
 
 
 @pytest.mark.db
@@ -253,7 +254,8 @@ def test_optunas_grpc_proxy_imports() -> None:
         from optuna.storages import GrpcStorageProxy, run_grpc_proxy_server
         from optuna.storages._grpc.server import make_server
 
-    assert callable(run_grpc_proxy_server) and callable(make_server)
+    assert callable(run_grpc_proxy_server)
+    assert callable(make_server)
     assert GrpcStorageProxy.__name__ == "GrpcStorageProxy"
 
 
@@ -268,7 +270,8 @@ def test_flag_wins_over_the_environment_and_the_password_comes_from_the_environm
     assert url.source == "--storage"
     assert url.redacted == "postgresql+psycopg://ann:***@db.internal/hp"
     assert make_url(url.secret_url).password == "s3:cr@t"
-    assert "s3" not in str(url) and "s3" not in repr(url)
+    assert "s3" not in str(url)
+    assert "s3" not in repr(url)
 
 
 def test_environment_url_is_used_without_a_flag() -> None:

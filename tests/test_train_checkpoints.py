@@ -34,7 +34,8 @@ def test_save_writes_checkpoint_then_sidecar(tmp_path: Path) -> None:
         "mode": "max",
     }
     loaded = load_checkpoint(path)
-    assert loaded["options"] == {"lr": 0.1} and loaded["classes"] == ["a", "b"]
+    assert loaded["options"] == {"lr": 0.1}
+    assert loaded["classes"] == ["a", "b"]
     assert set(loaded["model"]) == {"weight", "bias"}
     assert sorted(p.name for p in path.parent.iterdir()) == ["t.pt", "t.pt.json"]
 

@@ -35,7 +35,8 @@ def test_stratified_split_keeps_proportions_and_is_stable() -> None:
     assert np.bincount(labels[val]).tolist() == [20, 10, 4, 1]
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))
     again = stratified_split(labels, 0.2, seed=7)
-    assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
+    assert np.array_equal(train, again[0])
+    assert np.array_equal(val, again[1])
     assert not np.array_equal(val, stratified_split(labels, 0.2, seed=8)[1])
 
 
@@ -51,7 +52,8 @@ def test_digits_index_is_stratified_and_identical_across_trials() -> None:
     assert first.classes == tuple(str(i) for i in range(10))
     assert len(first.train) + len(first.val) == 1797
     assert np.array_equal(first.val.labels, second.val.labels)
-    assert first.val.pixels is not None and second.val.pixels is not None
+    assert first.val.pixels is not None
+    assert second.val.pixels is not None
     assert np.array_equal(first.val.pixels, second.val.pixels)
     fractions = np.array(first.val.counts(10)) / (
         np.array(first.val.counts(10)) + np.array(first.train.counts(10))
@@ -65,7 +67,8 @@ def test_digits_loaders_cover_every_image_once_per_epoch() -> None:
     assert len(data.train) == math.ceil(data.num_train / 100)  # last partial batch kept
     batches = list(data.train)
     assert sum(len(y) for _, y in batches) == data.num_train
-    assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape[1:] == (1, 8, 8)
+    assert batches[0][0].dtype == torch.uint8
+    assert batches[0][0].shape[1:] == (1, 8, 8)
     x = data.transform(batches[0][0], train=True)
     assert x.dtype == torch.float32
     assert abs(float(x.mean())) < 0.2  # `normalize: dataset` centres the training data
@@ -77,7 +80,8 @@ def test_digits_resized_to_rgb() -> None:
     )
     data = load_data(options, device=CPU)
     x, _ = next(iter(data.val))
-    assert x.shape[1:] == (3, 16, 16) and torch.equal(x[:, 0], x[:, 2])
+    assert x.shape[1:] == (3, 16, 16)
+    assert torch.equal(x[:, 0], x[:, 2])
 
 
 def test_scan_skips_corrupt_counts_and_ignores_non_images(folder: Folder, tmp_path: Path) -> None:
@@ -115,7 +119,8 @@ def test_transparent_pixels_become_white(tmp_path: Path) -> None:
     path = tmp_path / "clear.png"
     Image.new("RGBA", (10, 6), (0, 0, 0, 0)).save(path)
     pixels = load_image(path, channels=3, size=None)
-    assert pixels.shape == (3, 6, 6) and int(pixels.min()) == 255  # centre square, white
+    assert pixels.shape == (3, 6, 6)
+    assert int(pixels.min()) == 255
 
 
 def test_folder_training_data_skips_corrupt_file(folder: Folder, tmp_path: Path) -> None:
@@ -123,7 +128,8 @@ def test_folder_training_data_skips_corrupt_file(folder: Folder, tmp_path: Path)
     data = load_data(options, device=CPU, cache_dir=tmp_path / "cache")
     assert data.num_train + sum(len(y) for _, y in data.val) == folder.readable
     assert [path for path, _ in data.index.skipped] == [str(folder.corrupt)]
-    assert data.index.warnings and "skipped 1 unreadable" in data.index.warnings[0]
+    assert data.index.warnings
+    assert "skipped 1 unreadable" in data.index.warnings[0]
     x, _ = next(iter(data.train))
     assert x.shape[1:] == (3, 16, 16)
     assert list((tmp_path / "cache").glob("stats-*.json"))  # dataset mean/std cached
@@ -147,7 +153,8 @@ def test_streaming_loader_matches_preloaded(
 def test_val_path_uses_its_own_folder(folder: Folder, tmp_path: Path) -> None:
     val = make_image_folder(tmp_path / "val", per_class=2, seed=1)
     index = build_index(DatasetOptions(path=str(folder.root), val_path=str(val.root)))
-    assert len(index.train) == folder.readable and len(index.val) == val.readable
+    assert len(index.train) == folder.readable
+    assert len(index.val) == val.readable
 
 
 def test_empty_class_folder_is_an_error(folder: Folder) -> None:
@@ -195,7 +202,9 @@ def test_augmentations_keep_shape_and_range() -> None:
     augment = ("hflip", "random_crop", "rotate", "color_jitter")
     transform = BatchTransform([0.0] * 3, [1.0] * 3, augment=augment)
     out = transform(images, train=True)
-    assert out.shape == images.shape and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert out.shape == images.shape
+    assert 0.0 <= float(out.min())
+    assert float(out.max()) <= 1.0
     assert not torch.allclose(out, images.float() / 255)
     assert torch.allclose(transform(images, train=False), images.float() / 255)  # eval: none
 
@@ -203,4 +212,5 @@ def test_augmentations_keep_shape_and_range() -> None:
 def test_channel_stats() -> None:
     images = torch.stack([torch.zeros(2, 4, 4), torch.full((2, 4, 4), 255.0)]).to(torch.uint8)
     mean, std = channel_stats([images])
-    assert mean == pytest.approx([0.5, 0.5]) and std == pytest.approx([0.5, 0.5])
+    assert mean == pytest.approx([0.5, 0.5])
+    assert std == pytest.approx([0.5, 0.5])

@@ -12,6 +12,9 @@ from hpsearch.errors import HpsearchError
 from hpsearch.train.models import MODEL_REGISTRY, build_model, freeze_backbone, head_parameters
 from hpsearch.train.options import MODEL_NAMES
 
+# Builds every torchvision model of the registry: tens of seconds, so not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_builds_with_new_head(name: str) -> None:
@@ -19,7 +22,8 @@ def test_every_model_builds_with_new_head(name: str) -> None:
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
     linear = model.head[1]
-    assert isinstance(linear, nn.Linear) and linear.out_features == 7
+    assert isinstance(linear, nn.Linear)
+    assert linear.out_features == 7
     # The model's own last layer is gone: the head is the only classifier.
     assert not any(
         isinstance(m, nn.Linear) and m.out_features == 1000 for m in model.backbone.modules()

@@ -27,8 +27,11 @@ def make(**kwargs: Any) -> TrainerOptions:
 
 def test_defaults_are_valid_and_frozen() -> None:
     options = make()
-    assert options.model == "small_cnn" and options.batch_size == 32 and options.epochs == 10
-    assert options.dataset.val_fraction == 0.2 and options.dataset.normalize == "dataset"
+    assert options.model == "small_cnn"
+    assert options.batch_size == 32
+    assert options.epochs == 10
+    assert options.dataset.val_fraction == 0.2
+    assert options.dataset.normalize == "dataset"
     with pytest.raises(ValidationError):
         options.lr = 0.5  # type: ignore[misc]
 
@@ -102,7 +105,8 @@ def test_searchable_options_are_trainer_fields() -> None:
     assert {"lr", "batch_size", "epochs", "optimizer", "momentum", "weight_decay"} <= (
         SEARCHABLE_OPTIONS
     )
-    assert "dataset" not in SEARCHABLE_OPTIONS and "device" not in SEARCHABLE_OPTIONS
+    assert "dataset" not in SEARCHABLE_OPTIONS
+    assert "device" not in SEARCHABLE_OPTIONS
 
 
 def test_metric_mode() -> None:
@@ -135,4 +139,5 @@ def test_train_package_never_imports_optuna() -> None:
 
     for path in Path(hpsearch.train.__file__).parent.glob("*.py"):
         text = path.read_text()
-        assert "import optuna" not in text and "from optuna" not in text, path
+        assert "import optuna" not in text, path
+        assert "from optuna" not in text, path

@@ -15,6 +15,9 @@ import hpsearch.train.loop
 from hpsearch.cli import main
 from hpsearch.objective.trainer import SHARED_PREFIX
 
+# Real processes and real training: minutes in all, so not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 TRAINER_STUDY = """
 name: {name}
 metric: val_accuracy
@@ -66,8 +69,10 @@ def test_trials_record_batch_size_device_seed_and_keep_best_checkpoints(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     for t in trials:
         assert t.user_attrs["batch_size"] == 2 ** t.params["log2_batch_size"] <= 64
-        assert t.user_attrs["device"].startswith("cpu") and t.user_attrs["seed"] == t.number
-        assert t.user_attrs["epochs_run"] == 1 and t.user_attrs["accumulation_steps"] == 1
+        assert t.user_attrs["device"].startswith("cpu")
+        assert t.user_attrs["seed"] == t.number
+        assert t.user_attrs["epochs_run"] == 1
+        assert t.user_attrs["accumulation_steps"] == 1
     kept = sorted((tmp_path / "a" / unique_name / "checkpoints").glob("*.pt"))
     assert len(kept) == 2  # keep_checkpoints: the study's best two
 
@@ -99,7 +104,8 @@ def test_mid_trial_oom_fails_the_trial_and_lowers_the_shared_limit(
     assert [v["limit"] for v in limits.values()] == [16]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert all(t.user_attrs["fail_reason"].startswith("oom: ") for t in failed)
-    assert len(rest) == 7 and rest[-1].state == TrialState.COMPLETE
+    assert len(rest) == 7
+    assert rest[-1].state == TrialState.COMPLETE
     last_oom = max(t.number for t in failed)
     assert all(t.user_attrs["batch_size"] <= 16 for t in study.trials if t.number > last_oom)
 
@@ -120,6 +126,7 @@ def test_a_smaller_device_in_the_fleet_bounds_fleet_min_only(
     assert main(["run", str(path), "--storage", url, "--n-trials", "12", "-q"]) == 0
     later = optuna.load_study(study_name=unique_name, storage=url).trials[1:]
     distribution = later[-1].distributions["log2_batch_size"]
+    assert isinstance(distribution, optuna.distributions.IntDistribution)
     assert 2**distribution.high == expected_high
 
 
@@ -131,7 +138,8 @@ def test_a_device_that_cannot_fit_low_leaves_the_study_plainly(
     path.write_text(path.read_text().replace("cpu_max_batch_size: 64", "cpu_max_batch_size: 4"))
     assert main(["run", str(path), "--storage", url]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("hpsearch: error: worker stopped: ") and "8" in err
+    assert err.startswith("hpsearch: error: worker stopped: ")
+    assert "8" in err
     (trial,) = optuna.load_study(study_name=unique_name, storage=url).get_trials(
         states=(TrialState.FAIL,)
     )
@@ -145,7 +153,8 @@ def test_fit_batch_prints_and_stores_this_machines_limit(
     path, url = trainer_study()
     assert main(["fit-batch", str(path), "--storage", url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("cpu (") and "largest batch size 64 (cpu_estimate)" in out
+    assert out.startswith("cpu (")
+    assert "largest batch size 64 (cpu_estimate)" in out
     study = optuna.load_study(study_name=unique_name, storage=url)
     assert [v["limit"] for k, v in study.user_attrs.items() if k.startswith(SHARED_PREFIX)] == [64]
 
@@ -163,4 +172,5 @@ def test_a_searched_memory_option_gets_a_fit_of_its_own(
     used = {t.params["optimizer"] for t in study.trials}
     assert used == {"sgd", "adam"}  # seed 3 samples both
     limits = {k: v for k, v in study.user_attrs.items() if k.startswith(SHARED_PREFIX)}
-    assert len(limits) == 2 and len({v["config_key"] for v in limits.values()}) == 2
+    assert len(limits) == 2
+    assert len({v["config_key"] for v in limits.values()}) == 2

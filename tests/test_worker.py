@@ -21,6 +21,9 @@ from optuna.trial import TrialState
 
 from hpsearch.cli import main
 
+# Real processes and real training: minutes in all, so not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 FAST_HEARTBEAT = "workers: {heartbeat_interval: 1, grace_period: 3, max_retries: 2}"
 
 
@@ -108,7 +111,8 @@ def test_sigkilled_worker_loses_nothing(
     assert by_number[killed.number].state == TrialState.FAIL
     assert "stopped sending heartbeats" in by_number[killed.number].user_attrs["fail_reason"]
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
     # The retry took the crashed trial's place: the budget of 6 trials still finished.
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
@@ -136,8 +140,10 @@ def test_sigterm_fails_and_requeues_the_running_trial_then_exits_zero(
     trials = _trials(postgres_url, unique_name)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "worker stopped by SIGTERM"
-    assert len(waiting) == 1 and waiting[0].params == failed[0].params
+    assert len(failed) == 1
+    assert failed[0].user_attrs["fail_reason"] == "worker stopped by SIGTERM"
+    assert len(waiting) == 1
+    assert waiting[0].params == failed[0].params
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
@@ -183,7 +189,8 @@ def test_two_hosts_share_a_server_study_but_not_a_sqlite_file(
     other = _worker(path, sqlite_url, hostname="gpu-node-b")
     out, _ = other.communicate(timeout=60)
     assert other.returncode == 2
-    assert "SQLite serves one machine" in out and "Traceback" not in out
+    assert "SQLite serves one machine" in out
+    assert "Traceback" not in out
 
 
 def test_study_wide_timeout_stops_new_trials(
@@ -200,6 +207,6 @@ def test_study_wide_timeout_stops_new_trials(
 
 
 if os.environ.get("HPSEARCH_SKIP_UNSHARE"):  # pragma: no cover - containers without CAP_SYS_ADMIN
-    test_two_hosts_share_a_server_study_but_not_a_sqlite_file = pytest.mark.skip(  # type: ignore
+    test_two_hosts_share_a_server_study_but_not_a_sqlite_file = pytest.mark.skip(
         reason="unshare not permitted"
     )(test_two_hosts_share_a_server_study_but_not_a_sqlite_file)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from filelock import FileLock
+
 from hpsearch.batch_size.device import DeviceInfo
 from hpsearch.batch_size.probe import MemoryEstimate, ProbeOutcome
 from hpsearch.train.options import TrainerOptions
@@ -205,8 +207,6 @@ class LocalCache:
 
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
-        from filelock import FileLock  # a dependency of torch, so always installed with it
-
         self.directory.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.directory / f".{name}.lock")):
             yield

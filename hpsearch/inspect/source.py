@@ -152,16 +152,15 @@ class StudyView:
             rows = connection.execute(query).all()
         # The database's own clock on both sides, as Optuna's stale-trial check does: worker
         # and reader clocks may differ, and the column is naive in the server's time zone.
-        return {
-            trial_id: (_naive(now) - _naive(beat)).total_seconds() for trial_id, beat, now in rows
-        }
+        return {key: (naive(now) - naive(beat)).total_seconds() for key, beat, now in rows}
 
     def close(self) -> None:
         if isinstance(self.storage, RDBStorage):
             self.storage.engine.dispose()
 
 
-def _naive(value: dt.datetime | str) -> dt.datetime:
+def naive(value: dt.datetime | str) -> dt.datetime:
+    """A database timestamp as a naive datetime (SQLite returns text, PostgreSQL an aware one)."""
     if isinstance(value, str):  # SQLite returns CURRENT_TIMESTAMP as text
         value = dt.datetime.fromisoformat(value)
     return value.replace(tzinfo=None)

@@ -33,7 +33,8 @@ def load_function(loaded: LoadedSpec) -> UserFunction:
                 )
             module_name = f"hpsearch_user_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(module_name, path)
-            assert module_spec is not None and module_spec.loader is not None
+            assert module_spec is not None
+            assert module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_name] = module
             module_spec.loader.exec_module(module)

@@ -60,7 +60,8 @@ def _strip_fc(model: nn.Module) -> int:
 def _strip_classifier(model: nn.Module) -> int:
     """`classifier` Sequentials ending in [Dropout,] Linear: both go, our head replaces them."""
     classifier = model.classifier
-    assert isinstance(classifier, nn.Sequential) and isinstance(classifier[-1], nn.Linear)
+    assert isinstance(classifier, nn.Sequential)
+    assert isinstance(classifier[-1], nn.Linear)
     features = classifier[-1].in_features
     classifier[-1] = nn.Identity()
     if isinstance(classifier[-2], nn.Dropout):
