@@ -89,6 +89,24 @@ def test_local_workers_share_a_sqlite_study(
     assert len({t.user_attrs["worker"] for t in trials}) == 3
 
 
+def test_sqlite_workers_run_each_enqueued_trial_once_within_an_exact_budget(
+    quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    """SQLite takes no row locks; before `BEGIN IMMEDIATE` two workers started the same queued
+    trial and the study ended short (11/16, 15/16 in three runs)."""
+    enqueued = [round(0.1 * i, 1) for i in range(1, 9)]
+    queue = ", ".join(f"{{x: {x}}}" for x in enqueued)
+    path = quadratic_study(n_trials=16, sleep=0.05, extra=f"enqueue: [{queue}]")
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'race-{attempt}.db'}"
+        assert main(["run", str(path), "--storage", url, "--workers", "4", "-q"]) == 0
+        trials = _trials(url, unique_name)
+        assert _states(trials) == {"COMPLETE": 16}, attempt
+        assert sorted(t.number for t in trials) == list(range(16))
+        ran = [t.params["x"] for t in trials if t.params["x"] in enqueued]
+        assert sorted(ran) == enqueued, attempt  # each queued trial ran exactly once
+
+
 def test_sigkilled_worker_loses_nothing(
     postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str
 ) -> None:

@@ -59,6 +59,8 @@ def open_storage(
                     heartbeat_stale_trial_callback=stale_callback,
                     skip_table_creation=not create_tables,
                     skip_compatibility_check=not create_tables,
+                    # A reader (status, the dashboard) takes no write lock; a worker does.
+                    serialize_sqlite=create_tables,
                 )
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             if not create_tables:

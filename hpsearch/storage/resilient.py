@@ -53,6 +53,7 @@ from hpsearch.storage.optuna_compat import (
     stale_trial_ids,
 )
 from hpsearch.storage.retry import call_with_retries, first_line
+from hpsearch.storage.sqlite import serialize_writes
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,12 +88,14 @@ def _retrying(method: F) -> F:
 class ResilientRDBStorage(RDBStorage):
     """`RDBStorage` whose calls survive a database restart (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, serialize_sqlite: bool = True, **kwargs: Any) -> None:
         # Set before Optuna's constructor, which already makes (retried) calls.
         self._budgets: dict[int, BudgetClaim] = {}
         self._outage = time.monotonic()  # starting counts as reconnecting (see stale_trial_ids)
         self.taken: int | None = None  # the trial this process last started, for a signal
         super().__init__(*args, **kwargs)
+        if serialize_sqlite and self.engine.dialect.name == "sqlite":
+            serialize_writes(self.engine)  # the locks below, which SQLite does not take itself
         # A call waiting longer than a heartbeat could find, when the database is back, that
         # its trial was judged stale meanwhile (a finished trial failed, its result lost).
         interval = self.heartbeat_interval

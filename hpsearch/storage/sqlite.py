@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from hpsearch.errors import StorageError
 from hpsearch.storage.url import StorageURL
@@ -22,6 +25,29 @@ def enable_wal(path: Path) -> None:
             connection.close()
     except sqlite3.Error as e:
         raise StorageError(f"cannot open SQLite database {path}: {e}") from None
+
+
+def serialize_writes(engine: sa.Engine) -> None:
+    """Make every transaction on `engine` take SQLite's write lock when it begins.
+
+    SQLite ignores `SELECT ... FOR UPDATE`, the row lock that numbers trials, starts a queued
+    trial once and claims the budget on a server database; and Python's sqlite3 begins a
+    transaction only at its first write, so two workers can both read "WAITING" and both
+    start the trial. `BEGIN IMMEDIATE` takes the lock first: one worker's read-then-write runs
+    before the other's, as under the row lock. (SQLAlchemy's documented recipe:
+    https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl)
+    In WAL mode readers still run beside the writer.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" below emits BEGIN
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners would keep the old behaviour
 
 
 _NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "lustre", "gpfs",
