@@ -1,13 +1,15 @@
-"""The study-wide ledger on every real storage: each limit, retry slots, raising the budget."""
+"""The study-wide ledger on every real storage: each limit, raising the budget, a study's own."""
 
 from __future__ import annotations
 
+import pickle
+import time
 import uuid
 
 import optuna
 import pytest
 
-from hpsearch.storage import ResilientRDBStorage, StorageURL, open_storage
+from hpsearch.storage import BudgetSpent, ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage.optuna_compat import study_id
 from hpsearch.worker.budget import Ledger, Limits
 
@@ -20,14 +22,14 @@ def ledger(storage_url: str) -> Ledger:
     return Ledger(storage.engine, study_id(study))
 
 
-def test_trial_limit_retry_slots_and_a_raised_budget(ledger: Ledger) -> None:
+def test_trial_limit_and_a_raised_budget(ledger: Ledger) -> None:
     ledger.set_limits(Limits(n_trials=3))
     assert [ledger.claim() for _ in range(4)] == [True, True, True, False]
-    ledger.add_retry_slot()  # a crashed trial's retry does not eat into the user's trials
-    assert [ledger.claim(), ledger.claim()] == [True, False]
     state = ledger.state()
     assert state is not None
     assert state.spent_reason(0) == "n_trials reached (3/3)"
+    ledger.ensure(Limits(n_trials=9))  # a joiner: the study's budget stays
+    assert not ledger.claim()
     ledger.set_limits(Limits(n_trials=5))  # a later `hpsearch run --n-trials 5`
     assert [ledger.claim(), ledger.claim(), ledger.claim()] == [True, True, False]
 
@@ -52,3 +54,95 @@ def test_gpu_hours_stop_new_trials(ledger: Ledger) -> None:
     state = ledger.state()
     assert state is not None
     assert state.spent_reason(0) == "gpu_hours reached (1.03 h)"
+
+
+def test_times_keep_full_precision_on_every_backend(ledger: Ledger) -> None:
+    """MariaDB's FLOAT is single precision: a Unix time lost minutes (`time 56m` after 15 s)."""
+    ledger.set_limits(Limits(timeout_s=1800.5))
+    now = time.time()
+    assert ledger.claim(now=now)
+    state = ledger.state()
+    assert state is not None
+    assert state.started_at is not None
+    assert abs(state.started_at - now) < 1.0
+    assert state.timeout_s == 1800.5
+
+
+def test_a_single_precision_table_of_an_earlier_version_is_widened(mysql_url: str) -> None:
+    storage = open_storage(StorageURL(mysql_url, "test"))
+    assert isinstance(storage, ResilientRDBStorage)
+    with storage.engine.begin() as c:
+        c.exec_driver_sql("DROP TABLE IF EXISTS hpsearch_ledger")
+        c.exec_driver_sql(
+            "CREATE TABLE hpsearch_ledger (study_id INTEGER PRIMARY KEY, trial_limit INTEGER,"
+            " claimed INTEGER NOT NULL, retry_slots INTEGER NOT NULL, started_at FLOAT,"
+            " timeout_s FLOAT, gpu_seconds FLOAT NOT NULL, gpu_seconds_limit FLOAT)"
+        )
+    study = optuna.create_study(study_name=f"b-{uuid.uuid4().hex[:8]}", storage=storage)
+    ledger = Ledger(storage.engine, study_id(study), uid="u1")
+    ledger.set_limits(Limits(n_trials=2))
+    now = time.time()
+    assert ledger.claim(now=now)
+    state = ledger.state()
+    assert state is not None
+    assert state.started_at is not None
+    assert abs(state.started_at - now) < 1.0
+
+
+def test_a_deleted_studys_ledger_is_not_inherited(storage_url: str) -> None:
+    """SQLite hands a deleted study's id to the next study: its spent ledger must not follow."""
+    storage = open_storage(StorageURL(storage_url, "test"))
+    assert isinstance(storage, ResilientRDBStorage)
+    old = optuna.create_study(study_name=f"b-{uuid.uuid4().hex[:8]}", storage=storage)
+    first = Ledger(storage.engine, study_id(old), uid="first")
+    first.set_limits(Limits(n_trials=1))
+    assert first.claim()
+    assert not first.claim()
+    # The next study with the same id (as SQLite gives it) has another uid.
+    second = Ledger(storage.engine, study_id(old), uid="second")
+    assert second.state() is None  # not its ledger
+    second.ensure(Limits(n_trials=2))
+    assert [second.claim(), second.claim(), second.claim()] == [True, True, False]
+
+
+def test_epochs_are_claimed_with_each_reported_step(storage_url: str) -> None:
+    storage = open_storage(StorageURL(storage_url, "test"))
+    assert isinstance(storage, ResilientRDBStorage)
+    study = optuna.create_study(study_name=f"b-{uuid.uuid4().hex[:8]}", storage=storage)
+    ledger = Ledger(storage.engine, study_id(study), uid="u")
+    ledger.set_limits(Limits(epochs=3))
+    storage.use_budget(study_id(study), ledger)
+    trial = study.ask()
+    trial.report(0.1, 1)
+    trial.report(0.2, 2)
+    with pytest.warns(UserWarning, match="already reported"):
+        trial.report(0.25, 2)  # the same step again claims nothing (Optuna ignores it)
+    trial.report(0.3, 3)
+    with pytest.raises(BudgetSpent):
+        trial.report(0.4, 4)
+    assert study.trials[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+    state = ledger.state()
+    assert state is not None
+    assert state.spent_reason(0) == "epochs reached (3/3)"
+    study.tell(trial, 0.3)
+    with pytest.raises(BudgetSpent):
+        study.ask()  # no epoch left: no new trial either
+
+
+def test_a_storage_with_a_budget_pickles(storage_url: str) -> None:
+    storage = open_storage(StorageURL(storage_url, "test"))
+    assert isinstance(storage, ResilientRDBStorage)
+    study = optuna.create_study(study_name=f"b-{uuid.uuid4().hex[:8]}", storage=storage)
+    ledger = Ledger(storage.engine, study_id(study), uid="u")
+    ledger.set_limits(Limits(n_trials=1))
+    storage.use_budget(study_id(study), ledger)
+    copy = pickle.loads(pickle.dumps(storage))
+    again = optuna.load_study(study_name=study.study_name, storage=copy)
+    again.ask()  # the copy claims from the same ledger
+    with pytest.raises(BudgetSpent):
+        study.ask()
+    budget = copy._budgets[study_id(study)]  # noqa: SLF001 - what the copy kept
+    assert isinstance(budget, Ledger)
+    state = budget.state()  # its own engine, not the original's
+    assert state is not None
+    assert state.claimed == 1

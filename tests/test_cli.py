@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from hpsearch.cli import main
+from hpsearch.study import BUDGET_CHANGES_ATTR, read_attr
 
 
 def test_run_then_rerun_joins_and_extends(
@@ -37,8 +38,42 @@ def test_joining_with_another_search_space_is_refused_with_a_diff(
     assert main(["run", str(path), "--storage", url, "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert "already exists with a different search space" in err
-    assert "-    high: 5.0 | +    high: 6.0" in err
+    assert "this file differs from study" in err
+    assert "search_space.x.high (study 5.0, this file 6.0)" in err
+
+
+def test_a_joiner_cannot_silently_change_the_study(
+    quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A second machine's copy of the file joined with another budget, sampler or objective
+    option without a word, and rewrote the shared budget (`status`: 22/10)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = quadratic_study(n_trials=2)
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    original = path.read_text()
+    for edit, key in [
+        (original.replace("n_trials: 2", "n_trials: 3"), "budget.n_trials (study 2, this file 3)"),
+        (original.replace("type: random, seed: 1", "type: tpe, seed: 1"), "sampler.type"),
+        (original.replace("sleep: 0.0", "sleep: 0.01"), "objective.sleep"),
+        (original.replace("n_trials: 2", "n_trials: 3").replace("seed: 1", "seed: 2"),
+         "budget.n_trials (study 2, this file 3); sampler.seed (study 1, this file 2)"),
+    ]:  # fmt: skip
+        path.write_text(edit)
+        assert main(["run", str(path), "--storage", url, "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0
+        assert key in err, err
+    assert len(optuna.load_study(study_name=unique_name, storage=url).trials) == 2
+    # The budget alone may change, when asked: logged and recorded on the study.
+    path.write_text(original.replace("n_trials: 2", "n_trials: 3"))
+    assert main(["run", str(path), "--storage", url, "--change-budget"]) == 0
+    assert "budget changed from" in capsys.readouterr().err
+    study = optuna.load_study(study_name=unique_name, storage=url)
+    assert len(study.trials) == 3
+    (change,) = read_attr(study, BUDGET_CHANGES_ATTR)
+    assert (change["from"]["n_trials"], change["to"]["n_trials"]) == (2, 3)
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0  # the file matches again
 
 
 def test_validate_prints_the_resolved_study(

@@ -133,7 +133,7 @@ def test_function_objective_prunes_fails_and_multi_objective(
         search_space: {{x: {{type: float, low: 0, high: 1}}}}
         budget: {{n_trials: 1}}
     """, "nan.yaml")  # fmt: skip
-    assert main(["run", str(nan_path), "--storage", url, "-q"]) == 0
+    assert main(["run", str(nan_path), "--storage", url, "-q"]) == 1  # no trial completed
     (failed,) = _study(url, f"{unique_name}-nan").trials
     assert failed.state == TrialState.FAIL
     assert (

@@ -1,4 +1,4 @@
-"""Retries of crashed trials: same parameters, bounded, and never a deterministic crash."""
+"""Retries of crashed trials: same parameters, bounded, and not for a trial that kills workers."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from optuna.trial import TrialState
 from hpsearch.worker import RetryPolicy
 
 
-def _failed(study: optuna.Study, **user_attrs: object) -> optuna.trial.FrozenTrial:
+def _failed(
+    study: optuna.Study, *, steps: int = 0, **user_attrs: object
+) -> optuna.trial.FrozenTrial:
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.FAIL,
             params={"x": 0.5},
             distributions={"x": FloatDistribution(0, 1)},
             user_attrs=dict(user_attrs),
+            intermediate_values={step: 0.1 * step for step in range(1, steps + 1)},
         )
     )
     return study.trials[-1]
@@ -34,13 +37,20 @@ def test_a_crashed_trial_is_queued_again_with_its_parameters(tmp_path: Path) -> 
     assert retry.user_attrs["crashed_workers"] == ["a"]
 
 
-def test_a_trial_that_crashed_two_workers_is_not_retried(tmp_path: Path) -> None:
+def test_two_workers_lost_under_a_trial_do_not_make_it_a_failure(tmp_path: Path) -> None:
+    """On a preemptible fleet two different workers dying under one trial is common: it is a
+    crash of the machines, retried; a trial that kills its worker at the same step again is a
+    failure of the trial, not retried."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
-    trial = _failed(study, worker="b", crashed_workers=["a"])
-    assert not RetryPolicy(max_retries=5).retry(study, trial, crashed=True)
-    assert len(study.trials) == 1
-    # A preempted worker (SIGTERM) is not the trial's fault: that retry is still made.
-    assert RetryPolicy(max_retries=5).retry(study, trial, crashed=False)
+    elsewhere = _failed(study, steps=7, worker="b", crashed_workers=["a"], crash_steps=[3])
+    assert RetryPolicy(max_retries=5).retry(study, elsewhere, crashed=True)
+    assert study.trials[-1].user_attrs["crash_steps"] == [3, 7]
+    again = _failed(study, steps=3, worker="b", crashed_workers=["a"], crash_steps=[3])
+    n = len(study.trials)
+    assert not RetryPolicy(max_retries=5).retry(study, again, crashed=True)
+    assert len(study.trials) == n
+    # A worker stopped by SIGTERM is not the trial's fault: that retry is still made.
+    assert RetryPolicy(max_retries=5).retry(study, again, crashed=False)
 
 
 def test_retries_are_bounded(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
             f"{loaded.path}: fit-batch needs `trainer: image_classification` and "
             "`batch_size: {type: power_of_two, ...}` in search_space"
         )
-    study, _ = create_or_load(loaded, open_storage(url), name=args.name)
+    study = create_or_load(loaded, open_storage(url), name=args.name).study
     options = trainer_options(loaded, spec.objective, {})
     from hpsearch.train.summary import summarize
 

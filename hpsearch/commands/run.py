@@ -14,7 +14,7 @@ from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import Budget, parse_duration
 from hpsearch.storage import refuse_sqlite_across_machines
-from hpsearch.worker import Ledger, Limits, launch, parse_gpus, run_worker
+from hpsearch.worker import Ledger, RunOptions, launch, parse_gpus, run_worker
 
 NAME = "run"
 HELP = "create or join the study and run trials until its budget is spent"
@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--n-trials", type=int, metavar="N", help="study-wide trial budget")
     parser.add_argument("--timeout", metavar="DURATION", help="study-wide time budget (2h, 30m)")
+    parser.add_argument(
+        "--change-budget",
+        action="store_true",
+        help="make this file's budget (and the flags') the study's, when joining a study "
+        "that has another; the change is recorded on the study",
+    )
     parser.add_argument("--artifacts", metavar="DIR", help="where checkpoints go on this machine")
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N", help="start N local worker processes"
@@ -35,23 +41,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", default="0", help=argparse.SUPPRESS)
 
 
-def limits_from(args: argparse.Namespace, budget: Budget) -> Limits:
-    """The study-wide budget: the flags override the file's `budget:`."""
+def budget_from(args: argparse.Namespace, budget: Budget) -> Budget:
+    """The study-wide budget of this run: the flags override the file's `budget:`."""
     if args.n_trials is not None and args.n_trials < 1:
         raise HpsearchError(f"--n-trials must be >= 1, but got {args.n_trials}")
-    timeout = budget.timeout
+    update: dict[str, object] = {}
     if args.timeout is not None:
         try:
-            timeout = parse_duration(args.timeout)
+            update["timeout"] = parse_duration(args.timeout)
         except ValueError as e:
             raise HpsearchError(f"--timeout: {e}") from None
-    n_trials = args.n_trials if args.n_trials is not None else budget.n_trials
-    return Limits(n_trials=n_trials, timeout_s=timeout, gpu_hours=budget.gpu_hours)
+    if args.n_trials is not None:
+        update["n_trials"] = args.n_trials
+    return budget.model_copy(update=update)
+
+
+def _budget_flags(args: argparse.Namespace) -> bool:
+    """A budget on the command line is an explicit change of a joined study's budget."""
+    return args.change_budget or args.n_trials is not None or args.timeout is not None
 
 
 def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
-    limits = limits_from(args, loaded.spec.budget)
+    budget = budget_from(args, loaded.spec.budget)
     if args.workers < 1:
         raise HpsearchError(f"--workers must be >= 1, but got {args.workers}")
     if args.gpus or args.workers > 1:
@@ -62,16 +74,26 @@ def run(args: argparse.Namespace) -> int:
         return launch(_child_argv(args), url, n_workers=args.workers, gpus=gpus)
     _log.info("study %r on %s (from %s)", args.name or loaded.spec.name, url.redacted, url.source)
     started = time.monotonic()
-    run_worker(
-        loaded,
-        url,
-        limits=limits,
+    options = RunOptions(
+        budget=budget,
+        change_budget=_budget_flags(args),
         study_name=args.name,
         worker_id=args.worker_id,
         artifacts=args.artifacts,
-        on_trial=_progress(limits, started),
     )
+    report = run_worker(loaded, url, options, on_trial=_progress(started))
+    if report.ran and not report.succeeded:
+        # Every trial this worker ran failed: say so, and let a script or scheduler notice.
+        _log.error(
+            "no trial of study %r completed here (%s); see `hpsearch status` and the trials' "
+            "fail_reason", report.study_name, _counts(report.trials)
+        )  # fmt: skip
+        return 1
     return 0
+
+
+def _counts(trials: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state.lower()}" for state, n in sorted(trials.items()))
 
 
 def _child_argv(args: argparse.Namespace) -> list[str]:
@@ -81,6 +103,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
                         ("--timeout", args.timeout), ("--artifacts", args.artifacts)):  # fmt: skip
         if value is not None:
             argv += [flag, str(value)]
+    if args.change_budget:
+        argv.append("--change-budget")
     if args.quiet:
         argv.append("-q")
     if args.verbose:
@@ -91,13 +115,14 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
 ProgressLine = Callable[[optuna.Study, FrozenTrial, Ledger | None], None]
 
 
-def _progress(limits: Limits, started: float) -> ProgressLine:
+def _progress(started: float) -> ProgressLine:
     def line(study: optuna.Study, trial: FrozenTrial, ledger: Ledger | None) -> None:
         if not _log.isEnabledFor(logging.INFO):
             return  # -q: skip the two queries behind the line
         state = ledger.state() if ledger is not None else None
         done = f"{state.claimed - state.retry_slots}" if state is not None else "?"
-        total = f"/{limits.n_trials}" if limits.n_trials else ""
+        limit = state.trial_limit if state is not None else None
+        total = f"/{limit}" if limit else ""
         value = ""
         if trial.state.name == "PRUNED":
             value = f" at step {trial.last_step}"

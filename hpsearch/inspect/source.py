@@ -43,7 +43,7 @@ class StudyView:
     name: str
     directions: list[StudyDirection]
     metrics: list[str]
-    study_attrs: dict[str, Any] = field(default_factory=dict)
+    study_attrs: dict[str, Any] = field(default_factory=dict)  # user and system, merged
 
     @property
     def multi_objective(self) -> bool:
@@ -198,7 +198,8 @@ def open_view(loaded: LoadedSpec, url: StorageURL, *, name: str | None = None) -
             "pass --name, or check --storage / HPSEARCH_STORAGE"
         ) from None
     directions = storage.get_study_directions(study_id)
-    attrs = storage.get_study_user_attrs(study_id)
+    # hpsearch's bookkeeping is in the system attributes (user ones in studies made before).
+    attrs = {**storage.get_study_user_attrs(study_id), **storage.get_study_system_attrs(study_id)}
     return StudyView(
         loaded=loaded,
         url=url,

@@ -20,6 +20,8 @@ from hpsearch.errors import BatchSizeError
 from hpsearch.objective.record import record
 from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
+from hpsearch.storage.optuna_compat import study_id, study_storage
+from hpsearch.study import read_attr, write_attr
 from hpsearch.train.options import TrainerOptions, metric_mode
 
 if TYPE_CHECKING:
@@ -30,20 +32,22 @@ SHARED_PREFIX = "hpsearch:batch_size:"
 
 
 class StudyLimits:
-    """The batch-size fitter's shared store on the study's user attributes (`SharedLimits`)."""
+    """The batch-size fitter's shared store on the study's attributes (`SharedLimits`)."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
 
     def get(self, key: str) -> dict[str, Any] | None:
-        value = self._study.user_attrs.get(SHARED_PREFIX + key)
+        value = read_attr(self._study, SHARED_PREFIX + key)
         return value if isinstance(value, dict) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        self._study.set_user_attr(SHARED_PREFIX + key, value)
+        write_attr(self._study, SHARED_PREFIX + key, value)
 
     def items(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        for name, value in self._study.user_attrs.items():
+        storage, sid = study_storage(self._study), study_id(self._study)
+        attrs = {**storage.get_study_user_attrs(sid), **storage.get_study_system_attrs(sid)}
+        for name, value in attrs.items():
             if name.startswith(SHARED_PREFIX) and isinstance(value, dict):
                 yield name.removeprefix(SHARED_PREFIX), value
 

@@ -29,6 +29,7 @@ from hpsearch.spec import (
     StudySpec,
     TrainerObjective,
 )
+from hpsearch.storage import BudgetSpent
 from hpsearch.study import suggest
 
 _log = logging.getLogger(__name__)
@@ -88,7 +89,13 @@ def _reporter(trial: optuna.Trial, spec: StudySpec) -> Report:
             # Optuna prunes single-objective studies only; keep the curve for inspection.
             trial.set_user_attr(f"{metric}@{step}", number)
             return
-        trial.report(number, step)
+        try:
+            trial.report(number, step)
+        except BudgetSpent:
+            # The study's epoch budget is spent: this epoch is not recorded, the trial ends
+            # with what it has (PRUNED keeps its curve; the sampler learns nothing false).
+            trial.set_user_attr("prune_reason", "budget.epochs spent")
+            raise optuna.TrialPruned(f"the study's epoch budget is spent at step {step}") from None
         if trial.should_prune():
             trial.set_user_attr("prune_reason", f"{metric}={number:.6g} at step {step}")
             raise optuna.TrialPruned(f"pruned at step {step} with {metric}={number:.6g}")

@@ -39,6 +39,14 @@ class Budget(SpecModel):
     n_trials: int | None = Field(None, ge=1)
     timeout: Duration | None = None
     gpu_hours: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)  # epochs (reported steps) trained, all trials
+    max_failures: int = Field(5, ge=1)  # a worker stops after this many failed trials in a row
+
+    @property
+    def is_unlimited(self) -> bool:
+        """No limit at all: the study runs until it is stopped."""
+        limits = (self.n_trials, self.timeout, self.gpu_hours, self.epochs)
+        return all(limit is None for limit in limits)
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -16,10 +16,12 @@ from hpsearch.storage.resilient import (
     RETRY_ATTR,
     RETRY_HISTORY,
     BudgetClaim,
+    BudgetSpent,
     ResilientRDBStorage,
 )
 from hpsearch.storage.retry import (
     BACKOFF_SECONDS,
+    STORAGE_ERRORS,
     call_with_retries,
     first_line,
     give_up_after,
@@ -42,7 +44,9 @@ __all__ = [
     "RETRY_ATTR",
     "RETRY_HISTORY",
     "STORAGE_ENV",
+    "STORAGE_ERRORS",
     "BudgetClaim",
+    "BudgetSpent",
     "ResilientRDBStorage",
     "StaleCallback",
     "StorageURL",

@@ -46,6 +46,7 @@ __all__ = [
     "prepared_new_trial",
     "refresh_cached_user_attrs",
     "set_attr_in_session",
+    "set_intermediate_value_in_session",
     "stale_trial_ids",
     "storage_backend",
     "study_id",
@@ -105,6 +106,13 @@ def set_attr_in_session(
 ) -> None:
     """Upsert one trial attribute (user or system `model`) inside `session`, uncommitted."""
     storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+
+def set_intermediate_value_in_session(
+    storage: RDBStorage, session: Any, trial_id: int, step: int, value: float
+) -> None:
+    """Optuna's write of one intermediate value inside `session`, uncommitted."""
+    storage._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
 
 
 def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:

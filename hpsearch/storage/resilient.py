@@ -50,6 +50,7 @@ from hpsearch.storage.optuna_compat import (
     models,
     prepared_new_trial,
     set_attr_in_session,
+    set_intermediate_value_in_session,
     stale_trial_ids,
 )
 from hpsearch.storage.retry import call_with_retries, first_line
@@ -65,15 +66,31 @@ RETRY_ATTR = "hpsearch:retry"
 RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
 
 
+class BudgetSpent(Exception):
+    """No slot left for a new trial, or no epoch left to record, in this study."""
+
+    def __init__(self, study_id: int, what: str = "budget") -> None:
+        super().__init__(f"the {what} of study {study_id} is spent")
+        self.study_id = study_id
+
+
 class BudgetClaim(Protocol):
-    """A study-wide budget that a trial's first transaction claims a slot of (`worker.budget`)."""
+    """A study-wide budget that a trial's transactions claim from (`worker.budget.Ledger`)."""
 
     def claim_in(self, session: Any, *, count: bool) -> bool:
-        """Claim inside `session`'s transaction; False when the budget is spent."""
+        """Claim a trial's slot inside `session`'s transaction; False when the budget is spent."""
         ...
 
-    def spent(self) -> Exception:
+    def claim_epochs_in(self, session: Any, epochs: int) -> bool:
+        """Claim trained epochs inside `session`'s transaction; False when they are spent."""
+        ...
+
+    def spent(self) -> BudgetSpent:
         """The exception `ask()` raises when no slot is left."""
+        ...
+
+    def bind(self, engine: Any) -> None:
+        """Use `engine` from now on (the storage's, after it was unpickled)."""
         ...
 
 
@@ -93,6 +110,7 @@ class ResilientRDBStorage(RDBStorage):
         self._budgets: dict[int, BudgetClaim] = {}
         self._outage = time.monotonic()  # starting counts as reconnecting (see stale_trial_ids)
         self.taken: int | None = None  # the trial this process last started, for a signal
+        self._serialize_sqlite = serialize_sqlite
         super().__init__(*args, **kwargs)
         if serialize_sqlite and self.engine.dialect.name == "sqlite":
             serialize_writes(self.engine)  # the locks below, which SQLite does not take itself
@@ -100,6 +118,14 @@ class ResilientRDBStorage(RDBStorage):
         # its trial was judged stale meanwhile (a finished trial failed, its result lost).
         interval = self.heartbeat_interval
         self.max_wait: float | None = None if interval is None else min(60.0, float(interval))
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # Optuna makes a new engine for the copy; the budget and SQLite's locks follow it.
+        super().__setstate__(state)
+        if self._serialize_sqlite and self.engine.dialect.name == "sqlite":
+            serialize_writes(self.engine)
+        for budget in self._budgets.values():
+            budget.bind(self.engine)
 
     # --- retries ------------------------------------------------------------------------
 
@@ -209,6 +235,25 @@ class ResilientRDBStorage(RDBStorage):
             self._first_heartbeat(session, trial_id)
             self.taken = trial_id
         return True
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        """Optuna's write, claiming one epoch of the study's epoch budget in the same transaction.
+
+        A step reported again claims nothing. When no epoch is left, nothing is written and
+        `BudgetSpent` is raised: the study never records more epochs than its budget.
+        """
+        with create_scoped_session(self.scoped_session, True) as session:
+            trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            budget = self._budgets.get(trial.study_id)
+            if budget is not None:
+                known = models.TrialIntermediateValueModel.find_by_trial_and_step(
+                    trial, step, session
+                )
+                if known is None and not budget.claim_epochs_in(session, 1):
+                    raise BudgetSpent(trial.study_id, "epoch budget")
+            set_intermediate_value_in_session(self, session, trial_id, step, intermediate_value)
 
     # --- failing and retrying -------------------------------------------------------------
 

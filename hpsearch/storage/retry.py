@@ -23,6 +23,8 @@ T = TypeVar("T")
 # Waits between attempts; about three minutes in all, longer than a typical server restart.
 BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 15, 30, 30, 30, 60)
 RETRY_SECONDS = sum(BACKOFF_SECONDS)
+# What a storage call raises when the database fails it (Optuna wraps SQLAlchemy's errors).
+STORAGE_ERRORS = (StorageInternalError, sa_exc.SQLAlchemyError)
 
 
 def is_disconnect(error: BaseException) -> bool:

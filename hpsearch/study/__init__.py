@@ -4,12 +4,15 @@ pruner (closed registries), and creating or joining it with the spec stored besi
 from __future__ import annotations
 
 from hpsearch.study.algorithms import make_pruner, make_sampler
-from hpsearch.study.create import (
+from hpsearch.study.create import Joined, create_or_load, space_document
+from hpsearch.study.join import (
+    BUDGET_CHANGES_ATTR,
     READY_ATTR,
     SPACE_ATTR,
     SPEC_ATTR,
-    create_or_load,
-    space_document,
+    UID_ATTR,
+    read_attr,
+    write_attr,
 )
 from hpsearch.study.space import (
     EXPONENT_PREFIX,
@@ -21,6 +24,11 @@ from hpsearch.study.space import (
 )
 
 __all__ = [
+    "BUDGET_CHANGES_ATTR",
+    "UID_ATTR",
+    "Joined",
+    "read_attr",
+    "write_attr",
     "EXPONENT_PREFIX",
     "READY_ATTR",
     "SPACE_ATTR",

@@ -9,18 +9,18 @@ trial records about where it ran).
 
 from __future__ import annotations
 
-from hpsearch.worker.budget import BudgetSpent, Ledger, LedgerState, Limits, ledger_table
+from hpsearch.worker.budget import Ledger, LedgerState, Limits, ledger_table
 from hpsearch.worker.launcher import launch, parse_gpus
-from hpsearch.worker.loop import STARTUP_WAIT_SECONDS, WorkerReport, run_worker
+from hpsearch.worker.loop import STARTUP_WAIT_SECONDS, RunOptions, WorkerReport, run_worker
 from hpsearch.worker.retry_policy import RetryPolicy
 
 __all__ = [
     "STARTUP_WAIT_SECONDS",
-    "BudgetSpent",
     "Ledger",
     "LedgerState",
     "Limits",
     "RetryPolicy",
+    "RunOptions",
     "WorkerReport",
     "launch",
     "ledger_table",

@@ -5,20 +5,26 @@ N workers overshoot by up to N - 1 trials. Here a slot is claimed with one condi
 that the database serialises:
 
     UPDATE hpsearch_ledger SET claimed = claimed + 1
-    WHERE study_id = ? AND claimed < trial_limit AND <time and GPU-hour limits not reached>
+    WHERE study_id = ? AND claimed < trial_limit AND <time, GPU-hour, epoch limits not reached>
 
 One row changed means the slot is ours; none means the budget is spent. A worker claims in the
 same transaction that creates (or starts a queued) trial (`ResilientRDBStorage.use_budget`):
 a slot never exists without its trial, so a worker killed, or a reply lost, between the two
 cannot lose a slot. A fresh or enqueued trial takes a slot; the retry of a crashed trial does not
 (it takes the place of the trial it retries), so `claimed` is the number of distinct trials
-started. The table lives beside Optuna's in the same database; Optuna and optuna-dashboard
-ignore it. (`retry_slots` is kept for ledgers written by earlier versions, which claimed a slot
-for each retry and added one back.)
+started. Epochs are claimed the same way, one reported step at a time, in the transaction that
+records the step (`claim_epochs_in`): the study never trains more epochs than its budget.
+
+The row belongs to one study: `study_uid` is the uid hpsearch stores on the study when it
+creates it, so a row left by a deleted study (whose id SQLite hands to the next one) is reset,
+not inherited. The table lives beside Optuna's in the same database; Optuna and
+optuna-dashboard ignore it. (`retry_slots` is kept for ledgers written by earlier versions,
+which claimed a slot for each retry and added one back.)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +32,15 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from hpsearch.storage import call_with_retries
+from hpsearch.spec import Budget
+from hpsearch.storage import BudgetSpent, call_with_retries
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 _metadata = sa.MetaData()
+# Double, not Float: MySQL's FLOAT is single precision, which turns a Unix time into minutes of
+# error (a 15-second study showed `time 56m`).
 ledger_table = sa.Table(
     "hpsearch_ledger",
     _metadata,
@@ -38,19 +48,21 @@ ledger_table = sa.Table(
     sa.Column("trial_limit", sa.Integer, nullable=True),
     sa.Column("claimed", sa.Integer, nullable=False, default=0),
     sa.Column("retry_slots", sa.Integer, nullable=False, default=0),
-    sa.Column("started_at", sa.Float, nullable=True),
-    sa.Column("timeout_s", sa.Float, nullable=True),
-    sa.Column("gpu_seconds", sa.Float, nullable=False, default=0.0),
-    sa.Column("gpu_seconds_limit", sa.Float, nullable=True),
+    sa.Column("started_at", sa.Double, nullable=True),
+    sa.Column("timeout_s", sa.Double, nullable=True),
+    sa.Column("gpu_seconds", sa.Double, nullable=False, default=0.0),
+    sa.Column("gpu_seconds_limit", sa.Double, nullable=True),
+    sa.Column("epochs_used", sa.Integer, nullable=False, default=0),
+    sa.Column("epoch_limit", sa.Integer, nullable=True),
+    sa.Column("study_uid", sa.String(64), nullable=True),
 )
-
-
-class BudgetSpent(Exception):
-    """No slot left for a new trial in this study: every budget limit reached or none left."""
-
-    def __init__(self, study_id: int) -> None:
-        super().__init__(f"the budget of study {study_id} is spent")
-        self.study_id = study_id
+# Columns added after the first release, with the DDL that adds them to an older table.
+_ADDED = {
+    "epochs_used": "INTEGER NOT NULL DEFAULT 0",
+    "epoch_limit": "INTEGER",
+    "study_uid": "VARCHAR(64)",
+}
+_DOUBLES = ("started_at", "timeout_s", "gpu_seconds", "gpu_seconds_limit")
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,11 @@ class Limits:
     n_trials: int | None = None
     timeout_s: float | None = None
     gpu_hours: float | None = None
+    epochs: int | None = None
+
+    @classmethod
+    def of(cls, budget: Budget) -> Limits:
+        return cls(budget.n_trials, budget.timeout, budget.gpu_hours, budget.epochs)
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,8 @@ class LedgerState:
     timeout_s: float | None
     gpu_seconds: float
     gpu_seconds_limit: float | None
+    epochs_used: int = 0
+    epoch_limit: int | None = None
 
     def spent_reason(self, now: float) -> str | None:
         """Why no slot can be claimed now, or None while the budget lasts."""
@@ -86,53 +105,117 @@ class LedgerState:
             return f"timeout reached ({self.timeout_s:.0f}s since the first trial)"
         if self.gpu_seconds_limit is not None and self.gpu_seconds >= self.gpu_seconds_limit:
             return f"gpu_hours reached ({self.gpu_seconds / 3600:.2f} h)"
+        if self.epoch_limit is not None and self.epochs_used >= self.epoch_limit:
+            return f"epochs reached ({self.epochs_used}/{self.epoch_limit})"
         return None
 
 
 class Ledger:
     """The budget row of one study in a SQL database."""
 
-    def __init__(self, engine: sa.Engine, study_id: int, *, max_wait: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        study_id: int,
+        *,
+        uid: str | None = None,
+        max_wait: float | None = None,
+    ) -> None:
         self._engine = engine
         self._study_id = study_id
+        self._uid = uid
         self._max_wait = max_wait
         try:
-            self._retry(lambda: _metadata.create_all(engine, checkfirst=True), "create table")
+            self._retry(self._create_table, "create table")
         except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError):
             # Workers starting together race to create the table; one wins, the rest retry.
             time.sleep(0.5)
-            self._retry(lambda: _metadata.create_all(engine, checkfirst=True), "create table")
+            self._retry(self._create_table, "create table")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An engine does not pickle; the storage that holds this ledger binds a new one.
+        return {k: v for k, v in self.__dict__.items() if k != "_engine"}
+
+    def bind(self, engine: sa.Engine) -> None:
+        """Use `engine` from now on (after unpickling, the storage's new engine)."""
+        self._engine = engine
+
+    def _create_table(self) -> None:
+        _metadata.create_all(self._engine, checkfirst=True)
+        columns = {c["name"]: c for c in sa.inspect(self._engine).get_columns(ledger_table.name)}
+        with self._engine.begin() as c:
+            for name, ddl in _ADDED.items():
+                if name not in columns:
+                    c.exec_driver_sql(f"ALTER TABLE {ledger_table.name} ADD COLUMN {name} {ddl}")
+            if self._engine.dialect.name == "mysql":
+                for name in _DOUBLES:
+                    if not isinstance(columns[name]["type"], sa.Double):  # FLOAT: single
+                        null = "NOT NULL DEFAULT 0" if name == "gpu_seconds" else "NULL"
+                        c.exec_driver_sql(
+                            f"ALTER TABLE {ledger_table.name} MODIFY {name} DOUBLE {null}"
+                        )
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
         return call_with_retries(
             call,
             what=f"budget ledger {what}",
-            on_retry=self._engine.dispose,
+            on_retry=lambda: self._engine.dispose(),
             max_wait=self._max_wait,
         )
 
-    def set_limits(self, limits: Limits) -> None:
-        """Create the row, or update its limits (a later run may raise or lower the budget)."""
-        t = ledger_table
-        values = {
+    def _values(self, limits: Limits) -> dict[str, Any]:
+        return {
             "trial_limit": limits.n_trials,
             "timeout_s": limits.timeout_s,
             "gpu_seconds_limit": None if limits.gpu_hours is None else limits.gpu_hours * 3600,
+            "epoch_limit": limits.epochs,
         }
-        row = {"study_id": self._study_id, "claimed": 0, "retry_slots": 0, "gpu_seconds": 0.0}
+
+    def set_limits(self, limits: Limits) -> None:
+        """Create the row, or set its limits (the study's creator, or an explicit change)."""
+        self._write(limits, update=True)
+
+    def ensure(self, limits: Limits) -> None:
+        """Create the row with `limits` if it is missing; leave an existing one as it is.
+
+        A joining worker calls this: the study's budget is the one stored with it, changed only
+        explicitly (`set_limits`).
+        """
+        self._write(limits, update=False)
+
+    def _write(self, limits: Limits, *, update: bool) -> None:
+        self.__dict__.pop("_has_epoch_limit", None)  # the limits may change now
+        t = ledger_table
+        values = self._values(limits)
+        row = {"study_id": self._study_id, "claimed": 0, "retry_slots": 0, "gpu_seconds": 0.0,
+               "epochs_used": 0, "study_uid": self._uid}  # fmt: skip
+        mine = t.c.study_id == self._study_id
 
         def upsert() -> None:
             with self._engine.begin() as c:
-                updated = c.execute(
-                    sa.update(t).where(t.c.study_id == self._study_id).values(values)
-                )
-                if updated.rowcount == 0:
-                    c.execute(sa.insert(t).values(**row, **values))
+                if self._uid is not None:
+                    # A row of another study that had this id (deleted since): start afresh.
+                    stale = c.execute(
+                        sa.delete(t).where(
+                            mine, sa.or_(t.c.study_uid.is_(None), t.c.study_uid != self._uid)
+                        )
+                    )
+                    if stale.rowcount:
+                        _log.warning(
+                            "budget ledger of study id %d belonged to a deleted study: reset",
+                            self._study_id,
+                        )
+                if update:
+                    if c.execute(sa.update(t).where(mine).values(values)).rowcount:
+                        return
+                elif c.execute(sa.select(t.c.study_id).where(mine)).first() is not None:
+                    return
+                c.execute(sa.insert(t).values(**row, **values))
 
         try:
             self._retry(upsert, "set limits")
         except sa.exc.IntegrityError:
-            # Another worker inserted the row first; its limits come from the same file.
+            # Another worker inserted the row first, with the study's same limits.
             self._retry(upsert, "set limits")
 
     def claim(self, *, now: float | None = None) -> bool:
@@ -142,11 +225,38 @@ class Ledger:
     def claim_in(self, session: Any, *, count: bool, now: float | None = None) -> bool:
         """Claim inside `session`'s transaction (the one creating the trial); False if spent.
 
-        `count=False` (a retry) claims no slot of `n_trials` but still needs time and GPU hours.
+        `count=False` (a retry) claims no slot of `n_trials` but still needs time, GPU hours
+        and epochs left.
         """
         statement = self._claim_statement(now, count=count)
         statement = statement.where(ledger_table.c.study_id == self._study_id)
         return int(session.execute(statement).rowcount) == 1
+
+    def claim_epochs_in(self, session: Any, epochs: int) -> bool:
+        """Claim `epochs` trained epochs inside `session`'s transaction; False when spent.
+
+        Always True for a study without an epoch budget (nothing is written then).
+        """
+        if epochs <= 0 or not self.counts_epochs(session):
+            return True
+        t = ledger_table
+        statement = (
+            sa.update(t)
+            .where(t.c.study_id == self._study_id)
+            .where(sa.or_(t.c.epoch_limit.is_(None), t.c.epochs_used + epochs <= t.c.epoch_limit))
+            .values(epochs_used=t.c.epochs_used + epochs)
+        )
+        return int(session.execute(statement).rowcount) == 1
+
+    def counts_epochs(self, session: Any) -> bool:
+        """Whether the study has an epoch budget (read once: limits change rarely)."""
+        if not hasattr(self, "_has_epoch_limit"):
+            t = ledger_table
+            limit = session.execute(
+                sa.select(t.c.epoch_limit).where(t.c.study_id == self._study_id)
+            ).scalar()
+            self._has_epoch_limit = limit is not None
+        return self._has_epoch_limit
 
     def spent(self) -> BudgetSpent:
         """The exception `ask()` raises when no slot is left."""
@@ -162,6 +272,7 @@ class Ledger:
                 t.c.started_at + t.c.timeout_s > now,
             ),
             sa.or_(t.c.gpu_seconds_limit.is_(None), t.c.gpu_seconds < t.c.gpu_seconds_limit),
+            sa.or_(t.c.epoch_limit.is_(None), t.c.epochs_used < t.c.epoch_limit),
         )
         started = sa.func.coalesce(t.c.started_at, now)
         if not count:
@@ -169,11 +280,6 @@ class Ledger:
         return statement.where(
             sa.or_(t.c.trial_limit.is_(None), t.c.claimed < t.c.trial_limit + t.c.retry_slots)
         ).values(claimed=t.c.claimed + 1, started_at=started)
-
-    def add_retry_slot(self) -> None:
-        """One more slot (what earlier workers did for each retry; retries now claim none)."""
-        t = ledger_table
-        self._update(sa.update(t).values(retry_slots=t.c.retry_slots + 1), "retry slot")
 
     def spend_gpu_seconds(self, seconds: float) -> None:
         t = ledger_table
@@ -196,7 +302,7 @@ class Ledger:
                 return c.execute(sa.select(t).where(t.c.study_id == self._study_id)).first()
 
         row = self._retry(read, "read")
-        if row is None:
+        if row is None or (self._uid is not None and row.study_uid not in (None, self._uid)):
             return None
         return LedgerState(
             claimed=row.claimed,
@@ -206,4 +312,6 @@ class Ledger:
             timeout_s=row.timeout_s,
             gpu_seconds=row.gpu_seconds,
             gpu_seconds_limit=row.gpu_seconds_limit,
+            epochs_used=row.epochs_used,
+            epoch_limit=row.epoch_limit,
         )

@@ -8,7 +8,7 @@ sampler/pruner lifecycle are Optuna's. What hpsearch adds:
 - SIGTERM/SIGINT: the running trial ends FAIL and is queued again for another worker, then the
   worker exits 0; a second signal exits at once;
 - a retry policy for trials whose worker died: exactly one retry per such trial, bounded, and
-  never for a trial that killed two different workers (a deterministic crash);
+  not for a trial that kills its worker again at the same step (a failure of the trial);
 - lingering while other workers' trials still run, so that a crash at the end of a study is
   still retried by someone.
 
@@ -27,27 +27,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import optuna
-import sqlalchemy.exc as sa_exc
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import TrialContext, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
-from hpsearch.spec import LoadedSpec
+from hpsearch.spec import Budget, LoadedSpec
 from hpsearch.storage import (
-    RETRY_ATTR,
+    STORAGE_ERRORS,
     ResilientRDBStorage,
     StorageURL,
     give_up_after,
     open_storage,
     refuse_sqlite_across_machines,
 )
-from hpsearch.storage.optuna_compat import study_id, study_storage, trial_id
+from hpsearch.storage.optuna_compat import study_id, trial_id
 from hpsearch.study import create_or_load
 from hpsearch.worker import provenance
 from hpsearch.worker.budget import BudgetSpent, Ledger, Limits
-from hpsearch.worker.retry_policy import RetryPolicy
+from hpsearch.worker.retry_policy import (
+    RetryPolicy,
+    retry_interrupted,
+    retry_interrupted_elsewhere,
+)
+from hpsearch.worker.stopping import Failures, grid_exhausted
 
 _log = logging.getLogger(__name__)
 # A worker started while its database is down (a restart, a failover) waits this long for it.
@@ -63,6 +67,28 @@ class WorkerReport:
     trials: dict[str, int] = field(default_factory=dict)
     stopped_by: str | None = None
     budget_reason: str | None = None
+    gave_up: str | None = None  # why it stopped after failures in a row
+
+    @property
+    def ran(self) -> int:
+        return sum(self.trials.values())
+
+    @property
+    def succeeded(self) -> int:
+        """Trials that ran to a result: completed, or stopped early by the pruner."""
+        return self.trials.get("COMPLETE", 0) + self.trials.get("PRUNED", 0)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `hpsearch run` asks this worker to run (the study file says the rest)."""
+
+    budget: Budget | None = None  # the file's budget with the run's flags; None: the file's
+    change_budget: bool = False  # a joiner may change the study's budget to `budget`
+    study_name: str | None = None
+    worker_id: str = "0"
+    artifacts: str | None = None
+    linger_poll: float | None = None  # tests: how often a finished worker looks at the others
 
 
 class _Stop:
@@ -110,41 +136,40 @@ def _graceful_signals(report: WorkerReport) -> Iterator[_Stop]:
 def run_worker(
     loaded: LoadedSpec,
     url: StorageURL,
+    options: RunOptions | None = None,
     *,
-    limits: Limits,
-    study_name: str | None = None,
-    worker_id: str = "0",
-    artifacts: str | None = None,
     on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None = None,
-    linger_poll: float | None = None,
 ) -> WorkerReport:
-    """Join (or create) the study and run trials until the budget is spent or a signal arrives."""
-    report = WorkerReport(study_name or loaded.spec.name, created=False)
+    """Join (or create) the study and run trials until the budget is spent or a signal arrives.
+
+    Raises:
+        HpsearchError: the study cannot go on here (a device that fits nothing, trials that
+            fail again and again); one line saying why.
+    """
+    options = options or RunOptions()
+    report = WorkerReport(options.study_name or loaded.spec.name, created=False)
     with _graceful_signals(report) as stop:
         try:
-            _run(loaded, url, limits, report, stop, study_name, worker_id, artifacts, on_trial,
-                 linger_poll)  # fmt: skip
+            _run(loaded, url, options, report, stop, on_trial)
         except WorkerStopped as stopped:
             if stopped.exit_code:
                 raise HpsearchError(stopped.reason) from None
-        except (*_STORAGE_ERRORS, StorageError) as e:
+        except (*STORAGE_ERRORS, StorageError) as e:
             if not stop.requested:
                 raise
             _log.warning("stopped by %s before joining the study: %s", stop.by, e)
+    if report.gave_up:
+        raise HpsearchError(report.gave_up)
     return report
 
 
 def _run(
     loaded: LoadedSpec,
     url: StorageURL,
-    limits: Limits,
+    options: RunOptions,
     report: WorkerReport,
     stop: _Stop,
-    study_name: str | None,
-    worker_id: str,
-    artifacts: str | None,
     on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None,
-    linger_poll: float | None,
 ) -> None:
     spec = loaded.spec
     policy = RetryPolicy(spec.workers.max_retries)
@@ -155,20 +180,35 @@ def _run(
         stale_callback=policy,
         wait=STARTUP_WAIT_SECONDS,
     )
-    worker = f"{socket.gethostname()}:{os.getpid()}#{worker_id}"
-    study, report.created = create_or_load(loaded, storage, name=study_name, worker=worker)
+    worker = f"{socket.gethostname()}:{os.getpid()}#{options.worker_id}"
+    joined = create_or_load(
+        loaded, storage, name=options.study_name, worker=worker, budget=options.budget,
+        change_budget=options.change_budget,
+    )  # fmt: skip
+    study, report.created = joined.study, joined.created
     report.study_name = study.study_name
     if url.kind == "sqlite":
         refuse_sqlite_across_machines(url)
         _refuse_other_hosts(study, url)
+    limits = Limits.of(joined.budget)
+    if limits == Limits():
+        _log.warning(
+            "study %r has no budget: it runs until it is stopped (Ctrl-C, SIGTERM); set "
+            "budget: {n_trials: N} or another limit in the file", study.study_name
+        )  # fmt: skip
     resilient = storage if isinstance(storage, ResilientRDBStorage) else None
     ledger = None
     if resilient is not None:
-        ledger = Ledger(resilient.engine, study_id(study), max_wait=resilient.max_wait)
-        ledger.set_limits(limits)
+        ledger = Ledger(
+            resilient.engine, study_id(study), uid=joined.uid, max_wait=resilient.max_wait
+        )
+        if joined.created or joined.budget_changed:
+            ledger.set_limits(limits)
+        else:
+            ledger.ensure(limits)  # the study's budget, as stored; made here if missing
         resilient.use_budget(study_id(study), ledger)  # a slot is claimed with each trial
     context = TrialContext(
-        artifacts=provenance.artifacts_dir(loaded, url, study.study_name, artifacts),
+        artifacts=provenance.artifacts_dir(loaded, url, study.study_name, options.artifacts),
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
     )
     run_trial = build(loaded, context)
@@ -190,19 +230,23 @@ def _run(
                     resilient.mark_for_retry(trial_id(trial), stopped.reason, cause="stop")
                 else:
                     trial.set_user_attr("fail_reason", stopped.reason)
-            except _STORAGE_ERRORS as e:
+            except STORAGE_ERRORS as e:
                 _log.warning("trial %d not marked for a retry: %s", trial.number, e)
             raise
         finally:
             stop.in_objective = False
 
-    poll = linger_poll if linger_poll is not None else min(spec.workers.heartbeat_interval, 5.0)
+    poll = options.linger_poll
+    if poll is None:
+        poll = min(spec.workers.heartbeat_interval, 5.0)
+    failures = Failures(joined.budget.max_failures)
 
     def record(study: optuna.Study, trial: FrozenTrial) -> None:
         state = trial.state.name
         report.trials[state] = report.trials.get(state, 0) + 1
         if ledger is not None and limits.gpu_hours is not None and trial.duration is not None:
             ledger.spend_gpu_seconds(trial.duration.total_seconds())  # one device per worker
+        failures.add(trial)
         if on_trial is not None:
             on_trial(study, trial, ledger)
 
@@ -218,6 +262,13 @@ def _run(
                 last_stale_check = time.monotonic()
             if ledger is None and _count_done(study) >= (limits.n_trials or float("inf")):
                 report.budget_reason = "n_trials reached"
+                break
+            if failures.gave_up is not None:
+                report.gave_up = failures.gave_up
+                break
+            exhausted = grid_exhausted(study)
+            if exhausted is not None:
+                report.budget_reason = exhausted
                 break
             try:
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
@@ -249,9 +300,9 @@ def _run(
     if stop.requested or stopped is not None:
         reason = stopped.reason if stopped is not None else f"worker stopped by {stop.by}"
         if resilient is not None:
-            _retry_interrupted(study, resilient, policy, reason)
+            retry_interrupted(study, resilient, policy, reason)
         elif current:
-            _retry_interrupted_elsewhere(study, current[0], policy, reason)
+            retry_interrupted_elsewhere(study, current[0], policy, reason)
     _log.info(
         "worker %s done: %s%s",
         worker,
@@ -265,7 +316,6 @@ def _run(
 # How long a stopping worker tries to fail and re-queue its trial while the database is away;
 # after that the trial stays RUNNING, stops beating, and another worker retries it.
 _STOP_SECONDS = 10.0
-_STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sa_exc.SQLAlchemyError)
 
 
 def _refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
@@ -301,43 +351,3 @@ def _sleep(seconds: float, stop: _Stop) -> None:
 def _taken_away(error: Exception) -> bool:
     """Whether Optuna failed to tell a trial because another worker had failed it already."""
     return isinstance(error, UpdateFinishedTrialError) or str(error).startswith("Cannot tell a")
-
-
-def _retry_interrupted_elsewhere(
-    study: optuna.Study, trial_id: int, policy: RetryPolicy, reason: str
-) -> None:
-    """`_retry_interrupted` for storages that are not SQL (the gRPC proxy): fail, then queue."""
-    storage = study_storage(study)
-    trial = storage.get_trial(trial_id)
-    if trial.state == TrialState.RUNNING:  # the signal came outside the objective
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    elif trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != reason:
-        return  # it finished, or failed on its own, before the signal: nothing to retry
-    policy.retry(study, storage.get_trial(trial_id), crashed=False)
-
-
-def _retry_interrupted(
-    study: optuna.Study, storage: ResilientRDBStorage, policy: RetryPolicy, reason: str
-) -> None:
-    """Fail and queue again the trial this worker was running when it was told to stop.
-
-    `storage.taken` is the trial this process last started, set in the transaction that started
-    it, so a signal between starting a trial and running its objective still finds it.
-    """
-    if storage.taken is None:
-        return
-    try:
-        trial = storage.get_trial(storage.taken)
-        if trial.state == TrialState.RUNNING:  # the signal came outside the objective
-            storage.fail_trial(storage.taken, reason, cause="stop")
-        elif trial.system_attrs.get(RETRY_ATTR) is None:
-            return  # it finished, or failed on its own, before the signal: nothing to retry
-        policy.requeue_missing(study)
-    except (*_STORAGE_ERRORS, KeyError) as e:
-        _log.warning(
-            "could not fail trial %d for a retry (%s): another worker retries it after the "
-            "grace period",
-            storage.taken,
-            e,
-        )

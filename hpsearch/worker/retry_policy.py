@@ -7,14 +7,14 @@ import logging
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY, ResilientRDBStorage
+from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY, STORAGE_ERRORS, ResilientRDBStorage
 from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
 
 _log = logging.getLogger(__name__)
 
 
 class RetryPolicy:
-    """Optuna's stale-trial retry, made exact under crashes, and a deterministic-crash rule.
+    """Optuna's stale-trial retry, made exact under crashes, and a rule for trials that crash.
 
     The retry is the trial Optuna's `RetryHeartbeatStaleTrialCallback` would add (same params,
     `failed_trial` and `retry_history` system attributes, so Optuna's helpers read it), made here
@@ -69,14 +69,18 @@ class RetryPolicy:
         """Queue `trial` again with the same parameters; False when the policy says no."""
         history = list(trial.system_attrs.get(RETRY_HISTORY, []))
         crashed_workers = list(trial.user_attrs.get("crashed_workers", []))
+        crash_steps = list(trial.user_attrs.get("crash_steps", []))
         worker = trial.user_attrs.get("worker")
-        if crashed and worker is not None and crashed_workers and worker not in crashed_workers:
+        # A worker that crashed may have been preempted or lost with its machine, which is
+        # common on a spot fleet and no fault of the trial; a trial that kills its worker
+        # (out of host memory, a segfault) dies again at the point where it died before.
+        step = trial.last_step
+        if crashed and step is not None and step in crash_steps:
             _log.warning(
-                "trial %d crashed workers %s and %s: a deterministic failure, not retried",
-                trial.number,
-                crashed_workers[-1],
-                worker,
-            )
+                "trial %d crashed its worker at step %d again (workers %s): a failure of the "
+                "trial, not of the machines; not retried",
+                trial.number, step, ", ".join(map(str, [*crashed_workers, worker])),
+            )  # fmt: skip
             return False
         if len(history) >= self.max_retries:
             _log.warning(
@@ -85,8 +89,9 @@ class RetryPolicy:
             return False
         attrs = dict(trial.user_attrs)
         attrs.pop("fail_reason", None)
-        if crashed and worker is not None:
+        if crashed:
             attrs["crashed_workers"] = [*crashed_workers, worker]
+            attrs["crash_steps"] = [*crash_steps, step]
         system_attrs = {k: v for k, v in trial.system_attrs.items() if k != RETRY_ATTR}
         retry_trial = optuna.trial.create_trial(
             state=TrialState.WAITING,
@@ -107,3 +112,43 @@ class RetryPolicy:
             study.add_trial(retry_trial)
         _log.info("trial %d queued again (retry %d)", trial.number, len(history) + 1)
         return True
+
+
+def retry_interrupted_elsewhere(
+    study: optuna.Study, trial_id: int, policy: RetryPolicy, reason: str
+) -> None:
+    """`retry_interrupted` for storages that are not SQL (the gRPC proxy): fail, then queue."""
+    storage = study_storage(study)
+    trial = storage.get_trial(trial_id)
+    if trial.state == TrialState.RUNNING:  # the signal came outside the objective
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    elif trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != reason:
+        return  # it finished, or failed on its own, before the signal: nothing to retry
+    policy.retry(study, storage.get_trial(trial_id), crashed=False)
+
+
+def retry_interrupted(
+    study: optuna.Study, storage: ResilientRDBStorage, policy: RetryPolicy, reason: str
+) -> None:
+    """Fail and queue again the trial this worker was running when it was told to stop.
+
+    `storage.taken` is the trial this process last started, set in the transaction that started
+    it, so a signal between starting a trial and running its objective still finds it.
+    """
+    if storage.taken is None:
+        return
+    try:
+        trial = storage.get_trial(storage.taken)
+        if trial.state == TrialState.RUNNING:  # the signal came outside the objective
+            storage.fail_trial(storage.taken, reason, cause="stop")
+        elif trial.system_attrs.get(RETRY_ATTR) is None:
+            return  # it finished, or failed on its own, before the signal: nothing to retry
+        policy.requeue_missing(study)
+    except (*STORAGE_ERRORS, KeyError) as e:
+        _log.warning(
+            "could not fail trial %d for a retry (%s): another worker retries it after the "
+            "grace period",
+            storage.taken,
+            e,
+        )
