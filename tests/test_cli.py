@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Callable
@@ -132,3 +133,64 @@ def test_schema_is_json_schema() -> None:
     )
     assert '"title": "hpsearch study file"' in out.stdout
     assert '"search_space"' in out.stdout
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_before_any_trial(
+    quadratic_study: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sampler: {type: cmaes}` validated, then every trial failed on `No module named`."""
+    path = quadratic_study(n_trials=3)
+    path.write_text(path.read_text().replace("type: random, seed: 1", "type: cmaes, seed: 1"))
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    if importlib.util.find_spec("cmaes") is not None:  # pragma: no cover - not a dependency
+        assert main(["validate", str(path), "--storage", url]) == 0
+        return
+    for command in ("validate", "run"):
+        assert main([command, str(path), "--storage", url, "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(
+            "sampler.type: the cmaes sampler needs the Python package 'cmaes', which is not "
+            "installed here; `pip install cmaes`, or pick another sampler"
+        )
+    assert not (tmp_path / "db.sqlite").exists() or not optuna.get_all_study_names(url)
+
+
+def test_a_study_that_cannot_succeed_stops_and_says_why(
+    write_study: Callable[..., Path], unique_name: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A command that prints nothing failed all 12 trials and the run exited 0."""
+    path = write_study(f"""
+        name: {unique_name}
+        metric: loss
+        budget: {{n_trials: 12, max_failures: 3}}
+        objective: {{command: "{sys.executable} -c pass"}}
+        search_space: {{x: {{type: float, low: 0, high: 1}}}}
+    """)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "hpsearch: error: stopped after 3 failed trials in a row (budget.max_failures: 3); "
+        "commonest reason (3x): RuntimeError: command printed no `hpsearch-result name=value` "
+        "or `hpsearch-report` line; fix it and run again"
+    )
+    assert len(optuna.load_study(study_name=unique_name, storage=url).trials) == 3
+
+
+def test_a_grid_study_without_n_trials_ends_with_its_grid(
+    write_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    """A 3-point grid with no `n_trials` ran 1,200 trials: the grid never said it was done."""
+    path = write_study(f"""
+        name: {unique_name}
+        metric: loss
+        sampler: {{type: grid}}
+        pruner: {{type: none}}
+        objective: {{function: objective.py:quadratic}}
+        search_space: {{x: {{type: categorical, choices: [1.0, 2.0, 3.0]}}}}
+    """)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    trials = optuna.load_study(study_name=unique_name, storage=url).trials
+    assert sorted(t.params["x"] for t in trials) == [1.0, 2.0, 3.0]

@@ -7,7 +7,7 @@ import argparse
 from hpsearch import objective
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.spec import LoadedSpec, TrainerObjective
-from hpsearch.study import optuna_name
+from hpsearch.study import check_requirements, optuna_name
 
 NAME = "validate"
 HELP = "check a study file and print the resolved search space and storage; run nothing"
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
+    check_requirements(loaded)
     objective.check(loaded)
     spec = loaded.spec
     print(f"{loaded.path}: ok")

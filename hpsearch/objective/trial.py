@@ -51,19 +51,25 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
     exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
 
     def objective(trial: optuna.Trial) -> TrialValue:
-        values = suggest(trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen))
-        # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard and
-        # exports also get the value a person means (`batch_size: 32`), in the same write.
-        shown = {name: values[name] for name in exponent_params if name in values}
-        record(trial, {**context.attrs, **shown})
-        report = _reporter(trial, spec)
+        recorded = False
         try:
-            return _values(spec, runner.run(trial, values, report))
+            values = suggest(
+                trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen)
+            )
+            # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard
+            # and exports also get the value a person means (`batch_size: 32`), in one write.
+            shown = {name: values[name] for name in exponent_params if name in values}
+            record(trial, {**context.attrs, **shown})
+            recorded = True
+            return _values(spec, runner.run(trial, values, _reporter(trial, spec)))
         except optuna.TrialPruned:
             raise
         except Exception as e:
+            # Also when the sampler fails (a missing package): the reason is on the trial.
+            attrs = {} if recorded else dict(context.attrs)
             if "fail_reason" not in trial.user_attrs:
-                trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+                attrs["fail_reason"] = f"{type(e).__name__}: {e}"[:500]
+            record(trial, attrs)
             raise
 
     return objective

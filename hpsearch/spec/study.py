@@ -178,6 +178,13 @@ class StudySpec(SpecModel):
         self._check_enqueue()
         if isinstance(self.sampler, GridSampler):
             for name, param in self.search_space.items():
+                if param.when:
+                    raise Problem(
+                        ("search_space", name, "when"),
+                        "the grid sampler walks the product of every parameter's values, and a "
+                        "conditional parameter breaks it (its points repeat, the grid never "
+                        "ends); drop `when`, or use another sampler such as {type: tpe}",
+                    )
                 if isinstance(param, FloatParam) and param.step is None:
                     raise Problem(
                         ("search_space", name),

@@ -3,7 +3,7 @@ pruner (closed registries), and creating or joining it with the spec stored besi
 
 from __future__ import annotations
 
-from hpsearch.study.algorithms import make_pruner, make_sampler
+from hpsearch.study.algorithms import check_requirements, make_pruner, make_sampler
 from hpsearch.study.create import Joined, create_or_load, space_document
 from hpsearch.study.join import (
     BUDGET_CHANGES_ATTR,
@@ -27,6 +27,7 @@ __all__ = [
     "BUDGET_CHANGES_ATTR",
     "UID_ATTR",
     "Joined",
+    "check_requirements",
     "read_attr",
     "write_attr",
     "EXPONENT_PREFIX",

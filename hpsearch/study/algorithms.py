@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
 from hpsearch import spec as s
-from hpsearch.spec import StudySpec
+from hpsearch.spec import LoadedSpec, StudySpec
 from hpsearch.study.space import grid
 
 # --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
@@ -129,3 +130,48 @@ def make_pruner(p: Any) -> BasePruner:
         s.WilcoxonPruner: optuna.pruners.WilcoxonPruner,
     }
     return pruners[type(p)](**options)
+
+
+# --- requirements ----------------------------------------------------------------------------
+
+# Packages a sampler or pruner imports only once it samples or prunes for real: missing, every
+# trial after the first few would fail on them.
+_NEEDS: dict[type, tuple[str, ...]] = {
+    s.CmaesSampler: ("cmaes",),
+    s.GpSampler: ("torch", "scipy"),
+    s.QmcSampler: ("scipy",),
+    s.WilcoxonPruner: ("scipy",),
+}
+
+
+def _missing(model: Any) -> list[str]:
+    needed = _NEEDS.get(type(model), ())
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def check_requirements(loaded: LoadedSpec) -> None:
+    """The chosen sampler's and pruner's packages are installed (for `validate` and `run`).
+
+    Raises:
+        SpecError: naming the key, the missing package and the fix.
+    """
+    spec = loaded.spec
+    sampler, missing = spec.sampler, _missing(spec.sampler)
+    if missing:
+        raise loaded.error(
+            ("sampler", "type"),
+            f"the {sampler.type} sampler needs the Python package {missing[0]!r}, which is not "
+            f"installed here; `pip install {missing[0]}`, or pick another sampler",
+        )
+    where: tuple[str, ...] = ("pruner",)
+    pruner: Any = spec.pruner
+    while pruner is not None:
+        missing = _missing(pruner)
+        if missing:
+            raise loaded.error(
+                (*where, "type"),
+                f"the {pruner.type} pruner needs the Python package {missing[0]!r}, which is "
+                f"not installed here; `pip install {missing[0]}`, or pick another pruner",
+            )
+        pruner = getattr(pruner, "wrapped", None)
+        where = (*where, "wrapped")

@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import TrialContext, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
-from hpsearch.spec import Budget, LoadedSpec
+from hpsearch.spec import Budget, GridSampler, LoadedSpec
 from hpsearch.storage import (
     STORAGE_ERRORS,
     ResilientRDBStorage,
@@ -43,7 +43,7 @@ from hpsearch.storage import (
     refuse_sqlite_across_machines,
 )
 from hpsearch.storage.optuna_compat import study_id, trial_id
-from hpsearch.study import create_or_load
+from hpsearch.study import check_requirements, create_or_load
 from hpsearch.worker import provenance
 from hpsearch.worker.budget import BudgetSpent, Ledger, Limits
 from hpsearch.worker.retry_policy import (
@@ -172,6 +172,7 @@ def _run(
     on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None,
 ) -> None:
     spec = loaded.spec
+    check_requirements(loaded)  # before any trial: a study that cannot succeed says so now
     policy = RetryPolicy(spec.workers.max_retries)
     storage = open_storage(
         url,
@@ -191,7 +192,7 @@ def _run(
         refuse_sqlite_across_machines(url)
         _refuse_other_hosts(study, url)
     limits = Limits.of(joined.budget)
-    if limits == Limits():
+    if limits == Limits() and not isinstance(spec.sampler, GridSampler):  # a grid ends
         _log.warning(
             "study %r has no budget: it runs until it is stopped (Ctrl-C, SIGTERM); set "
             "budget: {n_trials: N} or another limit in the file", study.study_name
