@@ -14,6 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.cli import main
+from hpsearch.errors import ObjectiveError
+from hpsearch.objective import render
 
 PROGRAM = r"""
 import os, sys, time
@@ -155,3 +157,57 @@ def test_function_objective_prunes_with_median(
     assert pruned
     assert all("prune_reason" in t.user_attrs for t in pruned)
     assert len(trials) == 20
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["sh -c 'echo {x}'", 'bash -lc "train --x {x}"', "env python3 -c 'print({x})'",
+     "/usr/bin/perl -e 'print {x}'"],
+)  # fmt: skip
+def test_a_placeholder_in_code_a_shell_runs_is_refused_with_the_fix(template: str) -> None:
+    with pytest.raises(ObjectiveError, match=r"read it from the environment instead"):
+        render(template, {"x": "$(touch pwned)"})
+
+
+def test_values_stay_one_argument_and_never_run(
+    write_study: Callable[..., Path], tmp_path: Path, unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A red team's `sh -c '... {x}'` ran `$(touch${IFS}pwned)`; now values are substituted
+    into words after splitting, and the trial program does not inherit the database secrets."""
+    payload = "$(touch${IFS}pwned); touch pwned2 --and more"
+    assert render("prog --x {x} {y}", {"x": payload, "y": 2}) == ["prog", "--x", payload, "2"]
+    assert render("sh -c 'echo ${{HOME}}' {x}", {"x": 1}) == ["sh", "-c", "echo ${HOME}", "1"]
+    (tmp_path / "check.py").write_text(
+        "import os, sys\n"
+        "assert len(sys.argv) == 2, sys.argv\n"
+        "assert not {'HPSEARCH_DB_PASSWORD', 'HPSEARCH_STORAGE'} & set(os.environ)\n"
+        "print('hpsearch-result value=1')\n"
+    )
+    path = write_study(f"""
+        name: {unique_name}
+        metric: value
+        objective: {{command: "{sys.executable} check.py {{x}}"}}
+        search_space: {{x: {{type: categorical, choices: ["{payload}"]}}}}
+        budget: {{n_trials: 1}}
+    """)  # fmt: skip
+    monkeypatch.setenv("HPSEARCH_DB_PASSWORD", "not-for-the-trial")
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    (trial,) = _study(url, unique_name).trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_a_shell_variable_in_a_command_says_how_to_escape_it(
+    write_study: Callable[..., Path], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(f"""
+        name: {unique_name}
+        objective: {{command: "sh -c 'cd ${{HOME}} && train $HPSEARCH_PARAM_X'"}}
+        search_space: {{x: {{type: float, low: 0, high: 1}}}}
+    """)  # fmt: skip
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "{HOME} is neither a search_space parameter nor an objective option" in err
+    assert "for the shell variable ${HOME} write ${{HOME}}" in err

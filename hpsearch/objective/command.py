@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shlex
 import signal
 import string
@@ -29,18 +30,88 @@ RESULT_PREFIX = "hpsearch-result"
 CommandReport = Callable[[Mapping[str, float], int], None]
 
 
+# Programs that run one of their arguments as code (`sh -c CODE`, `python -c CODE`, ...): a
+# parameter value substituted into that argument would be run, whatever the quoting.
+_INTERPRETERS = frozenset({
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "busybox",
+    "python", "python3", "perl", "ruby", "node", "nodejs", "php", "Rscript", "julia", "lua",
+    "pwsh", "powershell", "cmd", "cmd.exe", "osascript", "awk", "gawk",
+})  # fmt: skip
+_CODE_FLAGS = frozenset({"-c", "-e", "-E", "--eval", "--command", "-Command", "/c", "/C", "-r"})
+# The trial program needs neither the study's database nor its password.
+_SECRET_ENV = ("HPSEARCH_DB_PASSWORD", "HPSEARCH_STORAGE", "OPTUNA_STORAGE")
+
+
 def placeholders(template: str) -> list[str]:
     """The `{name}` fields of a command template."""
+    fields = []
+    for token in _split(template):
+        fields.extend(_fields(token))
+    return fields
+
+
+def _split(template: str) -> list[str]:
     try:
-        return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+        return shlex.split(template)
     except ValueError as e:
-        raise ObjectiveError(f"bad command template: {e}; escape a literal brace as {{{{") from e
+        raise ObjectiveError(f"cannot read the command line ({e}); check its quotes") from None
+
+
+def _fields(token: str) -> list[str]:
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(token) if field is not None]
+    except ValueError as e:
+        raise ObjectiveError(
+            f"bad placeholder in {token!r}: {e}; a literal brace is written twice: "
+            "`${{HOME}}` passes `${HOME}`"
+        ) from None
+
+
+def _is_interpreter(word: str) -> bool:
+    name = Path(word).name
+    return name in _INTERPRETERS or name.rstrip("0123456789.") in _INTERPRETERS
+
+
+def _code_flag(token: str) -> bool:
+    """`-c`, `--eval`, and clusters of short flags that hold one (`bash -lc`, `perl -ne`)."""
+    if token in _CODE_FLAGS:
+        return True
+    return bool(re.fullmatch(r"-[A-Za-z]{2,}", token)) and bool(set(token[1:]) & set("ceEr"))
+
+
+def check_template(template: str) -> None:
+    """Refuse placeholders where a value would be run as code (`sh -c '... {x}'`).
+
+    Raises:
+        ObjectiveError: naming the placeholder and the fix (read it from the environment).
+    """
+    argv = _split(template)
+    for i, token in enumerate(argv[1:], start=1):
+        code_follows = _code_flag(token) and any(_is_interpreter(w) for w in argv[:i])
+        if not code_follows or i + 1 >= len(argv):
+            continue
+        for field in _fields(argv[i + 1]):
+            if not field:
+                raise ObjectiveError(f"an empty placeholder `{{}}` in {argv[i + 1]!r}; name it")
+            raise ObjectiveError(
+                f"`{{{field}}}` is inside the code that `{Path(argv[0]).name} {token}` runs, so a "
+                "value such as `$(rm -rf ~)` would run too; read it from the environment "
+                f'instead, as "$HPSEARCH_PARAM_{field.upper()}" (double quotes included), which '
+                "the shell passes as a value and never runs"
+            )
 
 
 def render(template: str, values: Mapping[str, Any]) -> list[str]:
-    """The argv of one trial: each `{name}` replaced by its value, shell-quoted."""
-    quoted = {k: shlex.quote(str(v)) for k, v in values.items()}
-    return shlex.split(template.format_map(quoted))
+    """The argv of one trial: the template split into words first, then each `{name}` in a
+    word replaced by its value, so a value stays one word and is never read by a shell."""
+    check_template(template)
+    return [token.format_map({k: str(v) for k, v in values.items()}) for token in _split(template)]
+
+
+def trial_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without the study's secrets, plus the trial's own variables."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    return {**env, **extra}
 
 
 def parse_metrics(line: str) -> dict[str, float]:
@@ -80,7 +151,7 @@ def run_command(
         process = subprocess.Popen(
             argv,
             cwd=cwd,
-            env={**os.environ, **env},
+            env=trial_environment(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -153,7 +224,8 @@ def _kill_after(process: subprocess.Popen[str], timeout: float | None) -> thread
 
 
 def check_command(loaded: LoadedSpec, objective: CommandObjective) -> None:
-    """Every `{name}` of the command is a search-space parameter or an objective option."""
+    """Every `{name}` of the command is a search-space parameter or an objective option, and
+    none sits where its value would run as code."""
     known = set(loaded.spec.search_space) | set(objective.options)
     try:
         fields = placeholders(objective.command)
@@ -161,11 +233,18 @@ def check_command(loaded: LoadedSpec, objective: CommandObjective) -> None:
         raise loaded.error(("objective", "command"), str(e)) from None
     for name in fields:
         if name not in known:
+            hint = ""
+            if f"${{{name}}}" in objective.command:
+                hint = f"; for the shell variable ${{{name}}} write ${{{{{name}}}}}"
             raise loaded.error(
                 ("objective", "command"),
                 f"{{{name}}} is neither a search_space parameter nor an objective option; "
-                f"known: {', '.join(sorted(known)) or 'none'}",
+                f"known: {', '.join(sorted(known)) or 'none'}{hint}",
             )
+    try:
+        check_template(objective.command)
+    except ObjectiveError as e:
+        raise loaded.error(("objective", "command"), str(e)) from None
 
 
 def command_runner(loaded: LoadedSpec, objective: CommandObjective) -> Runner:
