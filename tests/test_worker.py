@@ -228,3 +228,16 @@ if os.environ.get("HPSEARCH_SKIP_UNSHARE"):  # pragma: no cover - containers wit
     test_two_hosts_share_a_server_study_but_not_a_sqlite_file = pytest.mark.skip(
         reason="unshare not permitted"
     )(test_two_hosts_share_a_server_study_but_not_a_sqlite_file)
+
+
+def test_a_study_name_from_anywhere_is_one_safe_folder(tmp_path: Path) -> None:
+    """`--name ../../x` (or a name Optuna allows) must not put checkpoints outside artifacts/."""
+    from hpsearch.worker.provenance import folder_name
+
+    for name in ("../../x", "/etc/x", "a/b", ".", "..", "x\x00y"):
+        folder = folder_name(name)
+        assert "/" not in folder
+        assert not folder.startswith(".")
+        assert (tmp_path / folder).resolve().parent == tmp_path.resolve()
+    assert folder_name("../x") != folder_name("._x")  # two names never share a folder
+    assert folder_name("resnet50-lr") == "resnet50-lr"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ from optuna.trial import FrozenTrial
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import Budget, parse_duration
-from hpsearch.storage import refuse_sqlite_across_machines
+from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, refuse_sqlite_across_machines
 from hpsearch.worker import Ledger, RunOptions, launch, parse_gpus, run_worker
 
 NAME = "run"
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         gpus = parse_gpus(args.gpus) if args.gpus else None
         return launch(_child_argv(args), url, n_workers=args.workers, gpus=gpus)
     _log.info("study %r on %s (from %s)", args.name or loaded.spec.name, url.redacted, url.source)
+    # The URL holds the password now; the trials this process runs (a function objective, the
+    # trainer's data loaders, a command) do not need it in their environment.
+    for name in (PASSWORD_ENV, STORAGE_ENV, "OPTUNA_STORAGE"):
+        os.environ.pop(name, None)
     started = time.monotonic()
     options = RunOptions(
         budget=budget,

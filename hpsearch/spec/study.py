@@ -88,6 +88,7 @@ class BatchSizeFit(SpecModel):
 
 Direction = Literal["maximize", "minimize"]
 _STORAGE_URL = re.compile(r"(?:sqlite|postgresql|mysql|mariadb)(?:\+\w+)?://.*|grpc://.+", re.S)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_@+=,:-][A-Za-z0-9._@+=,: -]*")
 _STORAGE_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 _STORAGE_EXAMPLES = (
     "sqlite:///storage/hpsearch.db, postgresql+psycopg://user@host/db, "
@@ -124,6 +125,18 @@ class StudySpec(SpecModel):
                         str(key), f"is empty; give a value such as {example((key,))} or delete it"
                     )
         return data
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        # The name is also a folder (artifacts/<name>/checkpoints): `../../x` or `/etc/x` would
+        # write, and delete, files outside the study's folder.
+        if not _SAFE_NAME.fullmatch(name) or ".." in name:
+            raise ValueError(
+                f"must be usable as a folder name, but got {name!r}; use letters, digits and "
+                "`-_.@+=,:` (no `/`, `\\`, `..` or leading `.`), e.g. `resnet50-lr-search`"
+            )
+        return name
 
     @field_validator("storage")
     @classmethod

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
+import re
 import socket
 import subprocess
 import sys
@@ -68,4 +70,12 @@ def artifacts_dir(
         base = loaded.directory / loaded.spec.artifacts
     else:
         base = default_root(loaded.directory.resolve()) / "storage" / "artifacts"
-    return (base / study_name).resolve()
+    return (base / folder_name(study_name)).resolve()
+
+
+def folder_name(study_name: str) -> str:
+    """A study name as one safe folder name (names from `--name` or Optuna can be anything)."""
+    safe = re.sub(r"[^A-Za-z0-9._@+=,:-]", "_", study_name).lstrip(".") or "study"
+    if safe != study_name:  # two names mapped to the same folder must not share it
+        safe += "-" + hashlib.sha256(study_name.encode()).hexdigest()[:8]
+    return safe
