@@ -6,11 +6,13 @@ server is down and CI=true, and skips (with the reason) only on a developer's ma
 
 from __future__ import annotations
 
+import functools
 import os
 import textwrap
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -98,14 +100,42 @@ def fails(params, report):
 '''
 
 
+@functools.cache
+def _schema_validator() -> Any:
+    import jsonschema
+
+    from hpsearch.spec import json_schema
+
+    return jsonschema.Draft202012Validator(json_schema())
+
+
+def check_against_schema(path: Path) -> None:
+    """A study file passes the JSON Schema of `hpsearch schema` (raises ValidationError)."""
+    from hpsearch.spec.reader import read_yaml
+
+    data, _ = read_yaml(path)
+    _schema_validator().validate(data)
+
+
 @pytest.fixture
 def write_study(tmp_path: Path) -> Callable[..., Path]:
-    """Write a study file (and objective.py beside it); returns its path."""
+    """Write a study file (and objective.py beside it); returns its path.
+
+    Every file that loads must pass the JSON Schema too, so an editor using `hpsearch schema`
+    never flags a file hpsearch accepts.
+    """
+    from hpsearch.errors import SpecError
+    from hpsearch.spec import load_spec
 
     def write(body: str, name: str = "study.yaml") -> Path:
         (tmp_path / "objective.py").write_text(OBJECTIVE_PY)
         path = tmp_path / name
         path.write_text(textwrap.dedent(body).lstrip())
+        try:
+            load_spec(path)
+        except SpecError:
+            return path  # a test of a bad file
+        check_against_schema(path)
         return path
 
     return write

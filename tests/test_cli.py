@@ -14,6 +14,8 @@ import pytest
 from hpsearch.cli import main
 from hpsearch.study import BUDGET_CHANGES_ATTR, read_attr
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_run_then_rerun_joins_and_extends(
     quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path,
@@ -194,3 +196,14 @@ def test_a_grid_study_without_n_trials_ends_with_its_grid(
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     trials = optuna.load_study(study_name=unique_name, storage=url).trials
     assert sorted(t.params["x"] for t in trials) == [1.0, 2.0, 3.0]
+
+
+def test_a_study_without_a_budget_is_told_it_runs_until_stopped(
+    quadratic_study: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = quadratic_study()
+    path.write_text(path.read_text().replace("budget: {n_trials: 6}\n", ""))
+    assert main(["validate", str(path)]) == 0
+    assert "budget: none set, so the study runs until it is stopped" in capsys.readouterr().err
+    assert main(["validate", str(ROOT / "studies" / "quickstart.yaml")]) == 0
+    assert "warning" not in capsys.readouterr().err.lower()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from hpsearch import objective
 from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.spec import LoadedSpec, TrainerObjective
+from hpsearch.spec import GridSampler, LoadedSpec, TrainerObjective
 from hpsearch.study import check_requirements, optuna_name
 
 NAME = "validate"
+_log = logging.getLogger("hpsearch")
 HELP = "check a study file and print the resolved search space and storage; run nothing"
 
 
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  budget:     n_trials={budget.n_trials or 'unlimited'} "
         f"timeout={f'{budget.timeout:.0f}s' if budget.timeout else 'none'} "
-        f"gpu_hours={budget.gpu_hours or 'none'}"
+        f"gpu_hours={budget.gpu_hours or 'none'} epochs={budget.epochs or 'none'} "
+        f"max_failures={budget.max_failures}"
     )
     print("  search space:")
     for name in spec.ordered_parameters():
@@ -48,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {name}: {param.type} {fields}{when}{alias_note}")
     if spec.enqueue:
         print(f"  enqueued:   {len(spec.enqueue)} trial(s)")
+    if budget.is_unlimited and not isinstance(spec.sampler, GridSampler):
+        _log.warning(
+            "%s: budget: none set, so the study runs until it is stopped; set e.g. "
+            "budget: {n_trials: 30} (or timeout, gpu_hours, epochs)", loaded.path
+        )  # fmt: skip
     _print_data_summary(loaded)
     return 0
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, model_validator
 
 Scalar = Union[bool, int, float, str]  # noqa: UP007 - pydantic needs the runtime union
 KeyPath = tuple[Union[str, int], ...]  # noqa: UP007
@@ -147,4 +147,17 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, Field(json_schema_extra={"examples": ["90s", "30m", "2h"]})]
+# In the file a duration is seconds or text such as `1h30m`; the JSON Schema says both, so an
+# editor (and a validator) accepts what `load_spec` accepts.
+Duration = Annotated[
+    float,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^(\s*\d+(\.\d+)?\s*[smhd]\s*)+$"},
+            ],
+            "examples": ["90s", "30m", "2h", "1h30m"],
+        }
+    ),
+]

@@ -52,6 +52,13 @@ def load_spec(path: str | Path) -> LoadedSpec:
     loaded = LoadedSpec(spec, path, lines)
     if isinstance(spec.objective, TrainerObjective):
         _check_trainer_options(loaded, spec)
+    if not spec.search_space:  # last: a more specific mistake elsewhere is said first
+        raise loaded.error(
+            ("search_space",),
+            "names no parameter, so every trial would train the same settings; list what to "
+            "search, e.g. `search_space: {lr: {type: float, low: 1e-4, high: 0.1, log: true}}` "
+            "(`hpsearch init DATA_DIR` writes a study file with one)",
+        )
     return loaded
 
 

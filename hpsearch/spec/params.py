@@ -35,7 +35,18 @@ class FloatParam(_Param):
                 raise Problem("step", "`step` and `log: true` cannot be combined; drop one")
             if self.step <= 0:
                 raise Problem("step", f"`step` must be > 0, but got {self.step}")
+            _check_step(self.step, self.low, self.high)
         return self
+
+
+def _check_step(step: float, low: float, high: float) -> None:
+    # Optuna would quietly sample `low` alone: a parameter that is a constant in disguise.
+    if step > high - low:
+        raise Problem(
+            "step",
+            f"`step` {step:g} is larger than high - low = {high - low:g}, so only low={low:g} "
+            "could be sampled; make the step smaller or widen the range",
+        )
 
 
 class IntParam(_Param):
@@ -56,6 +67,7 @@ class IntParam(_Param):
             raise Problem("step", f"`step` must be >= 1, but got {self.step}")
         if self.log and self.step != 1:
             raise Problem("step", "`step` and `log: true` cannot be combined; drop one")
+        _check_step(self.step, self.low, self.high)
         return self
 
 
