@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from hpsearch import __version__
-from hpsearch.commands import COMMANDS
 from hpsearch.errors import HpsearchError
 
 _log = logging.getLogger("hpsearch")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The commands import optuna, SQLAlchemy, pydantic: a second or more, which `main` covers
+    # with its early signal handler.
+    from hpsearch.commands import COMMANDS
+
     parser = argparse.ArgumentParser(
         prog="hpsearch",
         description="Hyperparameter search for deep learning, on one machine or many.",
@@ -58,13 +63,41 @@ def _drop_traceback(record: logging.LogRecord) -> bool:
     return True
 
 
+class _StoppedEarly(Exception):
+    """SIGTERM arrived before the command could handle it (while importing)."""
+
+
+def _stop_early(signum: int, frame: FrameType | None) -> None:
+    raise _StoppedEarly(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args.verbose, args.quiet)
+    # A scheduler may stop a worker the moment it starts: without a handler, SIGTERM during the
+    # imports killed it (-15) instead of a clean exit. Commands install their own handlers.
+    previous = signal.signal(signal.SIGTERM, _stop_early)  # Ctrl-C stays a KeyboardInterrupt
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _configure_logging(args.verbose, args.quiet)
+    except _StoppedEarly as e:
+        print(f"hpsearch: stopped by {e} before starting; nothing to hand back", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted", file=sys.stderr)
+        return 130
     try:
         return int(args.handler(args))
+    except _StoppedEarly as e:  # a command without handlers of its own (`run` has them)
+        print(f"hpsearch: stopped by {e}", file=sys.stderr)
+        return 143
     except HpsearchError as e:
         if args.debug:
             raise

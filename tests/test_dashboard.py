@@ -313,3 +313,29 @@ def test_dashboard_refuses_a_busy_port(
     finally:
         server.shutdown()
         view.close()
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("HPSEARCH_SKIP_UNSHARE")), reason="unshare not permitted here"
+)
+@pytest.mark.parametrize("served_study", ["sqlite"], indirect=True)
+def test_the_dashboard_stops_on_sigterm_as_pid_1(served_study: Served) -> None:
+    """In a container the dashboard is PID 1, where SIGTERM has no default action: it ignored
+    `docker stop` until the kill."""
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "hpsearch",
+         "dashboard", str(served_study.path), "--storage", served_study.url, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("optuna-dashboard ")
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        (inner,) = children  # PID 1 of its namespace
+        os.kill(int(inner), signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()

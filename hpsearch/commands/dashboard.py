@@ -9,6 +9,7 @@ from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.dashboard import DashboardServer, is_loopback, make_app, read_only_for
 from hpsearch.inspect.source import open_view
+from hpsearch.signals import stop_on_signals
 
 NAME = "dashboard"
 HELP = "serve optuna-dashboard on the study's storage (127.0.0.1 by default; --read-only)"
@@ -57,17 +58,18 @@ def run(args: argparse.Namespace) -> int:
                 "tell trials (there is no login); prefer --read-only", args.host
             )  # fmt: skip
         mode = "read-only" if read_only else "writable"
-        print(
-            f"optuna-dashboard ({mode}) for study {view.name!r} on {url.redacted}\n"
-            f"  {server.url(f'/dashboard/studies/{view.study_id}')}\n"
-            "  Ctrl-C to stop",
-            flush=True,
-        )
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
+        # As PID 1 in a container SIGTERM has no default action: without a handler `docker
+        # stop` and Kubernetes wait out their grace period and then kill it.
+        with stop_on_signals() as stop:
+            server.start()
+            print(
+                f"optuna-dashboard ({mode}) for study {view.name!r} on {url.redacted}\n"
+                f"  {server.url(f'/dashboard/studies/{view.study_id}')}\n"
+                "  Ctrl-C to stop",
+                flush=True,
+            )
+            while not stop.event.wait(1.0):  # a short wait keeps the handler responsive
+                pass
             server.shutdown()
     finally:
         view.close()

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy
 
 from hpsearch.errors import StorageError
-from hpsearch.storage.retry import first_line, is_disconnect
+from hpsearch.storage.retry import first_line, is_disconnect, pause_while_running, stopping
 from hpsearch.storage.url import PASSWORD_ENV, StorageURL
 
 _log = logging.getLogger(__name__)
@@ -69,13 +69,14 @@ def check_reachable(url: StorageURL, *, wait: float = 0.0) -> None:
             except sqlalchemy.exc.SQLAlchemyError as e:
                 reason = first_line(e)
                 final = any(word in reason.lower() for word in _FINAL)
-                if final or not is_disconnect(e) or time.monotonic() - started + pause > wait:
+                out_of_time = time.monotonic() - started + pause > wait or stopping()
+                if final or not is_disconnect(e) or out_of_time:
                     raise StorageError(
                         f"cannot reach storage {url.redacted}: {reason}; check that the server "
                         f"runs and the URL, user and {PASSWORD_ENV} are right"
                     ) from None
                 _log.warning("waiting for storage %s: %s", url.redacted, reason)
-                time.sleep(pause)
+                pause_while_running(pause)
                 pause = min(pause * 2, 10.0)
     finally:
         engine.dispose()

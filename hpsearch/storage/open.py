@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -14,9 +15,11 @@ from optuna.storages import BaseStorage
 from hpsearch.errors import StorageError
 from hpsearch.storage.engine import check_reachable, engine_kwargs
 from hpsearch.storage.resilient import ResilientRDBStorage
-from hpsearch.storage.retry import first_line, is_disconnect
+from hpsearch.storage.retry import first_line, is_disconnect, pause_while_running, stopping
 from hpsearch.storage.sqlite import enable_wal
 from hpsearch.storage.url import StorageURL
+
+_log = logging.getLogger(__name__)
 
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -44,7 +47,8 @@ def open_storage(
     check_reachable(url, wait=wait)
     if url.sqlite_path is not None:
         enable_wal(url.sqlite_path)
-    for attempt in range(5):
+    started, races, pause = time.monotonic(), 0, 0.5
+    while True:
         try:
             with warnings.catch_warnings():
                 # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely
@@ -63,6 +67,17 @@ def open_storage(
                     serialize_sqlite=create_tables,
                 )
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            if is_disconnect(e):
+                # The database went away after answering `check_reachable` (it restarts while
+                # this worker starts): wait for it as long as for the first answer.
+                if time.monotonic() - started + pause > wait or stopping():
+                    raise StorageError(
+                        f"cannot open storage {url.redacted}: {first_line(e)}"
+                    ) from None
+                _log.warning("waiting for storage %s: %s", url.redacted, first_line(e))
+                pause_while_running(pause)
+                pause = min(pause * 2, 10.0)
+                continue
             if not create_tables:
                 raise StorageError(
                     f"storage {url.redacted} holds no hpsearch study yet ({first_line(e)}); "
@@ -70,9 +85,9 @@ def open_storage(
                 ) from None
             # Workers starting together on an empty database race to create Optuna's tables;
             # the losers see "already exists" errors and succeed on a second try.
-            if attempt == 4 or is_disconnect(e) and attempt >= 2:
+            races += 1
+            if races == 5:
                 raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
-            time.sleep(0.2 * (attempt + 1))
+            time.sleep(0.2 * races)
         except (RuntimeError, ValueError) as e:
             raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
-    raise AssertionError("unreachable")

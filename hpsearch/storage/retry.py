@@ -49,9 +49,10 @@ def first_line(error: BaseException) -> str:
 
 
 class _Backoff(threading.local):
-    """Per thread: how long its retries may last (None: the whole schedule)."""
+    """Per thread: how long its retries may last (None: the whole schedule), and since when."""
 
     limit: float | None = None
+    since: float = 0.0
 
 
 _backoff = _Backoff()
@@ -60,6 +61,20 @@ _backoff = _Backoff()
 def give_up_after(seconds: float) -> None:
     """From now on, this thread's storage calls stop retrying after `seconds` (a worker stops)."""
     _backoff.limit = seconds
+    _backoff.since = time.monotonic()
+
+
+def stopping() -> bool:
+    """Whether this thread was told to stop and its `give_up_after` time has passed: a long
+    wait for the database (a worker's start-up) ends then."""
+    return _backoff.limit is not None and time.monotonic() - _backoff.since >= _backoff.limit
+
+
+def pause_while_running(seconds: float) -> None:
+    """Sleep, ending early once this thread is `stopping()` (a signal arrived meanwhile)."""
+    end = time.monotonic() + seconds
+    while not stopping() and (left := end - time.monotonic()) > 0:
+        time.sleep(min(0.2, left))
 
 
 def waits(max_wait: float | None = None) -> list[float]:
