@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -95,6 +96,11 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
     try:
         return int(args.handler(args))
+    except BrokenPipeError:
+        # `hpsearch status --json | head -1`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's last flush does not print a traceback either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except _StoppedEarly as e:  # a command without handlers of its own (`run` has them)
         print(f"hpsearch: stopped by {e}", file=sys.stderr)
         return 143

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import subprocess
 import sys
 from collections.abc import Callable
@@ -207,3 +209,28 @@ def test_a_study_without_a_budget_is_told_it_runs_until_stopped(
     assert "budget: none set, so the study runs until it is stopped" in capsys.readouterr().err
     assert main(["validate", str(ROOT / "studies" / "quickstart.yaml")]) == 0
     assert "warning" not in capsys.readouterr().err.lower()
+
+
+def test_output_into_a_closed_pipe_and_to_standard_output(
+    quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    """`status --json | head -1` printed a BrokenPipe traceback; `export -o -` wrote a file
+    named `-`."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = quadratic_study(n_trials=3)
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    hpsearch = f"{sys.executable} -m hpsearch"
+    for command in (f"status --json {path} --storage {url}", f"doctor {path} --storage {url}"):
+        piped = subprocess.run(
+            f"{hpsearch} {command} | head -c 1", shell=True, capture_output=True, text=True,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert "Traceback" not in piped.stderr, piped.stderr
+        assert "BrokenPipe" not in piped.stderr, piped.stderr
+    exported = subprocess.run(
+        [*hpsearch.split(), "export", str(path), "--storage", url, "-o", "-", "-q"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == 3
+    assert not (tmp_path / "-").exists()

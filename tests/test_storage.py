@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import server_database
 
+from hpsearch.cli import main
 from hpsearch.errors import StorageError
 from hpsearch.spec import load_spec
 from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, open_storage, resolve
@@ -61,11 +62,31 @@ def test_password_comes_from_the_environment_and_is_never_shown(
     [
         ("nonsense", r"'nonsense' is not a storage URL; use e.g. sqlite:///"),
         ("oracle://u@h/db", r"storage 'oracle' is not supported"),
+        ("postgresql://u@h:abc/db", r"--storage: the storage URL's port is not a number"),
+        ("grpc://proxy:port", r"the storage proxy's port must be a number, but got 'port'"),
     ],
 )
 def test_bad_urls(write_study: Callable[..., Path], bad: str, message: str) -> None:
     with pytest.raises(StorageError, match=message):
         resolve(load_spec(write_study(BODY)), flag=bad, environ={})
+
+
+def test_a_raw_at_in_a_password_is_refused_without_printing_it(
+    write_study: Callable[..., Path], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`p@ss@word` in HPSEARCH_STORAGE made `ss@host` the host: every log line showed `ss`."""
+    env = {STORAGE_ENV: "postgresql://me:pa@ss-secret-tail@db.lab/hp"}
+    with pytest.raises(StorageError, match=r"HPSEARCH_STORAGE: .* percent-encode") as e:
+        resolve(load_spec(write_study(BODY)), environ=env)
+    assert "secret-tail" not in str(e.value)
+    assert "pa@" not in str(e.value)
+    path = write_study(BODY)
+    monkeypatch.setenv(STORAGE_ENV, env[STORAGE_ENV])
+    assert main(["status", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "secret-tail" not in err
+    assert err.count("\n") == 1
 
 
 def test_unreachable_server_is_one_line_without_password(write_study: Callable[..., Path]) -> None:

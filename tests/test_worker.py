@@ -6,6 +6,7 @@ PostgreSQL and MariaDB servers of this machine, and a SQLite file.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -272,3 +273,72 @@ def test_sigterm_while_a_worker_starts_is_a_clean_exit(
     waiting.send_signal(signal.SIGTERM)
     assert waiting.wait(timeout=60) == 0
     assert time.monotonic() - sent < 15
+
+
+def _in_mount_namespace(
+    setup: str, argv: list[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` after `setup` (mount commands) in a mount namespace of its own: a full or a
+    read-only disk, for real, without touching the machine's mounts."""
+    script = f'{setup} && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", *argv],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("HPSEARCH_SKIP_UNSHARE")), reason="unshare not permitted here"
+)
+def test_a_full_disk_is_one_line_and_loses_nothing(
+    write_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    """SQLite on a full disk retried for 3 minutes, then printed a page of traceback."""
+    (tmp_path / "fill.py").write_text(
+        "def f(params, report):\n"
+        "    for step in range(400):\n"
+        "        report({'value': params['x'] + step}, step)\n"
+        "    return {'value': params['x']}\n"
+    )
+    path = write_study(f"""
+        name: {unique_name}
+        metric: value
+        sampler: {{type: random, seed: 1}}
+        pruner: {{type: none}}
+        budget: {{n_trials: 200}}
+        objective: {{function: fill.py:f}}
+        search_space: {{x: {{type: float, low: 0, high: 1}}}}
+    """)  # fmt: skip
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    url = f"sqlite:///{disk / 'db.sqlite'}"
+    started = time.monotonic()
+    result = _in_mount_namespace(
+        f"mount -t tmpfs -o size=400k tmpfs {disk}",
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", url, "-q"], tmp_path,
+    )  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"hpsearch: error: storage {url} failed: database or disk is")
+    assert f"free disk space on {disk}" in result.stderr
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("HPSEARCH_SKIP_UNSHARE")), reason="unshare not permitted here"
+)
+def test_status_reads_a_study_on_a_read_only_disk(
+    quadratic_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    url = f"sqlite:///{disk / 'db.sqlite'}"
+    path = quadratic_study(n_trials=2)
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    result = _in_mount_namespace(
+        f"mount --bind -o ro {disk} {disk}",
+        [sys.executable, "-m", "hpsearch", "status", str(path), "--storage", url, "--json"],
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["trials"]["complete"] == 2

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from hpsearch.commands.common import add_study_arguments, load
 from hpsearch.errors import HpsearchError
-from hpsearch.inspect.export import FORMATS, export, format_for
+from hpsearch.inspect.export import FORMATS, export, export_to, format_for
 from hpsearch.inspect.source import open_view
 
 NAME = "export"
@@ -23,19 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         help="csv, json (JSON Lines: one object per line) or parquet; default: from -o's suffix",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="FILE",
+        help="the file to write; - for standard output (CSV unless --format)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    to_stdout = args.output == "-"
     path = Path(args.output)
-    fmt = format_for(path, args.format)
-    if not path.parent.is_dir():
+    fmt = args.format or "csv" if to_stdout else format_for(path, args.format)
+    if not to_stdout and not path.parent.is_dir():
         raise HpsearchError(f"-o {path}: folder {path.parent} does not exist; create it first")
     loaded, url = load(args)
     view = open_view(loaded, url, name=args.name)
     try:
-        n = export(view, path, fmt)
+        n = export_to(view, sys.stdout, fmt) if to_stdout else export(view, path, fmt)
     finally:
         view.close()
-    _log.info("wrote %d trial(s) of study %r to %s (%s)", n, view.name, path, fmt)
+    _log.info("wrote %d trial(s) of study %r to %s (%s)", n, view.name, args.output, fmt)
     return 0

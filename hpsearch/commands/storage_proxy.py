@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "use HPSEARCH_DB_PASSWORD)",
     )
     parser.add_argument(
-        "--host", default="0.0.0.0", help="address to listen on (default: all, 0.0.0.0)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only, like the dashboard; "
+        "0.0.0.0 for workers on other machines, on a private network)",
     )
     parser.add_argument(
         "--port",

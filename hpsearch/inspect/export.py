@@ -134,6 +134,15 @@ def format_for(path: Path, given: str | None) -> str:
     return fmt
 
 
+def export_to(view: StudyView, out: IO[str], fmt: str) -> int:
+    """Write every trial to an open text stream (standard output) as CSV or JSON Lines."""
+    if fmt == "parquet":
+        raise HpsearchError("-o -: Parquet is a binary format; write a file: -o trials.parquet")
+    columns = scan(view)
+    write = _write_csv if fmt == "csv" else _write_jsonl
+    return write(out, columns, rows(view, columns))
+
+
 def export(view: StudyView, path: Path, fmt: str) -> int:
     """Write every trial to `path` (through a temporary file, renamed at the end); rows written."""
     columns = scan(view)

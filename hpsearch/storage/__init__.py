@@ -26,6 +26,7 @@ from hpsearch.storage.retry import (
     first_line,
     give_up_after,
     is_disconnect,
+    is_permanent,
 )
 from hpsearch.storage.sqlite import filesystem_type, refuse_sqlite_across_machines
 from hpsearch.storage.url import (
@@ -60,6 +61,7 @@ __all__ = [
     "flag_or_env",
     "give_up_after",
     "is_disconnect",
+    "is_permanent",
     "normalise",
     "open_storage",
     "refuse_sqlite_across_machines",

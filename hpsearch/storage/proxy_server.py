@@ -74,7 +74,7 @@ def database_url(
 def serve(
     url: StorageURL,
     *,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     threads: int = DEFAULT_THREADS,
 ) -> str:

@@ -27,8 +27,24 @@ RETRY_SECONDS = sum(BACKOFF_SECONDS)
 STORAGE_ERRORS = (StorageInternalError, sa_exc.SQLAlchemyError)
 
 
+# Errors that look like a lost connection to SQLAlchemy (OperationalError) but that waiting
+# does not cure: a full disk (SQLite, PostgreSQL's DiskFull, MySQL's 1114), a read-only file.
+_PERMANENT = (
+    "database or disk is full", "disk i/o error", "readonly database", "no space left",
+    "could not extend file", "is full", "unable to open database file",
+)  # fmt: skip
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether `error` is a database failure that retrying cannot fix (a full disk)."""
+    text = f"{error} {getattr(error, 'orig', '')} {error.__cause__ or ''}".lower()
+    return any(marker in text for marker in _PERMANENT)
+
+
 def is_disconnect(error: BaseException) -> bool:
     """Whether `error` (or what it wraps) means the database connection is unusable."""
+    if is_permanent(error):
+        return False
     current: BaseException | None = error
     while current is not None:
         if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,20 @@ def enable_wal(path: Path) -> None:
             connection.close()
     except sqlite3.Error as e:
         raise StorageError(f"cannot open SQLite database {path}: {e}") from None
+
+
+def read_only(url: StorageURL) -> StorageURL:
+    """For a reader: the same SQLite file opened read-only when its folder cannot be written
+    (a read-only disk or mount), where SQLite cannot make the files WAL mode reads through;
+    `immutable` reads it as it is. Any other URL as it is."""
+    path = url.sqlite_path
+    if path is None or os.access(path.parent, os.W_OK):
+        return url
+    # With a write-ahead log beside it, SQLite reads through its -shm index (read-only since
+    # 3.22); without one, `immutable` needs no index at all.
+    wal = path.with_name(path.name + "-wal").exists()
+    query = "mode=ro&uri=true" if wal else "mode=ro&immutable=1&uri=true"
+    return StorageURL(f"sqlite:///file:{path}?{query}", url.source)
 
 
 def serialize_writes(engine: sa.Engine) -> None:

@@ -118,8 +118,17 @@ def _password_of(raw: str) -> str | None:
         return None
     try:
         return make_url(raw).password
-    except ArgumentError:
-        return None
+    except (ArgumentError, ValueError):
+        return None  # normalise says what is wrong with it
+
+
+def _check_grpc(raw: str, source: str) -> None:
+    _, _, port = raw.removeprefix("grpc://").rstrip("/").partition(":")
+    if port and not port.isdigit():
+        raise StorageError(
+            f"{source}: the storage proxy's port must be a number, but got {port!r}; write e.g. "
+            "grpc://proxy-host:13000"
+        )
 
 
 def normalise(raw: str, source: str, *, base: Path, password: str | None) -> StorageURL:
@@ -132,9 +141,25 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
         StorageError: the URL is malformed or names an unsupported database.
     """
     if raw.startswith("grpc://"):
+        _check_grpc(raw, source)
         return StorageURL(raw, source)
+    authority = raw.partition("://")[2].partition("/")[0]
+    if authority.count("@") > 1:
+        # make_url would take what follows the first `@` for the host and print it in every
+        # log line: the rest of the password. The URL is not shown here for the same reason.
+        raise StorageError(
+            f"{source}: the storage URL has more than one `@` before its host, so its password "
+            "holds a raw `@`; percent-encode the password (`@` is %40), e.g. with python3 -c "
+            "\"import getpass, urllib.parse; print(urllib.parse.quote(getpass.getpass(), "
+            "safe=''))\", or set the password alone in HPSEARCH_DB_PASSWORD"
+        )
     try:
         url = make_url(raw)
+    except ValueError:  # int() of the port
+        raise StorageError(
+            f"{source}: the storage URL's port is not a number; write e.g. "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from None
     except ArgumentError:
         raise StorageError(
             f"{source}: {raw!r} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "

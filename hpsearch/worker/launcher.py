@@ -25,17 +25,27 @@ _log = logging.getLogger(__name__)
 
 
 def parse_gpus(value: str) -> list[str]:
-    """`all` or `0,2,3` -> GPU indices; raises HpsearchError naming the fix."""
+    """`all` or `0,2,3` -> GPU indices of this machine; raises HpsearchError naming the fix."""
+    visible = visible_gpus()
     if value == "all":
-        gpus = visible_gpus()
-        if not gpus:
+        if not visible:
             raise HpsearchError(
                 "--gpus all: no GPU found (nvidia-smi sees none); use --workers N on a CPU machine"
             )
-        return gpus
+        return visible
     if not re.fullmatch(r"\d+(,\d+)*", value):
         raise HpsearchError(f"--gpus must be `all` or indices like 0,2,3, but got {value!r}")
-    return value.split(",")
+    asked = value.split(",")
+    missing = [g for g in asked if g not in visible]
+    if missing:
+        seen = ", ".join(visible) if visible else "none (no GPU found)"
+        raise HpsearchError(
+            f"--gpus {value}: this machine has no GPU {', '.join(missing)}; its GPUs are {seen}; "
+            "use --gpus all, or --workers N on a CPU machine"
+        )
+    if len(set(asked)) != len(asked):
+        raise HpsearchError(f"--gpus {value}: a GPU is named twice; give each once")
+    return asked
 
 
 def launch(

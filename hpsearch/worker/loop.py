@@ -38,7 +38,9 @@ from hpsearch.storage import (
     STORAGE_ERRORS,
     ResilientRDBStorage,
     StorageURL,
+    first_line,
     give_up_after,
+    is_permanent,
     open_storage,
     refuse_sqlite_across_machines,
 )
@@ -154,10 +156,19 @@ def run_worker(
         except WorkerStopped as stopped:
             if stopped.exit_code:
                 raise HpsearchError(stopped.reason) from None
-        except (*STORAGE_ERRORS, StorageError) as e:
+        except StorageError as e:
             if not stop.requested:
                 raise
             _log.warning("stopped by %s before joining the study: %s", stop.by, e)
+        except Exception as e:
+            # A database error the retries could not ride out, maybe under another (Optuna's
+            # bookkeeping fails with an AssertionError when its `tell` could not be written).
+            cause = _storage_cause(e)
+            if cause is None:
+                raise
+            if not stop.requested:
+                raise StorageError(_storage_failed(url, cause)) from None
+            _log.warning("stopped by %s before joining the study: %s", stop.by, first_line(cause))
     if report.gave_up:
         raise HpsearchError(report.gave_up)
     return report
@@ -317,6 +328,28 @@ def _run(
 # How long a stopping worker tries to fail and re-queue its trial while the database is away;
 # after that the trial stays RUNNING, stops beating, and another worker retries it.
 _STOP_SECONDS = 10.0
+
+
+def _storage_cause(error: BaseException) -> BaseException | None:
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, STORAGE_ERRORS):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _storage_failed(url: StorageURL, error: BaseException) -> str:
+    """One line for a database error the worker cannot ride out."""
+    reason = first_line(error)
+    fix = "check the database server's log"
+    if is_permanent(error):
+        where = url.sqlite_path.parent if url.sqlite_path else "the database server"
+        fix = f"free disk space on {where}, or make it writable"
+    return (
+        f"storage {url.redacted} failed: {reason}; {fix}, then run again: the trials already "
+        "finished are kept, and the one that was running is failed and retried"
+    )
 
 
 def _refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
