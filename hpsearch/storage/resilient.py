@@ -54,6 +54,7 @@ from hpsearch.storage.optuna_compat import (
     stale_trial_ids,
 )
 from hpsearch.storage.retry import call_with_retries, first_line
+from hpsearch.storage.mysql import mysql_microseconds
 from hpsearch.storage.sqlite import serialize_writes
 
 _log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ T = TypeVar("T")
 # heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
 RETRY_ATTR = "hpsearch:retry"
 RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
+_STALE_EVERY = 5.0  # seconds between two stale checks of Optuna's, at the most
 
 
 class BudgetSpent(Exception):
@@ -108,12 +110,16 @@ class ResilientRDBStorage(RDBStorage):
     def __init__(self, *args: Any, serialize_sqlite: bool = True, **kwargs: Any) -> None:
         # Set before Optuna's constructor, which already makes (retried) calls.
         self._budgets: dict[int, BudgetClaim] = {}
-        self._outage = time.monotonic()  # starting counts as reconnecting (see stale_trial_ids)
+        self._outage = -float("inf")  # when this process last reconnected (stale_trial_ids)
+        self._stale: set[int] = set()  # found stale for Optuna's `fail_stale_trials`
+        self._stale_asked = -float("inf")
         self.taken: int | None = None  # the trial this process last started, for a signal
         self._serialize_sqlite = serialize_sqlite
         super().__init__(*args, **kwargs)
         if serialize_sqlite and self.engine.dialect.name == "sqlite":
             serialize_writes(self.engine)  # the locks below, which SQLite does not take itself
+        if self.engine.dialect.name == "mysql" and not kwargs.get("skip_table_creation"):
+            mysql_microseconds(self.engine)
         # A call waiting longer than a heartbeat could find, when the database is back, that
         # its trial was judged stale meanwhile (a finished trial failed, its result lost).
         interval = self.heartbeat_interval
@@ -194,6 +200,10 @@ class ResilientRDBStorage(RDBStorage):
     ) -> bool:
         if state == TrialState.RUNNING:
             return self._retry(lambda: self._start_waiting(trial_id), "start trial")
+        if state == TrialState.FAIL and values is None and trial_id in self._stale:
+            self._stale.discard(trial_id)  # Optuna's `fail_stale_trials`, on a trial found above
+            return self.fail_trial(trial_id, self.stale_reason(trial_id), cause="crash",
+                                   only_if_stale=True)  # fmt: skip
         attempts = [0]
 
         def finish() -> bool:
@@ -283,6 +293,11 @@ class ResilientRDBStorage(RDBStorage):
 
         return self._retry(fail, "fail trial")
 
+    def stale_reason(self, trial_id: int) -> str:
+        """The `fail_reason` of a trial whose worker stopped sending heartbeats."""
+        worker = self.get_trial_user_attrs(trial_id).get("worker", "?")
+        return f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
+
     def _still_stale(self, session: Any, trial_id: int) -> bool:
         beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
         if beat is None:
@@ -359,10 +374,21 @@ class ResilientRDBStorage(RDBStorage):
         return float("inf")
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        # Optuna's `fail_stale_trials` runs before every trial; hpsearch's worker runs its own
-        # check instead (it records why the trial failed, which Optuna's cannot once the trial
-        # is closed), so Optuna's finds nothing and costs no query.
-        return []
+        """Optuna's hook for `fail_stale_trials`, which every caller of `study.optimize` runs
+        before each trial (hpsearch's worker, the Python API, a plain Optuna script).
+
+        The trials it returns are failed by Optuna through `set_trial_state_values`, which
+        fails them here with their reason and retry mark, as hpsearch's own check does. Asked
+        at most once per `_STALE_EVERY` seconds: a trial is stale only after the grace period,
+        so asking before each of many short trials finds nothing new and costs a query each.
+        """
+        now = time.monotonic()
+        if now - self._stale_asked < min(_STALE_EVERY, float(self.heartbeat_interval or 0)):
+            return []
+        self._stale_asked = now
+        ids = self.stale_trial_ids(study_id)
+        self._stale.update(ids)
+        return ids
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -388,8 +414,11 @@ class ResilientRDBStorage(RDBStorage):
         ]
 
         def write() -> None:
-            with self.engine.begin() as c:
-                c.execute(_upsert(self.engine.dialect.name, table), rows)
+            with create_scoped_session(self.scoped_session) as session:
+                # As Optuna's own `set_trial_user_attr`: a finished trial's attributes are final.
+                trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, True)
+                self.check_trial_is_updatable(trial_id, trial.state)
+                session.execute(_upsert(self.engine.dialect.name, table), rows)
 
         self._retry(write, "set_trial_user_attrs")
 

@@ -38,12 +38,11 @@ class RetryPolicy:
     def fail_stale(self, study: optuna.Study, storage: ResilientRDBStorage) -> None:
         """Fail the trials whose worker stopped sending heartbeats, then queue their retries."""
         for trial_id in storage.stale_trial_ids(study_id(study)):
-            trial = storage.get_trial(trial_id)
-            worker = trial.user_attrs.get("worker", "?")
-            reason = f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
+            reason = storage.stale_reason(trial_id)
             # Re-checked under the trial's lock: its worker may have beaten (or finished) since.
             if storage.fail_trial(trial_id, reason, cause="crash", only_if_stale=True):
-                _log.warning("trial %d: %s", trial.number, reason)
+                number = storage.get_trial_number_from_id(trial_id)
+                _log.warning("trial %d: %s", number, reason)
         self.requeue_missing(study)
 
     def requeue_missing(self, study: optuna.Study) -> bool:
