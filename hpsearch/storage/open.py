@@ -69,7 +69,9 @@ def open_storage(
             # Workers starting together on an empty database race to create Optuna's tables;
             # the losers see "already exists" errors and succeed on a second try.
             if attempt == 4 or is_disconnect(e) and attempt >= 2:
-                raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
+                raise StorageError(
+                    f"cannot open storage {url.redacted}: {first_line(e)}"
+                ) from None
             time.sleep(0.2 * (attempt + 1))
         except (RuntimeError, ValueError) as e:
             raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
