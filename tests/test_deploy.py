@@ -140,11 +140,35 @@ def test_dockerfile_builds_on_python_311_slim_in_two_stages(
     bases = [_expand(i.value, variables).split()[0] for i in dockerfile if i.keyword == "FROM"]
     assert len(bases) == 2
     assert all(b.startswith("python:3.11-slim") for b in bases), bases
-    # The runtime stage only copies the virtual environment: no pip install, no apt-get there.
-    runtime = [i for i in dockerfile if i.stage == 1 and i.keyword == "RUN"]
-    assert not any("pip install" in i.value or "apt-get" in i.value for i in runtime)
-    copied = [i.value for i in dockerfile if i.stage == 1 and i.keyword == "COPY"]
-    assert copied == ["--from=build /opt/hpsearch /opt/hpsearch"]
+    # The runtime stage takes only the wheel from the build stage, and installs no system
+    # package: everything it runs comes from the lock files.
+    runtime = [i for i in dockerfile if i.stage == 1]
+    assert not any("apt-get" in i.value for i in runtime if i.keyword == "RUN")
+    copied = [i.value for i in runtime if i.keyword == "COPY" and "--from=" in i.value]
+    assert copied == ["--from=wheel /wheels /opt/hpsearch/wheels"]
+
+
+def test_dockerfile_layers_put_the_code_last_and_the_largest_dependency_first(
+    dockerfile: list[Instruction],
+) -> None:
+    """A code edit must not invalidate a dependency layer (tests/test_image.py builds it)."""
+    runtime = [i for i in dockerfile if i.stage == 1 and i.keyword in ("COPY", "RUN")]
+    order = [(i.keyword, i.value) for i in runtime]
+    sources = [value.split()[0] for keyword, value in order if keyword == "COPY"]
+    assert sources == [
+        "deploy/image/torch-${TORCH}.txt", "deploy/image/requirements.txt", "--from=wheel",
+    ]  # fmt: skip
+    installs = [value for keyword, value in order if keyword == "RUN" and "pip install" in value]
+    assert len(installs) == 3
+    assert "torch-${TORCH}.txt" in installs[0]
+    assert "--no-deps" in installs[0]
+    assert "--require-hashes" in installs[1]
+    assert "--no-deps" in installs[1]
+    assert "hpsearch-*.whl" in installs[2]
+    assert "pip check" in installs[2]
+    # Nothing from the project's source reaches the runtime stage before the lock files do.
+    assert order[-1][0] == "RUN"
+    assert order[-2][1].startswith("--from=wheel")
 
 
 def test_dockerfile_installs_lean_and_leaves_no_build_tools(dockerfile: list[Instruction]) -> None:
@@ -160,13 +184,15 @@ def test_dockerfile_copy_sources_exist_and_are_in_the_build_context(
     dockerfile: list[Instruction],
 ) -> None:
     rules = _dockerignore_rules()
-    for i in dockerfile:
-        if i.keyword not in ("COPY", "ADD") or "--from=" in i.value:
-            continue
-        *sources, _ = shlex.split(i.value)
-        for source in sources:
-            assert (ROOT / source).exists(), f"line {i.line}: COPY {source} does not exist"
-            assert not _ignored(source, rules), f"line {i.line}: {source} is in .dockerignore"
+    for variant in TORCH_VARIANTS:
+        variables = {**_args(dockerfile), "TORCH": variant}
+        for i in dockerfile:
+            if i.keyword not in ("COPY", "ADD") or "--from=" in i.value:
+                continue
+            *sources, _ = shlex.split(_expand(i.value, variables))
+            for source in sources:
+                assert (ROOT / source).exists(), f"line {i.line}: COPY {source} does not exist"
+                assert not _ignored(source, rules), f"line {i.line}: {source} is .dockerignored"
 
 
 def test_dockerfile_runs_hpsearch_as_a_non_root_user(dockerfile: list[Instruction]) -> None:
@@ -178,20 +204,46 @@ def test_dockerfile_runs_hpsearch_as_a_non_root_user(dockerfile: list[Instructio
     assert int(users[-1].split(":")[0]) >= 1000  # numeric, for Kubernetes' runAsNonRoot
 
 
-def test_dockerfile_pins_match_pyproject(dockerfile: list[Instruction]) -> None:
+TORCH_VARIANTS = ("cu130", "cpu")
+LOCKS = DEPLOY / "image"
+
+
+def _locked(path: Path) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of sha256 hashes) of a pip requirements lock file."""
+    pins: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9][\w.\-]*)==(\S+)", line)
+        if match:
+            name = match.group(1).lower().replace("_", "-")
+            pins[name] = (match.group(2), 0)
+        elif "--hash=sha256:" in line and name:
+            pins[name] = (pins[name][0], pins[name][1] + 1)
+    return pins
+
+
+def test_the_locks_pin_every_dependency_within_pyproject_with_hashes() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    requirements = [Requirement(r) for r in pyproject["project"]["dependencies"]]
-    declared = {r.name.lower(): r for r in requirements}
-    pins: dict[str, str] = {}
-    for args in _pip_installs(dockerfile):
-        for token in args:
-            if "==" in token and not token.startswith("-"):
-                requirement = Requirement(token)
-                pins[requirement.name.lower()] = next(iter(requirement.specifier)).version
-    assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
-    for name, version in pins.items():
-        assert name in declared, f"{name} is pinned in the Dockerfile but not a dependency"
-        assert declared[name].specifier.contains(version), (name, version, declared[name])
+    wanted = [Requirement(r) for r in pyproject["project"]["dependencies"]]
+    wanted += [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["s3"]]
+    rest = _locked(LOCKS / "requirements.txt")
+    for variant in TORCH_VARIANTS:
+        torch = _locked(LOCKS / f"torch-{variant}.txt")
+        assert not set(torch) & set(rest), variant  # each package in one layer
+        locked = {**rest, **torch}
+        for requirement in wanted:
+            name = requirement.name.lower()
+            assert name in locked, f"{name} is a dependency but not in the image's locks"
+            version = locked[name][0]
+            assert requirement.specifier.contains(version, prereleases=True), (name, version)
+        pins = {n: v.split("+")[0] for n, (v, _) in torch.items() if n in ("torch", "torchvision")}
+        assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}, variant
+    # Hash-checked, each package: the CUDA build (what the GPU nodes run) and everything else.
+    for path in (LOCKS / "requirements.txt", LOCKS / "torch-cu130.txt"):
+        assert all(n > 0 for _, n in _locked(path).values()), path
+    pinned = (LOCKS / "pins.in").read_text()
+    assert "torch==2.14.1" in pinned
+    assert "torchvision==0.29.1" in pinned
 
 
 def test_dockerfile_holds_no_secret_and_sets_the_nvidia_runtime_variables(
@@ -282,16 +334,17 @@ def _site_packages_view(target: Path) -> Path:
 def test_dockerfile_install_steps_work_in_a_fresh_environment(
     dockerfile: list[Instruction], tmp_path: Path
 ) -> None:
-    """The build stage's COPY and `pip install` steps, offline, into a fresh virtual environment.
+    """The wheel stage's COPY and `pip wheel`, then the runtime's `pip install --no-deps` of the
+    wheel and `pip check`, offline, into a fresh virtual environment (no container engine:
+    tests/test_image.py builds the real image).
 
-    The new environment sees this one's packages (torch included) through a .pth file, so pip
-    installs only hpsearch, from the files the Dockerfile copies, and must find every dependency
-    already satisfied at the pinned versions; then its `hpsearch --version` runs.
+    The new environment sees this one's packages (torch included) through a .pth file, so the
+    wheel installs without its dependencies, and `pip check` proves they are all satisfied.
     """
-    source = tmp_path / "src"  # the build stage's WORKDIR
+    source = tmp_path / "src"  # the wheel stage's WORKDIR
     source.mkdir()
     for i in dockerfile:
-        if i.keyword == "COPY" and "--from=" not in i.value:
+        if i.keyword == "COPY" and i.stage == 0:
             src, dest = shlex.split(i.value)
             target = source / dest / Path(src).name if dest.endswith("/") else source / dest
             if (ROOT / src).is_dir():
@@ -309,24 +362,28 @@ def test_dockerfile_install_steps_work_in_a_fresh_environment(
     view = _site_packages_view(tmp_path / "site")
     (Path(purelib) / "shared-packages.pth").write_text(f"{view}\n")
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "HPSEARCH_"))}
+    # Nothing of this checkout or of pip's configuration may leak in: a fresh environment.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "HPSEARCH_")) and k != "PYTHONPATH"}  # fmt: skip
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    for args in _pip_installs(dockerfile):
-        offline = []
-        skip = False
-        for token in args:
-            if skip:
-                skip = False
-            elif token in ("--index-url", "-i", "--extra-index-url"):
-                skip = True  # offline here: what is installed must already satisfy the pins
-            elif not token.startswith(("--index-url=", "--extra-index-url=")):
-                offline.append(token)
+    wheels = tmp_path / "wheels"
+    steps = [
+        ["wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), "."],
+        ["install", "--no-deps", "--no-index", "PLACEHOLDER"],
+        ["check"],
+    ]
+    for step in steps:
+        if "PLACEHOLDER" in step:
+            (wheel,) = wheels.glob("hpsearch-*.whl")
+            step = [str(wheel) if a == "PLACEHOLDER" else a for a in step]
         result = subprocess.run(
-            [python, "-m", "pip", "install", "--no-index",
-             "--no-build-isolation", "--quiet", *offline],
-            cwd=source, env=env, capture_output=True, text=True, timeout=180,
+            [python, "-m", "pip", *step], cwd=source, env=env, capture_output=True, text=True,
+            timeout=180,
         )  # fmt: skip
-        assert result.returncode == 0, f"pip install {' '.join(args)}:\n{result.stderr}"
+        assert result.returncode == 0, f"pip {' '.join(step)}:\n{result.stdout}{result.stderr}"
+    runtime = " ".join(i.value for i in dockerfile if i.stage == 1 and i.keyword == "RUN")
+    assert "pip check" in runtime
+    assert "--no-deps /opt/hpsearch/wheels/hpsearch-*.whl" in runtime
 
     version = subprocess.run(
         [str(venv / "bin" / "hpsearch"), "--version"],
