@@ -424,22 +424,51 @@ def test_compose_runs_postgres_with_a_volume_and_a_healthcheck(compose: dict[str
     volume = postgres["volumes"][0].split(":")[0]
     assert volume in compose["volumes"]  # a named volume, not a folder of the checkout
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert "ports" not in postgres  # reached by the services of the file only
+    # Published only where a variable says, the loopback by default: workers on other machines
+    # need it on a private address, nobody else at all.
+    (port,) = postgres["ports"]
+    assert port.startswith("${HPSEARCH_DB_ADDRESS:-127.0.0.1}:")
+    assert _default(port).startswith("127.0.0.1:")
 
 
-def test_compose_workers_reserve_one_gpu_each_and_stop_gracefully(
-    compose: dict[str, Any],
-) -> None:
+def test_compose_runs_one_worker_per_machine_with_all_its_gpus(compose: dict[str, Any]) -> None:
+    """Each GPU to one process: one container holds every GPU and starts one process per GPU.
+
+    Compose gives every replica of a service the same device reservation, so `replicas: N`
+    with `count: 1` would put N workers on one GPU.
+    """
     worker = compose["services"]["worker"]
     deploy = worker["deploy"]
-    assert int(_default(str(deploy["replicas"]))) >= 1
+    assert int(_default(str(deploy.get("replicas", 1)))) == 1
     assert deploy["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
     ]
+    command = [_default(a) for a in worker["command"]]
+    assert command[0] == "run"
+    assert command[command.index("--gpus") + 1] == "all"
+    args = build_parser().parse_args(command)
+    assert args.gpus == "all"
+    assert args.workers == 1
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert worker["command"][0] == "run"
     assert int(worker["stop_grace_period"].rstrip("s")) >= 30
     assert worker["restart"] == "on-failure"  # exit 0 = budget spent: not restarted
+
+
+def test_compose_keeps_checkpoints_where_the_dashboard_reads_them(compose: dict[str, Any]) -> None:
+    store = _default(compose["x-hpsearch"]["environment"]["HPSEARCH_ARTIFACT_STORE"])
+    for name in ("worker", "dashboard"):
+        service = compose["services"][name]
+        assert service["environment"]["HPSEARCH_ARTIFACT_STORE"].startswith("${")
+        mounts = [
+            v
+            for v in service["volumes"]
+            if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == "/artifacts"
+        ]
+        assert mounts, name  # fmt: skip
+        assert store.startswith("/artifacts/"), store
+    dashboard = compose["services"]["dashboard"]
+    (mount,) = [v for v in dashboard["volumes"] if v["target"] == "/artifacts"]
+    assert mount["read_only"] is True
 
 
 def test_compose_dashboard_is_read_only_on_the_loopback(compose: dict[str, Any]) -> None:
@@ -528,6 +557,7 @@ def _pod(document: dict[str, Any]) -> dict[str, Any]:
 API_VERSIONS = {
     "Secret": "v1", "Service": "v1", "Job": "batch/v1", "Deployment": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1", "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "PersistentVolumeClaim": "v1",
 }  # fmt: skip
 
 
@@ -535,6 +565,7 @@ def test_k8s_manifests_are_yaml_of_the_expected_kinds() -> None:
     documents = _manifests()
     kinds = sorted((file, d["kind"]) for file, d in documents)
     assert kinds == [
+        ("checkpoints-pvc.yaml", "PersistentVolumeClaim"),
         ("dashboard.yaml", "Deployment"), ("dashboard.yaml", "Service"),
         ("kustomization.yaml", "Kustomization"), ("secret.example.yaml", "Secret"),
         ("storage-proxy.yaml", "Deployment"), ("storage-proxy.yaml", "NetworkPolicy"),
@@ -554,7 +585,7 @@ def test_k8s_kustomization_builds_without_the_secret() -> None:
     )
     assert built.returncode == 0, built.stderr
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(built.stdout) if d)
-    assert kinds == ["Deployment", "Job", "Service"]
+    assert kinds == ["Deployment", "Job", "PersistentVolumeClaim", "Service"]
 
 
 def test_k8s_secret_holds_example_values_only() -> None:
@@ -577,7 +608,8 @@ def test_k8s_workers_are_an_indexed_job_with_one_gpu_each() -> None:
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] >= spec["parallelism"] >= 1
     rules = spec["podFailurePolicy"]["rules"]
-    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+    disruption = {"type": "DisruptionTarget", "status": "True"}
+    assert {"action": "Ignore", "onPodConditions": [disruption]} in rules
     pod = _pod(job)
     assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
     # The graceful stop must fit: well above the proxy's and the worker's few seconds of cleanup.
@@ -589,6 +621,21 @@ def test_k8s_workers_are_an_indexed_job_with_one_gpu_each() -> None:
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/studies"]["readOnly"] is True
     assert "/artifacts" in mounts
+
+
+def test_k8s_checkpoints_outlive_the_pods_in_a_shared_store() -> None:
+    claim = _one("PersistentVolumeClaim", "hpsearch-checkpoints")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every worker pod writes
+    for kind, name, writable in (("Job", "hpsearch-workers", True),
+                                 ("Deployment", "hpsearch-dashboard", False)):  # fmt: skip
+        pod = _pod(_one(kind, name))
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        mount = next(m for m in container["volumeMounts"]
+                     if m["mountPath"] == env["HPSEARCH_ARTIFACT_STORE"])  # fmt: skip
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["persistentVolumeClaim"]["claimName"] == "hpsearch-checkpoints", name
+        assert mount.get("readOnly", False) is not writable, name
 
 
 def test_k8s_dashboard_is_read_only_behind_a_cluster_ip_service() -> None:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         raise HpsearchError(f"--top must be >= 1, but got {args.top}")
     loaded, url = load(args)
-    shared = open_store(loaded)
+    shared = open_store(loaded, writable=False)
     objective = loaded.spec.objective
     keep = objective.keep_checkpoints if isinstance(objective, TrainerObjective) else None
     view = open_view(loaded, url, name=args.name)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise HpsearchError(f"--port must be between 0 and 65535, but got {args.port}")
     read_only = read_only_for(args.host, args.read_only)
     loaded, url = load(args)
-    shared = open_store(loaded)
+    shared = open_store(loaded, writable=False)
     # The storage comes from the resolved URL object, so a password from the environment is
     # used here and never appears on a command line (optuna-dashboard's own CLI needs one).
     view = open_view(loaded, url, name=args.name)

@@ -67,35 +67,44 @@ def resolve_store(
     return None
 
 
-def open_store(loaded: LoadedSpec, environ: Mapping[str, str] | None = None) -> SharedStore | None:
+def open_store(
+    loaded: LoadedSpec, environ: Mapping[str, str] | None = None, *, writable: bool = True
+) -> SharedStore | None:
     """Open the configured store (see the module docstring), or None when there is none.
 
-    A file-system store's folder is created when missing; a relative path is relative to the
-    study file. Raises StorageError (one line) when the store cannot be used.
+    For writing (a worker), a file-system store's folder is created when missing and must be
+    writable; readers (`hpsearch best`, the dashboard) only read it. A relative path is relative
+    to the study file. Raises StorageError (one line) when the store cannot be used.
     """
     resolved = resolve_store(loaded, environ)
     if resolved is None:
         return None
     spec, source = resolved
     if isinstance(spec, FileSystemStore):
-        return _file_system(loaded, spec, source)
+        return _file_system(loaded, spec, source, writable)
     return _s3(spec, source)
 
 
-def _file_system(loaded: LoadedSpec, spec: FileSystemStore, source: str) -> SharedStore:
+def _file_system(
+    loaded: LoadedSpec, spec: FileSystemStore, source: str, writable: bool
+) -> SharedStore:
     from optuna.artifacts import FileSystemArtifactStore
 
     base = (loaded.directory / spec.path).resolve()
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+    if writable:
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"artifact store {base} ({source}) cannot be created: {e.strerror or e}; mount "
+                "the shared folder there or change the path"
+            ) from None
+    # A reader may start before any worker made the folder: it then finds nothing, no error.
+    mode = (os.W_OK if writable else os.R_OK) | os.X_OK
+    if base.exists() and not os.access(base, mode):
+        what = "writable" if writable else "readable"
         raise StorageError(
-            f"artifact store {base} ({source}) cannot be created: {e.strerror or e}; mount the "
-            "shared folder there or change the path"
-        ) from None
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise StorageError(
-            f"artifact store {base} ({source}) is not writable by this user (uid {os.getuid()}); "
+            f"artifact store {base} ({source}) is not {what} by this user (uid {os.getuid()}); "
             "fix its permissions or change the path"
         )
     return SharedStore(FileSystemArtifactStore(base), spec, source, str(base))
