@@ -7,6 +7,7 @@ the storage, the artifact store and the files are real.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,103 @@ def test_a_file_store_that_cannot_be_written_is_one_clear_error(tmp_path: Path) 
     loaded = _spec(tmp_path, "artifact_store: {type: filesystem, path: file/sub}")
     with pytest.raises(StorageError, match=r"artifact store .*file/sub .* cannot be created"):
         open_store(loaded, {})
+
+
+TWO_MACHINES = """
+name: {name}
+metric: val_accuracy
+sampler: {{type: random, seed: 1}}
+pruner: {{type: median, n_startup_trials: 2}}
+budget: {{n_trials: 6}}
+artifact_store: {{type: filesystem, path: {store}}}
+objective:
+  trainer: image_classification
+  model: small_cnn
+  dataset: {{name: digits}}
+  epochs: 2
+  max_train_batches: 4
+  device: cpu
+  cpu_threads: 1
+  keep_checkpoints: 2
+search_space:
+  lr: {{type: float, low: 0.001, high: 0.3, log: true}}
+"""
+
+
+@pytest.mark.slow
+def test_two_machines_share_the_best_checkpoint_with_a_third(
+    postgres_url: str, tmp_path: Path, unique_name: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Two working folders run real trainer workers on one PostgreSQL study; a third fetches."""
+    import subprocess
+    import sys
+
+    from hpsearch.train.models import build_model
+
+    monkeypatch.delenv(ARTIFACT_STORE_ENV, raising=False)
+    store = tmp_path / "shared-mount"
+    body = TWO_MACHINES.format(name=unique_name, store=store)
+    machines = [tmp_path / "machine-a", tmp_path / "machine-b", tmp_path / "laptop"]
+    for folder in machines:
+        folder.mkdir()
+        (folder / "study.yaml").write_text(body)
+    env = {**os.environ, "HPSEARCH_CACHE_DIR": str(tmp_path / "cache")}
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hpsearch",
+                "run",
+                "study.yaml",
+                "--storage",
+                postgres_url,
+                "--artifacts",
+                "local-artifacts",
+                "-q",
+            ],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for folder in machines[:2]
+    ]
+    for worker in workers:
+        out, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, out
+    storage = optuna.storages.RDBStorage(postgres_url)
+    study = optuna.load_study(study_name=unique_name, storage=storage)
+    complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+    best = _best_two(study)
+    kept = {
+        m.artifact_id
+        for n in best
+        for m in get_all_artifact_meta(study.trials[n], storage=storage)
+    }
+    stored = {p.name for p in store.iterdir()}
+    assert kept <= stored  # the best two are in the shared store...
+    uploaded = {m.artifact_id: t.number for t in study.trials
+                for m in get_all_artifact_meta(t, storage=storage)}  # fmt: skip
+    assert {uploaded[a] for a in stored} <= complete  # ...and nothing of a pruned trial
+    for folder in machines[:2]:  # nothing left in the machines' own folders
+        assert not list((folder / "local-artifacts").rglob("*.pt"))
+
+    monkeypatch.chdir(machines[2])
+    capsys.readouterr()
+    assert main(["best", "study.yaml", "--storage", postgres_url, "--download", "best"]) == 0
+    saved = machines[2] / "best" / f"trial-{best[0]:05d}.pt"
+    assert (
+        f"saved trial {best[0]}'s checkpoint to best/trial-{best[0]:05d}.pt"
+        in capsys.readouterr().out
+    )
+    checkpoint = load_checkpoint(saved)
+    model = build_model(
+        checkpoint["options"]["model"], len(checkpoint["classes"]),
+        checkpoint["preprocessing"]["channels"],
+    )  # fmt: skip
+    model.load_state_dict(checkpoint["model"])
+    assert checkpoint["metrics"]["val_accuracy"] == study.best_value

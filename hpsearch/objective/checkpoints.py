@@ -97,15 +97,21 @@ class Checkpoints:
         self.discard(trial.number)  # the shared copy is the one that counts now
         return self.shared.location(artifact_id)
 
-    def prune(self, study: optuna.Study) -> None:
+    def prune(
+        self, study: optuna.Study, finishing: tuple[int, Sequence[float]] | None = None
+    ) -> None:
         """Remove the checkpoints of finished trials that are not among the best N.
 
         This machine's files (a running trial's is never touched) and, for trials that recorded
         one, the shared store's artifacts. Run by every worker after each of its trials, so a
         crashed trial's leftovers go too; removing what another worker removed is no error.
+        `finishing`: the (number, values) of this worker's trial about to complete, which the
+        study still shows running, ranked as if complete (it may push another out).
         """
         trials = study.get_trials(deepcopy=False)
         ranked = [(t.number, t.values) for t in trials if _complete(t)]
+        if finishing is not None:
+            ranked.append(finishing)
         kept = set(best_numbers(ranked, study.directions, self.keep))
         finished = {t.number for t in trials if t.state.is_finished()}
         for number, path in trial_checkpoints(self.directory).items():

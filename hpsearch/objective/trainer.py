@@ -10,7 +10,7 @@ weak) and lowers the shared limit so no worker samples that size again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -152,23 +152,29 @@ def trainer_runner(
         epochs_run = int(metrics.get("epochs_run", options.epochs))
         attrs = {"epochs_run": epochs_run}
         result = [float(metrics[m]) for m in spec.metrics if m in metrics]
+        finishing = None
         if len(result) == len(spec.metrics):
+            finishing = (trial.number, result)
             where = checkpoints.finish(trial, result)
             if where is not None:
                 attrs[CHECKPOINT_ATTR] = where
         else:
             checkpoints.discard(trial.number)  # the trial fails for the missing metric
         record(trial, attrs)
-        _prune(checkpoints, trial.study)
+        _prune(checkpoints, trial.study, finishing)
         return metrics
 
     return Runner(run, limit)
 
 
-def _prune(checkpoints: Checkpoints, study: optuna.Study) -> None:
+def _prune(
+    checkpoints: Checkpoints,
+    study: optuna.Study,
+    finishing: tuple[int, Sequence[float]] | None = None,
+) -> None:
     """Remove what fell out of the best N; a storage hiccup here must not fail the trial."""
     try:
-        checkpoints.prune(study)
+        checkpoints.prune(study, finishing)
     except Exception as e:  # the next trial's prune catches up
         _log.warning("checkpoints not pruned this time: %s: %s", type(e).__name__, e)
 
