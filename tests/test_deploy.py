@@ -789,3 +789,14 @@ def test_docs_links_to_its_own_sections_resolve() -> None:
     anchors = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
     for link in re.findall(r"\]\(#([^)]+)\)", text):
         assert link in anchors, link
+
+
+def test_every_storage_proxy_others_must_reach_names_its_address() -> None:
+    """The proxy's default address is becoming 127.0.0.1 (like the dashboard's): in a container
+    or for other machines it must be told where to listen."""
+    proxies = [(where, argv) for where, argv in COMMAND_LINES if argv[:1] == ["storage-proxy"]]
+    assert proxies
+    for where, argv in proxies:
+        assert "--host" in argv, f"{where}: storage-proxy without --host"
+        host = argv[argv.index("--host") + 1]
+        assert host not in ("127.0.0.1", "localhost", "::1"), where
