@@ -73,8 +73,8 @@ def test_k8s_manifests_pass_strict_validation(version: str) -> None:
         try:
             kubernetes_validate.validate(document, version, strict=True)
         except kubernetes_validate.ValidationError as e:
-            where = ".".join(map(str, e.caught.absolute_path))  # type: ignore[attr-defined]
-            problems.append(f"{file} {document['kind']} {where}: {e.caught.message}")  # type: ignore[attr-defined]
+            where = ".".join(map(str, e.caught.absolute_path))
+            problems.append(f"{file} {document['kind']} {where}: {e.caught.message}")
     assert not problems, f"Kubernetes {version}:\n" + "\n".join(problems)
 
 
