@@ -1,52 +1,67 @@
 # syntax=docker/dockerfile:1
 #
 # The hpsearch image: one image, three roles, chosen by the arguments after the image name:
-#   docker run --gpus all hpsearch:0.1.0 run /studies/study.yaml --artifacts /artifacts
+#   docker run --gpus all hpsearch:0.1.0 run /studies/study.yaml --gpus all --artifacts /artifacts
 #   docker run hpsearch:0.1.0 dashboard /studies/study.yaml --host 0.0.0.0 --read-only
-#   docker run hpsearch:0.1.0 storage-proxy --port 13000
+#   docker run hpsearch:0.1.0 storage-proxy --host 0.0.0.0 --port 13000
 #
 # Build from the repository root:       docker build -t hpsearch:0.1.0 .
-# A much smaller CPU-only image (no CUDA libraries):
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
-#     -t hpsearch:0.1.0-cpu .
+# The CPU-only variant (no CUDA libraries; laptops and CI):
+#   docker build --build-arg TORCH=cpu -t hpsearch:0.1.0-cpu .
+#
+# Layers, largest and most stable first, so that a code edit rebuilds and ships only the last
+# one (megabytes): the base, the user and an empty virtual environment, torch (with its CUDA
+# libraries: gigabytes, changes with deploy/image/torch-*.txt only), the other dependencies
+# (deploy/image/requirements.txt), then hpsearch itself. Every package is pinned with its
+# sha256 in those lock files (deploy/image/lock.sh writes them), and installed with --no-deps,
+# so the image holds exactly what they list; `pip check` proves nothing is missing.
 #
 # No secret is built in: the database password reaches a container at run time, in
 # HPSEARCH_DB_PASSWORD (docs/deployment.md).
 
+# The base, by tag; where a registry is reachable, pin it by digest:
+#   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...   (docs/deployment.md)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: a virtual environment in /opt/hpsearch; nothing here needs a compiler -------------
-FROM ${PYTHON_IMAGE} AS build
-# The PyTorch index of the CUDA build: the torch wheel carries its CUDA libraries, so the image
-# needs no CUDA base, only an NVIDIA driver on the host (CUDA 13.0 wheels: driver 580 or newer).
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
+# --- wheel: hpsearch as a wheel; the build tools stay in this stage ---------------------------
+FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/hpsearch
-ENV PATH=/opt/hpsearch/bin:$PATH
-# torch first, alone: the largest layer, rebuilt only when these pins change. Keep the pins equal
-# to the ones tests/test_deploy.py checks against pyproject.toml.
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore allows nothing else into the context).
+# Only what the wheel is built from (.dockerignore allows little else into the context).
 COPY pyproject.toml ./
 COPY hpsearch ./hpsearch
-# The project's own pins (optuna==5.0.*, optuna-dashboard==0.21.*, ...) come from pyproject.toml;
-# torch and torchvision are already satisfied by the step above.
-RUN pip install --no-cache-dir .
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-# --- runtime: the same base, the virtual environment, a non-root user ------------------------
+# --- runtime: the virtual environment in /opt/hpsearch, a non-root user ----------------------
 FROM ${PYTHON_IMAGE}
+# cu130: PyPI's torch, which carries its CUDA 13.0 libraries (the host needs an NVIDIA driver,
+# 580 or newer, not a CUDA base image); cpu: PyTorch's CPU-only build, a fraction of the size.
+ARG TORCH=cu130
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/hpsearch/bin:$PATH
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin hpsearch \
-    && install -d -o hpsearch -g hpsearch /artifacts
-COPY --from=build /opt/hpsearch /opt/hpsearch
+    && install -d -o hpsearch -g hpsearch /artifacts \
+    && python -m venv /opt/hpsearch
+# torch first, alone: the largest layer, rebuilt only when its lock changes.
+COPY deploy/image/torch-${TORCH}.txt /opt/hpsearch/locks/
+RUN pip install --no-cache-dir --no-deps -r /opt/hpsearch/locks/torch-${TORCH}.txt
+# Everything else hpsearch depends on (optuna, optuna-dashboard, SQLAlchemy, the drivers, boto3
+# for S3 checkpoints, ...), exactly as locked.
+COPY deploy/image/requirements.txt /opt/hpsearch/locks/
+RUN pip install --no-cache-dir --no-deps --require-hashes -r /opt/hpsearch/locks/requirements.txt
+# hpsearch last: the only layer a code change rebuilds.
+COPY --from=wheel /wheels /opt/hpsearch/wheels
+RUN pip install --no-cache-dir --no-deps /opt/hpsearch/wheels/hpsearch-*.whl \
+    && pip check
 # NVIDIA_VISIBLE_DEVICES=void: the image itself claims no GPU. `docker run --gpus`, Compose's
 # device reservations and the Kubernetes device plugin each set the variable for the container
 # they start, which overrides this; the dashboard and the proxy (no GPU asked) then see none, even
 # on nodes where the NVIDIA runtime is the default. The capabilities are what CUDA (compute) and
 # nvidia-smi/NVML (utility, used by `hpsearch run --gpus all`) need.
-ENV PATH=/opt/hpsearch/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
+ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_VISIBLE_DEVICES=void \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast setup lint format
+.PHONY: run test test-fast test-image setup lint format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-deps:
 
 test: $(STAMP) lint test-deps
 	$(BIN)/python -m pytest
+
+# The container image, built for real with buildah from a locally made base (root; minutes cold).
+test-image: $(STAMP)
+	$(BIN)/python -m pytest -m image tests/test_image.py
 
 # The inner loop: no database server, no browser, no multi-second process or training tests.
 test-fast: $(STAMP)

@@ -140,11 +140,35 @@ def test_dockerfile_builds_on_python_311_slim_in_two_stages(
     bases = [_expand(i.value, variables).split()[0] for i in dockerfile if i.keyword == "FROM"]
     assert len(bases) == 2
     assert all(b.startswith("python:3.11-slim") for b in bases), bases
-    # The runtime stage only copies the virtual environment: no pip install, no apt-get there.
-    runtime = [i for i in dockerfile if i.stage == 1 and i.keyword == "RUN"]
-    assert not any("pip install" in i.value or "apt-get" in i.value for i in runtime)
-    copied = [i.value for i in dockerfile if i.stage == 1 and i.keyword == "COPY"]
-    assert copied == ["--from=build /opt/hpsearch /opt/hpsearch"]
+    # The runtime stage takes only the wheel from the build stage, and installs no system
+    # package: everything it runs comes from the lock files.
+    runtime = [i for i in dockerfile if i.stage == 1]
+    assert not any("apt-get" in i.value for i in runtime if i.keyword == "RUN")
+    copied = [i.value for i in runtime if i.keyword == "COPY" and "--from=" in i.value]
+    assert copied == ["--from=wheel /wheels /opt/hpsearch/wheels"]
+
+
+def test_dockerfile_layers_put_the_code_last_and_the_largest_dependency_first(
+    dockerfile: list[Instruction],
+) -> None:
+    """A code edit must not invalidate a dependency layer (tests/test_image.py builds it)."""
+    runtime = [i for i in dockerfile if i.stage == 1 and i.keyword in ("COPY", "RUN")]
+    order = [(i.keyword, i.value) for i in runtime]
+    sources = [value.split()[0] for keyword, value in order if keyword == "COPY"]
+    assert sources == [
+        "deploy/image/torch-${TORCH}.txt", "deploy/image/requirements.txt", "--from=wheel",
+    ]  # fmt: skip
+    installs = [value for keyword, value in order if keyword == "RUN" and "pip install" in value]
+    assert len(installs) == 3
+    assert "torch-${TORCH}.txt" in installs[0]
+    assert "--no-deps" in installs[0]
+    assert "--require-hashes" in installs[1]
+    assert "--no-deps" in installs[1]
+    assert "hpsearch-*.whl" in installs[2]
+    assert "pip check" in installs[2]
+    # Nothing from the project's source reaches the runtime stage before the lock files do.
+    assert order[-1][0] == "RUN"
+    assert order[-2][1].startswith("--from=wheel")
 
 
 def test_dockerfile_installs_lean_and_leaves_no_build_tools(dockerfile: list[Instruction]) -> None:
@@ -160,13 +184,15 @@ def test_dockerfile_copy_sources_exist_and_are_in_the_build_context(
     dockerfile: list[Instruction],
 ) -> None:
     rules = _dockerignore_rules()
-    for i in dockerfile:
-        if i.keyword not in ("COPY", "ADD") or "--from=" in i.value:
-            continue
-        *sources, _ = shlex.split(i.value)
-        for source in sources:
-            assert (ROOT / source).exists(), f"line {i.line}: COPY {source} does not exist"
-            assert not _ignored(source, rules), f"line {i.line}: {source} is in .dockerignore"
+    for variant in TORCH_VARIANTS:
+        variables = {**_args(dockerfile), "TORCH": variant}
+        for i in dockerfile:
+            if i.keyword not in ("COPY", "ADD") or "--from=" in i.value:
+                continue
+            *sources, _ = shlex.split(_expand(i.value, variables))
+            for source in sources:
+                assert (ROOT / source).exists(), f"line {i.line}: COPY {source} does not exist"
+                assert not _ignored(source, rules), f"line {i.line}: {source} is .dockerignored"
 
 
 def test_dockerfile_runs_hpsearch_as_a_non_root_user(dockerfile: list[Instruction]) -> None:
@@ -178,20 +204,46 @@ def test_dockerfile_runs_hpsearch_as_a_non_root_user(dockerfile: list[Instructio
     assert int(users[-1].split(":")[0]) >= 1000  # numeric, for Kubernetes' runAsNonRoot
 
 
-def test_dockerfile_pins_match_pyproject(dockerfile: list[Instruction]) -> None:
+TORCH_VARIANTS = ("cu130", "cpu")
+LOCKS = DEPLOY / "image"
+
+
+def _locked(path: Path) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of sha256 hashes) of a pip requirements lock file."""
+    pins: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9][\w.\-]*)==(\S+)", line)
+        if match:
+            name = match.group(1).lower().replace("_", "-")
+            pins[name] = (match.group(2), 0)
+        elif "--hash=sha256:" in line and name:
+            pins[name] = (pins[name][0], pins[name][1] + 1)
+    return pins
+
+
+def test_the_locks_pin_every_dependency_within_pyproject_with_hashes() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    requirements = [Requirement(r) for r in pyproject["project"]["dependencies"]]
-    declared = {r.name.lower(): r for r in requirements}
-    pins: dict[str, str] = {}
-    for args in _pip_installs(dockerfile):
-        for token in args:
-            if "==" in token and not token.startswith("-"):
-                requirement = Requirement(token)
-                pins[requirement.name.lower()] = next(iter(requirement.specifier)).version
-    assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
-    for name, version in pins.items():
-        assert name in declared, f"{name} is pinned in the Dockerfile but not a dependency"
-        assert declared[name].specifier.contains(version), (name, version, declared[name])
+    wanted = [Requirement(r) for r in pyproject["project"]["dependencies"]]
+    wanted += [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["s3"]]
+    rest = _locked(LOCKS / "requirements.txt")
+    for variant in TORCH_VARIANTS:
+        torch = _locked(LOCKS / f"torch-{variant}.txt")
+        assert not set(torch) & set(rest), variant  # each package in one layer
+        locked = {**rest, **torch}
+        for requirement in wanted:
+            name = requirement.name.lower()
+            assert name in locked, f"{name} is a dependency but not in the image's locks"
+            version = locked[name][0]
+            assert requirement.specifier.contains(version, prereleases=True), (name, version)
+        pins = {n: v.split("+")[0] for n, (v, _) in torch.items() if n in ("torch", "torchvision")}
+        assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}, variant
+    # Hash-checked, each package: the CUDA build (what the GPU nodes run) and everything else.
+    for path in (LOCKS / "requirements.txt", LOCKS / "torch-cu130.txt"):
+        assert all(n > 0 for _, n in _locked(path).values()), path
+    pinned = (LOCKS / "pins.in").read_text()
+    assert "torch==2.14.1" in pinned
+    assert "torchvision==0.29.1" in pinned
 
 
 def test_dockerfile_holds_no_secret_and_sets_the_nvidia_runtime_variables(
@@ -282,16 +334,17 @@ def _site_packages_view(target: Path) -> Path:
 def test_dockerfile_install_steps_work_in_a_fresh_environment(
     dockerfile: list[Instruction], tmp_path: Path
 ) -> None:
-    """The build stage's COPY and `pip install` steps, offline, into a fresh virtual environment.
+    """The wheel stage's COPY and `pip wheel`, then the runtime's `pip install --no-deps` of the
+    wheel and `pip check`, offline, into a fresh virtual environment (no container engine:
+    tests/test_image.py builds the real image).
 
-    The new environment sees this one's packages (torch included) through a .pth file, so pip
-    installs only hpsearch, from the files the Dockerfile copies, and must find every dependency
-    already satisfied at the pinned versions; then its `hpsearch --version` runs.
+    The new environment sees this one's packages (torch included) through a .pth file, so the
+    wheel installs without its dependencies, and `pip check` proves they are all satisfied.
     """
-    source = tmp_path / "src"  # the build stage's WORKDIR
+    source = tmp_path / "src"  # the wheel stage's WORKDIR
     source.mkdir()
     for i in dockerfile:
-        if i.keyword == "COPY" and "--from=" not in i.value:
+        if i.keyword == "COPY" and i.stage == 0:
             src, dest = shlex.split(i.value)
             target = source / dest / Path(src).name if dest.endswith("/") else source / dest
             if (ROOT / src).is_dir():
@@ -309,24 +362,28 @@ def test_dockerfile_install_steps_work_in_a_fresh_environment(
     view = _site_packages_view(tmp_path / "site")
     (Path(purelib) / "shared-packages.pth").write_text(f"{view}\n")
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "HPSEARCH_"))}
+    # Nothing of this checkout or of pip's configuration may leak in: a fresh environment.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "HPSEARCH_")) and k != "PYTHONPATH"}  # fmt: skip
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    for args in _pip_installs(dockerfile):
-        offline = []
-        skip = False
-        for token in args:
-            if skip:
-                skip = False
-            elif token in ("--index-url", "-i", "--extra-index-url"):
-                skip = True  # offline here: what is installed must already satisfy the pins
-            elif not token.startswith(("--index-url=", "--extra-index-url=")):
-                offline.append(token)
+    wheels = tmp_path / "wheels"
+    steps = [
+        ["wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), "."],
+        ["install", "--no-deps", "--no-index", "PLACEHOLDER"],
+        ["check"],
+    ]
+    for step in steps:
+        if "PLACEHOLDER" in step:
+            (wheel,) = wheels.glob("hpsearch-*.whl")
+            step = [str(wheel) if a == "PLACEHOLDER" else a for a in step]
         result = subprocess.run(
-            [python, "-m", "pip", "install", "--no-index",
-             "--no-build-isolation", "--quiet", *offline],
-            cwd=source, env=env, capture_output=True, text=True, timeout=180,
+            [python, "-m", "pip", *step], cwd=source, env=env, capture_output=True, text=True,
+            timeout=180,
         )  # fmt: skip
-        assert result.returncode == 0, f"pip install {' '.join(args)}:\n{result.stderr}"
+        assert result.returncode == 0, f"pip {' '.join(step)}:\n{result.stdout}{result.stderr}"
+    runtime = " ".join(i.value for i in dockerfile if i.stage == 1 and i.keyword == "RUN")
+    assert "pip check" in runtime
+    assert "--no-deps /opt/hpsearch/wheels/hpsearch-*.whl" in runtime
 
     version = subprocess.run(
         [str(venv / "bin" / "hpsearch"), "--version"],
@@ -367,22 +424,51 @@ def test_compose_runs_postgres_with_a_volume_and_a_healthcheck(compose: dict[str
     volume = postgres["volumes"][0].split(":")[0]
     assert volume in compose["volumes"]  # a named volume, not a folder of the checkout
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert "ports" not in postgres  # reached by the services of the file only
+    # Published only where a variable says, the loopback by default: workers on other machines
+    # need it on a private address, nobody else at all.
+    (port,) = postgres["ports"]
+    assert port.startswith("${HPSEARCH_DB_ADDRESS:-127.0.0.1}:")
+    assert _default(port).startswith("127.0.0.1:")
 
 
-def test_compose_workers_reserve_one_gpu_each_and_stop_gracefully(
-    compose: dict[str, Any],
-) -> None:
+def test_compose_runs_one_worker_per_machine_with_all_its_gpus(compose: dict[str, Any]) -> None:
+    """Each GPU to one process: one container holds every GPU and starts one process per GPU.
+
+    Compose gives every replica of a service the same device reservation, so `replicas: N`
+    with `count: 1` would put N workers on one GPU.
+    """
     worker = compose["services"]["worker"]
     deploy = worker["deploy"]
-    assert int(_default(str(deploy["replicas"]))) >= 1
+    assert int(_default(str(deploy.get("replicas", 1)))) == 1
     assert deploy["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
     ]
+    command = [_default(a) for a in worker["command"]]
+    assert command[0] == "run"
+    assert command[command.index("--gpus") + 1] == "all"
+    args = build_parser().parse_args(command)
+    assert args.gpus == "all"
+    assert args.workers == 1
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert worker["command"][0] == "run"
     assert int(worker["stop_grace_period"].rstrip("s")) >= 30
     assert worker["restart"] == "on-failure"  # exit 0 = budget spent: not restarted
+
+
+def test_compose_keeps_checkpoints_where_the_dashboard_reads_them(compose: dict[str, Any]) -> None:
+    store = _default(compose["x-hpsearch"]["environment"]["HPSEARCH_ARTIFACT_STORE"])
+    for name in ("worker", "dashboard"):
+        service = compose["services"][name]
+        assert service["environment"]["HPSEARCH_ARTIFACT_STORE"].startswith("${")
+        mounts = [
+            v
+            for v in service["volumes"]
+            if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == "/artifacts"
+        ]
+        assert mounts, name  # fmt: skip
+        assert store.startswith("/artifacts/"), store
+    dashboard = compose["services"]["dashboard"]
+    (mount,) = [v for v in dashboard["volumes"] if v["target"] == "/artifacts"]
+    assert mount["read_only"] is True
 
 
 def test_compose_dashboard_is_read_only_on_the_loopback(compose: dict[str, Any]) -> None:
@@ -471,6 +557,7 @@ def _pod(document: dict[str, Any]) -> dict[str, Any]:
 API_VERSIONS = {
     "Secret": "v1", "Service": "v1", "Job": "batch/v1", "Deployment": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1", "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "PersistentVolumeClaim": "v1",
 }  # fmt: skip
 
 
@@ -478,6 +565,7 @@ def test_k8s_manifests_are_yaml_of_the_expected_kinds() -> None:
     documents = _manifests()
     kinds = sorted((file, d["kind"]) for file, d in documents)
     assert kinds == [
+        ("checkpoints-pvc.yaml", "PersistentVolumeClaim"),
         ("dashboard.yaml", "Deployment"), ("dashboard.yaml", "Service"),
         ("kustomization.yaml", "Kustomization"), ("secret.example.yaml", "Secret"),
         ("storage-proxy.yaml", "Deployment"), ("storage-proxy.yaml", "NetworkPolicy"),
@@ -497,7 +585,7 @@ def test_k8s_kustomization_builds_without_the_secret() -> None:
     )
     assert built.returncode == 0, built.stderr
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(built.stdout) if d)
-    assert kinds == ["Deployment", "Job", "Service"]
+    assert kinds == ["Deployment", "Job", "PersistentVolumeClaim", "Service"]
 
 
 def test_k8s_secret_holds_example_values_only() -> None:
@@ -520,7 +608,8 @@ def test_k8s_workers_are_an_indexed_job_with_one_gpu_each() -> None:
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] >= spec["parallelism"] >= 1
     rules = spec["podFailurePolicy"]["rules"]
-    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+    disruption = {"type": "DisruptionTarget", "status": "True"}
+    assert {"action": "Ignore", "onPodConditions": [disruption]} in rules
     pod = _pod(job)
     assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
     # The graceful stop must fit: well above the proxy's and the worker's few seconds of cleanup.
@@ -532,6 +621,21 @@ def test_k8s_workers_are_an_indexed_job_with_one_gpu_each() -> None:
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/studies"]["readOnly"] is True
     assert "/artifacts" in mounts
+
+
+def test_k8s_checkpoints_outlive_the_pods_in_a_shared_store() -> None:
+    claim = _one("PersistentVolumeClaim", "hpsearch-checkpoints")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every worker pod writes
+    for kind, name, writable in (("Job", "hpsearch-workers", True),
+                                 ("Deployment", "hpsearch-dashboard", False)):  # fmt: skip
+        pod = _pod(_one(kind, name))
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        mount = next(m for m in container["volumeMounts"]
+                     if m["mountPath"] == env["HPSEARCH_ARTIFACT_STORE"])  # fmt: skip
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["persistentVolumeClaim"]["claimName"] == "hpsearch-checkpoints", name
+        assert mount.get("readOnly", False) is not writable, name
 
 
 def test_k8s_dashboard_is_read_only_behind_a_cluster_ip_service() -> None:
@@ -685,3 +789,14 @@ def test_docs_links_to_its_own_sections_resolve() -> None:
     anchors = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
     for link in re.findall(r"\]\(#([^)]+)\)", text):
         assert link in anchors, link
+
+
+def test_every_storage_proxy_others_must_reach_names_its_address() -> None:
+    """The proxy's default address is becoming 127.0.0.1 (like the dashboard's): in a container
+    or for other machines it must be told where to listen."""
+    proxies = [(where, argv) for where, argv in COMMAND_LINES if argv[:1] == ["storage-proxy"]]
+    assert proxies
+    for where, argv in proxies:
+        assert "--host" in argv, f"{where}: storage-proxy without --host"
+        host = argv[argv.index("--host") + 1]
+        assert host not in ("127.0.0.1", "localhost", "::1"), where

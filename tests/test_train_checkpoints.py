@@ -1,14 +1,19 @@
-"""Checkpoints: atomic save with a score sidecar, and keeping only the best N."""
+"""Checkpoints: atomic save with a score sidecar, one name per trial, removal."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
 from torch import nn
 
-from hpsearch.train.checkpoints import keep_best_checkpoints, load_checkpoint, save_checkpoint
+from hpsearch.train.checkpoints import (
+    checkpoint_path,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+    trial_checkpoints,
+)
 
 
 def save(directory: Path, name: str, score: float, *, mode: str = "max") -> Path:
@@ -40,32 +45,20 @@ def test_save_writes_checkpoint_then_sidecar(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["t.pt", "t.pt.json"]
 
 
-@pytest.mark.parametrize(("mode", "kept"), [("max", ["c.pt", "a.pt"]), ("min", ["b.pt", "d.pt"])])
-def test_keep_best_by_mode(tmp_path: Path, mode: str, kept: list[str]) -> None:
-    for name, score in [("a.pt", 0.8), ("b.pt", 0.1), ("c.pt", 0.9), ("d.pt", 0.5)]:
-        save(tmp_path, name, score)
-    assert [p.name for p in keep_best_checkpoints(tmp_path, 2, mode=mode)] == kept
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == sorted(kept)
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(k + ".json" for k in kept)
+def test_each_trial_has_one_checkpoint_name_and_others_are_not_listed(tmp_path: Path) -> None:
+    assert checkpoint_path(tmp_path, 12) == tmp_path / "trial-00012.pt"
+    for number in (3, 12):
+        save(tmp_path, checkpoint_path(tmp_path, number).name, 0.5)
+    (tmp_path / ".trial-00007.pt.123.tmp").write_bytes(b"being written")
+    (tmp_path / "notes.pt").write_bytes(b"someone else's")
+    assert trial_checkpoints(tmp_path) == {
+        3: tmp_path / "trial-00003.pt",
+        12: checkpoint_path(tmp_path, 12),
+    }
 
 
-def test_nan_ranks_last_and_unscored_files_stay(tmp_path: Path) -> None:
-    save(tmp_path, "nan.pt", float("nan"))
-    save(tmp_path, "low.pt", 0.1)
-    (tmp_path / "in-progress.pt").write_bytes(b"no sidecar yet")
-    assert [p.name for p in keep_best_checkpoints(tmp_path, 1, mode="max")] == ["low.pt"]
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["in-progress.pt", "low.pt"]
-
-
-def test_keep_more_than_exist_and_zero(tmp_path: Path) -> None:
-    save(tmp_path, "a.pt", 0.5)
-    assert len(keep_best_checkpoints(tmp_path, 3, mode="max")) == 1
-    assert keep_best_checkpoints(tmp_path, 0, mode="max") == []
+def test_remove_takes_the_sidecar_too_and_a_missing_file_is_no_error(tmp_path: Path) -> None:
+    path = save(tmp_path, "trial-00001.pt", 0.5)
+    remove_checkpoint(path)
     assert not list(tmp_path.iterdir())
-
-
-def test_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="`mode` must be 'max' or 'min', but got 'up'."):
-        keep_best_checkpoints(tmp_path, 1, mode="up")
-    with pytest.raises(ValueError, match="`keep` must be >= 0, but got -1."):
-        keep_best_checkpoints(tmp_path, -1, mode="max")
+    remove_checkpoint(path)  # another worker removed it first

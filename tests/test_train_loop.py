@@ -12,7 +12,7 @@ import pytest
 import torch
 from data_factory import make_image_folder
 
-from hpsearch.train.checkpoints import keep_best_checkpoints, load_checkpoint
+from hpsearch.train.checkpoints import load_checkpoint
 from hpsearch.train.loop import fit, setup_training
 from hpsearch.train.models import build_model
 from hpsearch.train.options import METRICS, TrainerOptions
@@ -92,19 +92,6 @@ def test_diverged_training_stops_early() -> None:
     assert len(report.calls) < 5
     assert result["epochs_run"] == len(report.calls)
     assert not math.isfinite(report.calls[-1][0]["train_loss"])
-
-
-def test_keep_best_checkpoints_after_several_trials(tmp_path: Path) -> None:
-    for trial, lr in enumerate([0.05, 1e-5, 0.02, 1e-4]):
-        fit(
-            digits(epochs=1, lr=lr, max_train_batches=10),
-            Recorder(),
-            checkpoint_path=tmp_path / f"trial-{trial}.pt",
-        )
-    kept = keep_best_checkpoints(tmp_path, 2, mode="max")
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == sorted(p.name for p in kept)
-    assert {p.name for p in kept} == {"trial-0.pt", "trial-2.pt"}
-    assert len(list(tmp_path.glob("*.json"))) == 2
 
 
 def test_freeze_backbone_trains_only_the_head_first(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.inspect.dashboard import DashboardServer, is_loopback, make_app, read_only_for
 from hpsearch.inspect.source import open_view
 from hpsearch.signals import stop_on_signals
+from hpsearch.storage.artifacts import open_store
 
 NAME = "dashboard"
 HELP = "serve optuna-dashboard on the study's storage (127.0.0.1 by default; --read-only)"
@@ -46,24 +47,29 @@ def run(args: argparse.Namespace) -> int:
         raise HpsearchError(f"--port must be between 0 and 65535, but got {args.port}")
     read_only = read_only_for(args.host, args.read_only)
     loaded, url = load(args)
+    shared = open_store(loaded, writable=False)
     # The storage comes from the resolved URL object, so a password from the environment is
     # used here and never appears on a command line (optuna-dashboard's own CLI needs one).
     view = open_view(loaded, url, name=args.name)
     try:
-        server = DashboardServer(make_app(view.storage, read_only=read_only), host=args.host,
-                                 port=args.port)  # fmt: skip
+        app = make_app(
+            view.storage, read_only=read_only, artifact_store=shared.store if shared else None
+        )
+        server = DashboardServer(app, host=args.host, port=args.port)
         if not read_only and not is_loopback(args.host):
             _log.warning(
                 "the dashboard is writable on %s: anyone who reaches it can delete studies and "
                 "tell trials (there is no login); prefer --read-only", args.host
             )  # fmt: skip
         mode = "read-only" if read_only else "writable"
+        checkpoints = f"  checkpoints from {shared.label}\n" if shared else ""
         # As PID 1 in a container SIGTERM has no default action: without a handler `docker
         # stop` and Kubernetes wait out their grace period and then kill it.
         with stop_on_signals() as stop:
             server.start()
             print(
                 f"optuna-dashboard ({mode}) for study {view.name!r} on {url.redacted}\n"
+                f"{checkpoints}"
                 f"  {server.url(f'/dashboard/studies/{view.study_id}')}\n"
                 "  Ctrl-C to stop",
                 flush=True,

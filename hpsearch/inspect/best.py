@@ -59,8 +59,13 @@ def _signed(trial: FrozenTrial, view: StudyView) -> float:
     return value if view.directions[0] == StudyDirection.MINIMIZE else -value
 
 
-def render(view: StudyView, trials: list[FrozenTrial], n_complete: int) -> str:
-    """YAML: a commented header, then one `- name: value` entry per trial, best first."""
+def render(
+    view: StudyView, trials: list[FrozenTrial], n_complete: int, *, keep: int | None = None
+) -> str:
+    """YAML: a commented header, then one `- name: value` entry per trial, best first.
+
+    `keep`: the trainer's `keep_checkpoints`; trials ranked below it have none any more.
+    """
     goal = ", ".join(
         f"{d.name.lower()} {m}" for d, m in zip(view.directions, view.metrics, strict=True)
     )
@@ -74,7 +79,7 @@ def render(view: StudyView, trials: list[FrozenTrial], n_complete: int) -> str:
         f"# study {view.name}, {goal}: {what}",
         "# paste the entries below under `enqueue:` in the study file to run them again",
     ]
-    for trial in trials:
+    for rank, trial in enumerate(trials):
         assert trial.values is not None
         metrics = ", ".join(
             f"{m} = {fmt_value(v)}" for m, v in zip(view.metrics, trial.values, strict=True)
@@ -85,6 +90,8 @@ def render(view: StudyView, trials: list[FrozenTrial], n_complete: int) -> str:
         ran += f" on {where}" if isinstance(where, str) else ""
         lines += ["", f"# trial {trial.number}{ran}: {metrics}"]
         checkpoint = trial.user_attrs.get("checkpoint")
+        if keep is not None and rank >= keep:
+            checkpoint = f"not kept (only the best {keep} are: keep_checkpoints)"
         lines.append(f"# checkpoint: {checkpoint if checkpoint else 'none recorded'}")
         attrs = _shown_attrs(trial, view)
         if attrs:

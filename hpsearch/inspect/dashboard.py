@@ -24,6 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
+from hpsearch.storage.artifacts import ArtifactStore
 from hpsearch.storage.optuna_compat import FrozenStudy
 
 _log = logging.getLogger(__name__)
@@ -180,13 +181,18 @@ def refuse_writes(app: WSGIApp) -> WSGIApp:
     return guarded
 
 
-def make_app(storage: BaseStorage, *, read_only: bool) -> WSGIApp:
-    """optuna-dashboard's WSGI app on `storage` (wrapped and filtered when `read_only`)."""
+def make_app(
+    storage: BaseStorage, *, read_only: bool, artifact_store: ArtifactStore | None = None
+) -> WSGIApp:
+    """optuna-dashboard's WSGI app on `storage` (wrapped and filtered when `read_only`).
+
+    With `artifact_store`, the dashboard lists and serves the trials' checkpoints.
+    """
     from optuna_dashboard import wsgi
 
     if read_only:
-        return refuse_writes(wsgi(ReadOnlyStorage(storage)))
-    return wsgi(storage)
+        return refuse_writes(wsgi(ReadOnlyStorage(storage), artifact_store=artifact_store))
+    return wsgi(storage, artifact_store=artifact_store)
 
 
 def is_loopback(host: str) -> bool:

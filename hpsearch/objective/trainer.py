@@ -10,16 +10,18 @@ weak) and lowers the shared limit so no worker samples that size again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from hpsearch import batch_size as bs
 from hpsearch.errors import BatchSizeError
+from hpsearch.objective.checkpoints import CHECKPOINT_ATTR, Checkpoints
 from hpsearch.objective.record import record
 from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
+from hpsearch.storage.artifacts import open_store
 from hpsearch.storage.optuna_compat import study_id, study_storage
 from hpsearch.study import read_attr, write_attr
 from hpsearch.train.options import TrainerOptions, metric_mode
@@ -91,13 +93,14 @@ def trainer_runner(
     `high: auto`, as soon as everything it depends on is chosen (the fit is for this trial's
     own model, precision and optimizer), else when the trial runs.
     """
-    from hpsearch.train.checkpoints import keep_best_checkpoints
     from hpsearch.train.loop import fit
 
     spec = loaded.spec
     metric = spec.metrics[0]
     mode = metric_mode(metric)
-    checkpoints = context.artifacts / "checkpoints"
+    checkpoints = Checkpoints(
+        context.artifacts / "checkpoints", objective.keep_checkpoints, open_store(loaded)
+    )
     cache_dir = context.artifacts / "cache"
     fitter = _BatchSizeFitter(loaded, objective)
     # The options and batch-size range `limit` built for a trial, for its `run` to use.
@@ -130,13 +133,16 @@ def trainer_runner(
             attrs.update(micro_batch_size=micro, accumulation_steps=steps, device=rng.device)
         attrs["batch_size"] = options.batch_size
         record(trial, attrs)
-        path = checkpoints / f"trial-{trial.number:05d}.pt"
         try:
             metrics = fit(
-                options, report, monitor=metric, mode=mode, checkpoint_path=path,
-                cache_dir=cache_dir,
+                options, report, monitor=metric, mode=mode,
+                checkpoint_path=checkpoints.path(trial.number), cache_dir=cache_dir,
             )  # fmt: skip
         except Exception as e:
+            # Pruned or failed: never among the best completed trials, so its checkpoint goes
+            # now (a worker killed during the trial leaves it to the next prune).
+            checkpoints.discard(trial.number)
+            _prune(checkpoints, trial.study)
             if not bs.is_oom(e):
                 raise
             reason = f"oom: {bs.oom_summary(e)}"
@@ -144,12 +150,37 @@ def trainer_runner(
             if rng is not None:
                 fitter.lower(rng, options, trial)
             raise RuntimeError(reason) from None  # FAIL, not PRUNED
+        except BaseException:
+            checkpoints.discard(trial.number)  # stopped by a signal: no storage calls now
+            raise
         epochs_run = int(metrics.get("epochs_run", options.epochs))
-        record(trial, {"epochs_run": epochs_run, "checkpoint": str(path)})
-        keep_best_checkpoints(checkpoints, objective.keep_checkpoints, mode=mode)
+        attrs = {"epochs_run": epochs_run}
+        result = [float(metrics[m]) for m in spec.metrics if m in metrics]
+        finishing = None
+        if len(result) == len(spec.metrics):
+            finishing = (trial.number, result)
+            where = checkpoints.finish(trial, result)
+            if where is not None:
+                attrs[CHECKPOINT_ATTR] = where
+        else:
+            checkpoints.discard(trial.number)  # the trial fails for the missing metric
+        record(trial, attrs)
+        _prune(checkpoints, trial.study, finishing)
         return metrics
 
     return Runner(run, limit)
+
+
+def _prune(
+    checkpoints: Checkpoints,
+    study: optuna.Study,
+    finishing: tuple[int, Sequence[float]] | None = None,
+) -> None:
+    """Remove what fell out of the best N; a storage hiccup here must not fail the trial."""
+    try:
+        checkpoints.prune(study, finishing)
+    except Exception as e:  # the next trial's prune catches up
+        _log.warning("checkpoints not pruned this time: %s: %s", type(e).__name__, e)
 
 
 class _BatchSizeFitter:

@@ -5,9 +5,10 @@ the key path and the fix. This package imports neither torch nor optuna (a test 
 `hpsearch validate` answers in milliseconds.
 
 Modules: `_base` (the frozen, strict base model, unknown keys, durations), `params` (search-space
-parameter kinds), `algorithms` (samplers and pruners), `objectives` (what a trial runs), `study`
-(the whole file), `reader` (safe, bounded YAML and the line of every key), `yaml_errors` (YAML
-syntax errors in words), `messages` (pydantic's errors as one line), `loader` (`load_spec`).
+parameter kinds), `algorithms` (samplers and pruners), `artifacts` (where checkpoints are shared),
+`objectives` (what a trial runs), `study` (the whole file), `reader` (safe, bounded YAML and the
+line of every key), `yaml_errors` (YAML syntax errors in words), `messages` (pydantic's errors as
+one line), `loader` (`load_spec`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from hpsearch.spec.algorithms import (
     WilcoxonPruner,
     WrappedPruner,
 )
+from hpsearch.spec.artifacts import ArtifactStoreSpec, FileSystemStore, S3Store, parse_store_url
 from hpsearch.spec.loader import LoadedSpec, json_schema, load_spec
 from hpsearch.spec.objectives import (
     CommandObjective,
@@ -60,6 +62,10 @@ from hpsearch.spec.params import (
 from hpsearch.spec.study import BatchSizeFit, Budget, Direction, StudySpec, Workers
 
 __all__ = [
+    "ArtifactStoreSpec",
+    "FileSystemStore",
+    "S3Store",
+    "parse_store_url",
     "BatchSizeFit",
     "Budget",
     "CategoricalParam",

@@ -29,6 +29,7 @@ _EXAMPLES: dict[tuple[str, ...], str] = {
     ("metric",): "`val_accuracy` (a list for several directions)",
     ("storage",): "`sqlite:///storage/hpsearch.db`",
     ("artifacts",): "`artifacts/`",
+    ("artifact_store",): "`{type: filesystem, path: /shared/hpsearch}`",
     ("sampler",): "`{type: tpe, seed: 0}`",
     ("pruner",): "`{type: median, n_warmup_steps: 2}`",
     ("pruner", "wrapped"): "`{type: median}`",

@@ -19,6 +19,7 @@ from hpsearch.spec._base import (
     suggest,
 )
 from hpsearch.spec.algorithms import GridSampler, MedianPruner, PrunerSpec, SamplerSpec, TpeSampler
+from hpsearch.spec.artifacts import ArtifactStoreSpec
 from hpsearch.spec.messages import example
 from hpsearch.spec.objectives import ObjectiveSpec, TrainerObjective
 from hpsearch.spec.params import FloatParam, Param, describe_param, param_contains
@@ -105,6 +106,7 @@ class StudySpec(SpecModel):
     metric: str | list[str] | None = None
     storage: str | None = None
     artifacts: str | None = None
+    artifact_store: ArtifactStoreSpec | None = None
     sampler: SamplerSpec = Field(default_factory=lambda: TpeSampler(type="tpe"))
     pruner: PrunerSpec = Field(default_factory=lambda: MedianPruner(type="median"))
     budget: Budget = Field(default_factory=Budget)

@@ -133,5 +133,3 @@ def _make_server(
             f"storage-proxy cannot listen on {host}:{port} ({str(e).split(';')[0]}); the port "
             "is in use or the host is no address of this machine: pick another --port or --host"
         ) from None
-
-

@@ -36,6 +36,7 @@ MACHINE_KEYS = (
     "name",
     "storage",
     "artifacts",
+    "artifact_store",  # a shared folder may be mounted elsewhere on each machine
     "objective.dataset.path",
     "objective.dataset.val_path",
     "objective.device",

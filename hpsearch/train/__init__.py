@@ -2,7 +2,7 @@
 
 # The torch-heavy parts are imported from their modules, only where needed:
 # `hpsearch.train.loop.fit`, `hpsearch.train.summary.summarize`,
-# `hpsearch.train.models.build_model`, `hpsearch.train.checkpoints.keep_best_checkpoints`.
+# `hpsearch.train.models.build_model`, `hpsearch.train.checkpoints.load_checkpoint`.
 
 from __future__ import annotations
 

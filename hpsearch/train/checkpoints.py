@@ -1,16 +1,16 @@
-"""Best-epoch checkpoints: atomic saves with a score sidecar, and pruning to the best N."""
+"""Best-epoch checkpoints: atomic saves with a score sidecar, one name per trial, removal."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 SIDECAR_SUFFIX = ".json"
 
@@ -21,8 +21,8 @@ def sidecar(path: Path) -> Path:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    # Write then rename: a reader (keep_best_checkpoints in another worker, a user copying the
-    # winner) never sees half a file, and a crash leaves the previous version intact.
+    # Write then rename: a reader (an upload to the shared store, a user copying the winner)
+    # never sees half a file, and a crash leaves the previous version intact.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -48,6 +48,8 @@ def save_checkpoint(
     The sidecar is written last, so a checkpoint with a sidecar is always complete.
     `preprocessing` (image size, channels, mean, std) is what inference must repeat.
     """
+    import torch  # here, not at the top: naming and removing checkpoints needs no torch
+
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     payload = {
         "model": state,
@@ -63,40 +65,31 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The saved dict (`model`, `options`, `metrics`, `classes`, `preprocessing`), on the CPU."""
+    import torch
+
     loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return loaded
 
 
-def _score(path: Path) -> float | None:
-    try:
-        value = json.loads(path.read_text())["score"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # being written or deleted by another worker: not ours to judge now
-    return float(value) if isinstance(value, int | float) else None
+def checkpoint_path(directory: Path, number: int) -> Path:
+    """`<directory>/trial-00012.pt`: the one name a trial's checkpoint has on every machine."""
+    return directory / f"trial-{number:05d}.pt"
 
 
-def keep_best_checkpoints(directory: Path, keep: int, *, mode: str) -> list[Path]:
-    """Delete all but the `keep` best checkpoints in `directory` by sidecar score.
+_NAME = re.compile(r"trial-(\d+)\.pt")
 
-    Checkpoints without a readable sidecar are left alone (still being written, or not ours).
-    A NaN score ranks last. Safe to run from several workers at once: files another worker
-    already deleted are ignored. Returns the kept checkpoints, best first.
-    """
-    if mode not in ("max", "min"):
-        raise ValueError(f"`mode` must be 'max' or 'min', but got {mode!r}.")
-    if keep < 0:
-        raise ValueError(f"`keep` must be >= 0, but got {keep}.")
-    scored = []
-    for side in directory.glob(f"*{SIDECAR_SUFFIX}"):
-        checkpoint = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
-        score = _score(side)
-        if score is None or not checkpoint.is_file():
-            continue
-        rank = -math.inf if math.isnan(score) else (score if mode == "max" else -score)
-        scored.append((rank, checkpoint.name, checkpoint))
-    # Ties go to the earlier name, so every worker agrees on which file to keep.
-    scored.sort(key=lambda item: (-item[0], item[1]))
-    for _, _, checkpoint in scored[keep:]:
-        checkpoint.unlink(missing_ok=True)
-        sidecar(checkpoint).unlink(missing_ok=True)
-    return [checkpoint for _, _, checkpoint in scored[:keep]]
+
+def trial_checkpoints(directory: Path) -> dict[int, Path]:
+    """The checkpoints in `directory`, by trial number (temporary and foreign files left out)."""
+    found = {}
+    for path in directory.glob("trial-*.pt"):
+        match = _NAME.fullmatch(path.name)
+        if match is not None:
+            found[int(match.group(1))] = path
+    return found
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint and its sidecar; one another worker already deleted is no error."""
+    path.unlink(missing_ok=True)
+    sidecar(path).unlink(missing_ok=True)
