@@ -23,6 +23,7 @@ from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, open_storage, resolve
 
 BODY = """
 name: s
+metric: loss
 objective: {function: objective.py:quadratic}
 search_space: {x: {type: float, low: 0, high: 1}}
 """

@@ -205,7 +205,7 @@ def test_two_hosts_share_a_server_study_but_not_a_sqlite_file(
 
     sqlite_url = f"sqlite:///{tmp_path / 'shared.db'}"
     _wait_all([_worker(path, sqlite_url, "--n-trials", "2", hostname="gpu-node-a")])
-    other = _worker(path, sqlite_url, hostname="gpu-node-b")
+    other = _worker(path, sqlite_url, "--n-trials", "2", hostname="gpu-node-b")
     out, _ = other.communicate(timeout=60)
     assert other.returncode == 2
     assert "SQLite serves one machine" in out

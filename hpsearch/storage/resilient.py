@@ -32,7 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.mysql
@@ -54,6 +54,7 @@ from hpsearch.storage.optuna_compat import (
     stale_trial_ids,
 )
 from hpsearch.storage.retry import call_with_retries, first_line
+from hpsearch.storage.claims import BudgetClaim, BudgetSpent
 from hpsearch.storage.mysql import mysql_microseconds
 from hpsearch.storage.sqlite import serialize_writes
 
@@ -66,34 +67,6 @@ T = TypeVar("T")
 RETRY_ATTR = "hpsearch:retry"
 RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
 _STALE_EVERY = 5.0  # seconds between two stale checks of Optuna's, at the most
-
-
-class BudgetSpent(Exception):
-    """No slot left for a new trial, or no epoch left to record, in this study."""
-
-    def __init__(self, study_id: int, what: str = "budget") -> None:
-        super().__init__(f"the {what} of study {study_id} is spent")
-        self.study_id = study_id
-
-
-class BudgetClaim(Protocol):
-    """A study-wide budget that a trial's transactions claim from (`worker.budget.Ledger`)."""
-
-    def claim_in(self, session: Any, *, count: bool) -> bool:
-        """Claim a trial's slot inside `session`'s transaction; False when the budget is spent."""
-        ...
-
-    def claim_epochs_in(self, session: Any, epochs: int) -> bool:
-        """Claim trained epochs inside `session`'s transaction; False when they are spent."""
-        ...
-
-    def spent(self) -> BudgetSpent:
-        """The exception `ask()` raises when no slot is left."""
-        ...
-
-    def bind(self, engine: Any) -> None:
-        """Use `engine` from now on (the storage's, after it was unpickled)."""
-        ...
 
 
 def _retrying(method: F) -> F:

@@ -160,6 +160,8 @@ def run_worker(
             if not stop.requested:
                 raise
             _log.warning("stopped by %s before joining the study: %s", stop.by, e)
+        except HpsearchError:
+            raise  # says what is wrong already (whatever it was raised while handling)
         except Exception as e:
             # A database error the retries could not ride out, maybe under another (Optuna's
             # bookkeeping fails with an AssertionError when its `tell` could not be written).
