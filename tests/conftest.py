@@ -49,6 +49,17 @@ def server_database(kind: str) -> Generator[str, None, None]:
         engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _private_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test writes to this user's data or cache folders (the default storage, the batch-size
+    cache): each test gets folders of its own, its subprocesses too."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HPSEARCH_HOME", str(home / "data"))
+    monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(home / "cache"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark what needs a database server, so `make test-fast` can leave it out."""
     for item in items:

@@ -16,6 +16,7 @@ from hpsearch.commands import (
     run,
     schema,
     status,
+    stop,
     storage_proxy,
     validate,
 )
@@ -43,6 +44,7 @@ COMMANDS: list[Command] = _commands(
     fit_batch,
     doctor,
     status,
+    stop,
     best,
     export,
     dashboard,

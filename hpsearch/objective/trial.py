@@ -61,7 +61,8 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
             shown = {name: values[name] for name in exponent_params if name in values}
             record(trial, {**context.attrs, **shown})
             recorded = True
-            return _values(spec, runner.run(trial, values, _reporter(trial, spec)))
+            report = _reporter(trial, spec, context.observe)
+            return _values(spec, runner.run(trial, values, report))
         except optuna.TrialPruned:
             raise
         except Exception as e:
@@ -85,12 +86,18 @@ def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     return trainer_runner(loaded, objective, context)
 
 
-def _reporter(trial: optuna.Trial, spec: StudySpec) -> Report:
+def _reporter(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    observe: Callable[[optuna.Trial, int, float], None] | None,
+) -> Report:
     metric = spec.metrics[0]
     multi = len(spec.study_directions) > 1
 
     def report(value: Metrics | float, step: int) -> None:
         number = _pick(value, metric)
+        if observe is not None:
+            observe(trial, step, number)
         if multi:
             # Optuna prunes single-objective studies only; keep the curve for inspection.
             trial.set_user_attr(f"{metric}@{step}", number)

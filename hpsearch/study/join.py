@@ -30,6 +30,7 @@ SPACE_ATTR = "hpsearch:search_space"
 READY_ATTR = "hpsearch:ready"
 UID_ATTR = "hpsearch:uid"
 BUDGET_CHANGES_ATTR = "hpsearch:budget_changes"
+STOP_ATTR = "hpsearch:stopped"  # {at, by, reason, kind}: `hpsearch stop`, or the target reached
 
 # Keys that say where this machine keeps things, not what the study is.
 MACHINE_KEYS = (
