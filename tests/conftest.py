@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sysconfig
 import textwrap
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -109,6 +110,19 @@ def quadratic(params, report):
 def fails(params, report):
     raise ValueError("boom")
 '''
+
+
+def site_packages_view(target: Path) -> Path:
+    """This environment's site-packages without hpsearch: symlinks, so nothing is copied (a
+    fresh environment sees torch and the rest through a .pth file, and hpsearch from a wheel)."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    target.mkdir()
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if name.startswith(("hpsearch", "__editable__")) or name.endswith(".pth"):
+            continue
+        (target / entry.name).symlink_to(entry)
+    return target
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from hpsearch.commands import (
     best,
     dashboard,
     doctor,
+    examples,
     export,
     fit_batch,
     report,
@@ -50,4 +51,5 @@ COMMANDS: list[Command] = _commands(
     dashboard,
     report,
     storage_proxy,
+    examples,
 )

@@ -20,7 +20,14 @@ from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import function_runner, load_function
 from hpsearch.objective.record import record
 from hpsearch.objective.trainer import trainer_runner
-from hpsearch.objective.types import Metrics, Report, Runner, TrialContext, TrialValue
+from hpsearch.objective.types import (
+    Metrics,
+    Report,
+    Runner,
+    TrialContext,
+    TrialValue,
+    UserFunction,
+)
 from hpsearch.spec import (
     CommandObjective,
     FunctionObjective,
@@ -44,10 +51,16 @@ def check(loaded: LoadedSpec) -> None:
         check_command(loaded, objective)
 
 
-def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial], TrialValue]:
-    """The Optuna objective for a spec: `objective(trial) -> value(s)`."""
+def build(
+    loaded: LoadedSpec, context: TrialContext, *, function: UserFunction | None = None
+) -> Callable[[optuna.Trial], TrialValue]:
+    """The Optuna objective for a spec: `objective(trial) -> value(s)`.
+
+    `function(params, report)` replaces the file's objective (the Python API's own function);
+    its `params` hold the file's fixed objective options too, as a `function:` objective's do.
+    """
     spec = loaded.spec
-    runner = _runner(loaded, context)
+    runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
     exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
 
     def objective(trial: optuna.Trial) -> TrialValue:
@@ -74,6 +87,16 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
             raise
 
     return objective
+
+
+def _call(function: UserFunction, loaded: LoadedSpec) -> Callable[..., Any]:
+    options = getattr(loaded.spec.objective, "options", {})
+    fixed = {} if isinstance(loaded.spec.objective, TrainerObjective) else dict(options)
+
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
+        return function({**fixed, **values}, report)
+
+    return run
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:

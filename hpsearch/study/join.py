@@ -160,7 +160,7 @@ def record_budget_change(
     after = budget.model_dump(mode="json", exclude_none=True)
     write_attr(study, SPEC_ATTR, {**stored, "budget": after})
     changes = list(read_attr(study, BUDGET_CHANGES_ATTR) or [])
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     changes.append({"at": when, "by": worker, "from": before, "to": after})
     write_attr(study, BUDGET_CHANGES_ATTR, changes)
     _log.warning(

@@ -31,7 +31,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError, StorageError
-from hpsearch.objective import TrialContext, WorkerStopped, build
+from hpsearch.objective import TrialContext, UserFunction, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
 from hpsearch.spec import Budget, GridSampler, LoadedSpec
 from hpsearch.storage import (
@@ -80,6 +80,7 @@ class WorkerReport:
     stopped_by: str | None = None
     budget_reason: str | None = None
     gave_up: str | None = None  # why it stopped after failures in a row
+    study: optuna.Study | None = None  # the study it ran (for the Python API)
 
     @property
     def ran(self) -> int:
@@ -102,6 +103,7 @@ class RunOptions:
     artifacts: str | None = None
     linger_poll: float | None = None  # tests: how often a finished worker looks at the others
     resume: bool = False  # clear the study's stop record (`hpsearch stop`) and go on
+    function: UserFunction | None = None  # the Python API's objective, instead of the file's
 
 
 class _Stop:
@@ -263,7 +265,8 @@ def _run(
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
         observe=observe,
     )
-    run_trial = build(loaded, context)
+    run_trial = build(loaded, context, function=options.function)
+    report.study = study
 
     current: list[int] = []  # the trial this worker runs now, for storages without `taken`
 

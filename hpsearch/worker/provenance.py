@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpsearch import __version__
 from hpsearch.spec import LoadedSpec
 from hpsearch.storage import StorageURL, default_home
+from hpsearch.version import __version__
 
 
 def versions() -> str:

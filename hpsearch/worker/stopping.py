@@ -59,7 +59,7 @@ def grid_exhausted(study: optuna.Study) -> str | None:
 
 def stop_study(study: optuna.Study, *, reason: str, kind: str, by: str) -> None:
     """Record on the study that its workers are to stop (`kind`: "stop" or "target")."""
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     write_attr(study, STOP_ATTR, {"at": when, "by": by, "reason": reason, "kind": kind})
 
 
@@ -73,7 +73,7 @@ def resume(study: optuna.Study, *, by: str) -> dict[str, Any] | None:
     """Clear the study's stop record (`hpsearch run --resume`); returns the record cleared."""
     record = stop_record(study)
     if record is not None:
-        when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         write_attr(study, STOP_ATTR, {"resumed": when, "by": by, "was": record})
     return record
 
