@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.version import __version__
 
 _log = logging.getLogger("hpsearch")
 

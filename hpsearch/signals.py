@@ -48,6 +48,9 @@ class GracefulStop:
 def stop_on_signals(on_first: Callable[[str], None] | None = None) -> Iterator[GracefulStop]:
     """Handle SIGTERM and SIGINT as a graceful stop while inside the block."""
     stop = GracefulStop(on_first)
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may handle signals (a notebook's worker thread)
+        return
     previous = {s: signal.signal(s, stop.handle) for s in STOP_SIGNALS}
     try:
         yield stop

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sysconfig
 import textwrap
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -47,6 +48,17 @@ def server_database(kind: str) -> Generator[str, None, None]:
             else:
                 c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
         engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _private_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test writes to this user's data or cache folders (the default storage, the batch-size
+    cache): each test gets folders of its own, its subprocesses too."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HPSEARCH_HOME", str(home / "data"))
+    monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(home / "cache"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -98,6 +110,19 @@ def quadratic(params, report):
 def fails(params, report):
     raise ValueError("boom")
 '''
+
+
+def site_packages_view(target: Path) -> Path:
+    """This environment's site-packages without hpsearch: symlinks, so nothing is copied (a
+    fresh environment sees torch and the rest through a .pth file, and hpsearch from a wheel)."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    target.mkdir()
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if name.startswith(("hpsearch", "__editable__")) or name.endswith(".pth"):
+            continue
+        (target / entry.name).symlink_to(entry)
+    return target
 
 
 @functools.cache

@@ -203,7 +203,10 @@ def test_best_numbers_ranks_by_the_study_direction(
 
 def _spec(tmp_path: Path, extra: str = "") -> Any:
     path = tmp_path / "s.yaml"
-    path.write_text(f"name: s\nobjective: {{function: f.py:f}}\n{extra}\n")
+    path.write_text(
+        f"name: s\nobjective: {{function: f.py:f}}\n{extra}\n"
+        "search_space: {x: {type: float, low: 0, high: 1}}\n"
+    )
     return load_spec(path)
 
 

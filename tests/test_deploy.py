@@ -14,19 +14,19 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-from hpsearch import __version__
 from hpsearch.cli import build_parser
 from hpsearch.commands import COMMANDS
+from hpsearch.version import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -76,7 +76,7 @@ MISTAKES = [
     ("low: 1e-5", "low: 0.0", 11, "search_space.lr.low: log scale needs low > 0, but got 0.0"),
     ("n_trials", "n_trails", 6,
      "budget.n_trails: unknown key; did you mean `n_trials`? valid keys: n_trials, timeout, "
-     "gpu_hours, epochs, max_failures"),
+     "gpu_hours, epochs, target, max_failures"),
     ("type: categorical", "type: categorial", 15,
      "search_space.optimizer.type: unknown type 'categorial'; did you mean `categorical`? "
      "valid: float, int, power_of_two, categorical"),

@@ -19,7 +19,13 @@ from conftest import server_database
 from hpsearch.cli import main
 from hpsearch.errors import StorageError
 from hpsearch.spec import load_spec
-from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, open_storage, resolve
+from hpsearch.storage import (
+    OPTUNA_STORAGE_ENV,
+    PASSWORD_ENV,
+    STORAGE_ENV,
+    open_storage,
+    resolve,
+)
 
 BODY = """
 name: s
@@ -33,16 +39,36 @@ def test_precedence_flag_env_file_default(
     write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
     (tmp_path / ".git").mkdir()  # the study's folder is the root of a checkout
+    (tmp_path / "storage").mkdir()  # that keeps hpsearch's files in storage/, as this one does
     plain = load_spec(write_study(BODY))
     assert resolve(plain, environ={}).secret_url == f"sqlite:///{tmp_path}/storage/hpsearch.db"
     filed = load_spec(write_study(BODY + "storage: sqlite:///data/x.db\n", "f.yaml"))
     url = resolve(filed, environ={})
     assert url.secret_url == f"sqlite:///{tmp_path}/data/x.db"  # relative to the study file
     assert url.source.endswith(": storage")
-    env = {STORAGE_ENV: "postgresql://u@h/db"}
+    optuna_env = {OPTUNA_STORAGE_ENV: "postgresql://o@h/db"}
+    assert resolve(filed, environ=optuna_env).secret_url == "postgresql+psycopg://o@h/db"
+    env = {STORAGE_ENV: "postgresql://u@h/db", **optuna_env}
     assert resolve(filed, environ=env).secret_url == "postgresql+psycopg://u@h/db"
     flagged = resolve(filed, flag="mysql://u@h/db", environ=env)
     assert (flagged.secret_url, flagged.source) == ("mysql+pymysql://u@h/db", "--storage")
+
+
+def test_the_default_storage_is_never_an_unrelated_repository(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """After `pip install`, the SQLite file landed in the root of whatever git repository held
+    the study file (not ignored there), and `validate` created that folder."""
+    (tmp_path / ".git").mkdir()  # someone's project, with no storage/ of hpsearch's
+    loaded = load_spec(write_study(BODY))
+    data = tmp_path / "xdg-data"
+    url = resolve(loaded, environ={"XDG_DATA_HOME": str(data)})
+    assert url.secret_url == f"sqlite:///{data}/hpsearch/hpsearch.db"
+    assert url.source == "default"
+    home = resolve(loaded, environ={"HPSEARCH_HOME": str(tmp_path / "h")})
+    assert home.secret_url == f"sqlite:///{tmp_path}/h/hpsearch.db"
+    assert not data.exists()  # resolving writes nothing
+    assert not (tmp_path / "storage").exists()
 
 
 def test_password_comes_from_the_environment_and_is_never_shown(

@@ -39,3 +39,10 @@ def test_the_schema_still_refuses_what_the_loader_refuses(tmp_path: Path) -> Non
     assert "five minutes" in path.read_text()
     with pytest.raises(jsonschema.ValidationError):
         check_against_schema(path)
+
+
+def test_the_examples_shipped_in_the_package_are_the_ones_in_studies() -> None:
+    """`hpsearch examples` writes the package's copies: they must not drift from studies/."""
+    from hpsearch.commands.examples import example_files
+
+    assert example_files() == {p.name: p.read_text() for p in STUDIES}

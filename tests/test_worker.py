@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from hpsearch.cli import main
+from hpsearch.study import STOP_ATTR, read_attr
 
 # Real processes and real training: minutes in all, so not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -342,3 +343,91 @@ def test_status_reads_a_study_on_a_read_only_disk(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["trials"]["complete"] == 2
+
+
+SLOW_OBJECTIVE = """
+import time
+
+def slow(params, report):
+    for step in range(1, 60):
+        time.sleep(0.2)
+        report({"value": params["x"] * step}, step)
+    return {"value": params["x"] * 60}
+"""
+
+
+def _slow_study(write_study: Callable[..., Path], name: str, extra: str = "") -> Path:
+    path = write_study(f"""
+        name: {name}
+        metric: value
+        direction: maximize
+        sampler: {{type: random, seed: 4}}
+        pruner: {{type: none}}
+        budget: {{n_trials: 40{extra}}}
+        {FAST_HEARTBEAT}
+        objective: {{function: slow.py:slow}}
+        search_space: {{x: {{type: float, low: 0, high: 1}}}}
+    """)  # fmt: skip
+    (path.parent / "slow.py").write_text(SLOW_OBJECTIVE)
+    return path
+
+
+def _wait_running(url: str, name: str, n: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trials = _try_trials(url, name)
+        if sum(t.state == TrialState.RUNNING for t in trials) >= n:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{n} trials never ran at once")
+
+
+def test_hpsearch_stop_ends_a_four_worker_study_and_run_says_how_to_resume(
+    postgres_url: str, write_study: Callable[..., Path], unique_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path = _slow_study(write_study, unique_name)
+    fleet = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", postgres_url,
+         "--workers", "4", "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    _wait_running(postgres_url, unique_name, 4)
+    asked = time.monotonic()
+    assert main(["stop", str(path), "--storage", postgres_url, "--wait", "30"]) == 0
+    assert fleet.wait(timeout=30) == 0, fleet.communicate()[0]
+    assert time.monotonic() - asked < 15
+    trials = _trials(postgres_url, unique_name)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    handed_back = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(handed_back) == 4
+    assert all(t.user_attrs["fail_reason"].startswith("study stopped: ") for t in handed_back)
+    assert sum(t.state == TrialState.WAITING for t in trials) == 4  # retried on --resume
+    study = optuna.load_study(study_name=unique_name, storage=postgres_url)
+    assert read_attr(study, STOP_ATTR)["kind"] == "stop"
+    capsys.readouterr()
+    assert main(["run", str(path), "--storage", postgres_url]) == 0
+    assert "--resume" in capsys.readouterr().err
+    assert len(_trials(postgres_url, unique_name)) == len(trials)  # nothing ran
+
+
+def test_budget_target_stops_every_worker_once_reached(
+    postgres_url: str, write_study: Callable[..., Path], unique_name: str
+) -> None:
+    path = _slow_study(write_study, unique_name, extra=", target: 30")
+    (path.parent / "slow.py").write_text(
+        SLOW_OBJECTIVE.replace("range(1, 60)", "range(1, 3 if params['x'] > 0.5 else 60)")
+    )
+    fleet = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", postgres_url,
+         "--workers", "4", "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert fleet.wait(timeout=120) == 0, fleet.communicate()[0]
+    trials = _trials(postgres_url, unique_name)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    best = max(t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None)
+    assert best >= 30
+    assert len(trials) < 40  # stopped well before the budget
+    study = optuna.load_study(study_name=unique_name, storage=postgres_url)
+    record = read_attr(study, STOP_ATTR)
+    assert record["kind"] == "target"
+    assert record["reason"].startswith("budget.target reached: value ")

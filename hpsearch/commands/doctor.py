@@ -13,7 +13,6 @@ import optuna
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
-from hpsearch import __version__
 from hpsearch.batch_size import visible_gpus
 from hpsearch.commands.common import add_study_arguments, load, study_name
 from hpsearch.errors import HpsearchError, StorageError
@@ -25,6 +24,7 @@ from hpsearch.storage import (
     open_storage,
     refuse_sqlite_across_machines,
 )
+from hpsearch.version import __version__
 
 NAME = "doctor"
 HELP = "check storage, versions, clocks, GPUs and pool sizes before a launch"
@@ -111,7 +111,7 @@ def _clock(url: StorageURL, holder: list[RDBStorage | sa.Engine]) -> str:
         return f"local clock, timezone {time.strftime('%Z')} (SQLite has no server clock)"
     with _engine(holder).connect() as c:
         server = c.execute(sa.text("SELECT CURRENT_TIMESTAMP")).scalar_one()
-    here = dt.datetime.now(dt.timezone.utc)
+    here = dt.datetime.now(dt.UTC)
     if server.tzinfo is None:  # MySQL returns the session's local time without a zone
         server = server.replace(tzinfo=here.astimezone().tzinfo)
     skew = abs((here - server).total_seconds())

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
-from collections.abc import Callable
-
-import optuna
-from optuna.trial import FrozenTrial
+import sys
 
 from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.commands.progress import Progress, install
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import Budget, parse_duration
 from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, refuse_sqlite_across_machines
-from hpsearch.worker import Ledger, RunOptions, launch, parse_gpus, run_worker
+from hpsearch.worker import RunOptions, launch, parse_gpus, run_worker
 
 NAME = "run"
 HELP = "create or join the study and run trials until its budget is spent"
@@ -26,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--n-trials", type=int, metavar="N", help="study-wide trial budget")
     parser.add_argument("--timeout", metavar="DURATION", help="study-wide time budget (2h, 30m)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with a study that `hpsearch stop` (or its budget.target) stopped",
+    )
     parser.add_argument(
         "--change-budget",
         action="store_true",
@@ -73,20 +75,28 @@ def run(args: argparse.Namespace) -> int:
         refuse_sqlite_across_machines(url)
         gpus = parse_gpus(args.gpus) if args.gpus else None
         return launch(_child_argv(args), url, n_workers=args.workers, gpus=gpus)
-    _log.info("study %r on %s (from %s)", args.name or loaded.spec.name, url.redacted, url.source)
+    where = url.source if url.source != "default" else "the default; choose with --storage"
+    _log.info("study %r on %s (%s)", args.name or loaded.spec.name, url.redacted, where)
     # The URL holds the password now; the trials this process runs (a function objective, the
     # trainer's data loaders, a command) do not need it in their environment.
     for name in (PASSWORD_ENV, STORAGE_ENV, "OPTUNA_STORAGE"):
         os.environ.pop(name, None)
-    started = time.monotonic()
     options = RunOptions(
         budget=budget,
         change_budget=_budget_flags(args),
         study_name=args.name,
         worker_id=args.worker_id,
         artifacts=args.artifacts,
+        resume=args.resume,
     )
-    report = run_worker(loaded, url, options, on_trial=_progress(started))
+    progress = Progress(live=sys.stderr.isatty() and _log.isEnabledFor(logging.INFO))
+    install(progress)
+    try:
+        report = run_worker(
+            loaded, url, options, on_trial=progress.on_trial, on_step=progress.on_step
+        )
+    finally:
+        progress.clear()
     if report.ran and not report.succeeded:
         # Every trial this worker ran failed: say so, and let a script or scheduler notice.
         _log.error(
@@ -108,44 +118,11 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
                         ("--timeout", args.timeout), ("--artifacts", args.artifacts)):  # fmt: skip
         if value is not None:
             argv += [flag, str(value)]
-    if args.change_budget:
-        argv.append("--change-budget")
+    for flag in ("change_budget", "resume"):
+        if getattr(args, flag):
+            argv.append("--" + flag.replace("_", "-"))
     if args.quiet:
         argv.append("-q")
     if args.verbose:
         argv.append("-v")
     return argv
-
-
-ProgressLine = Callable[[optuna.Study, FrozenTrial, Ledger | None], None]
-
-
-def _progress(started: float) -> ProgressLine:
-    def line(study: optuna.Study, trial: FrozenTrial, ledger: Ledger | None) -> None:
-        if not _log.isEnabledFor(logging.INFO):
-            return  # -q: skip the two queries behind the line
-        state = ledger.state() if ledger is not None else None
-        done = f"{state.claimed - state.retry_slots}" if state is not None else "?"
-        limit = state.trial_limit if state is not None else None
-        total = f"/{limit}" if limit else ""
-        value = ""
-        if trial.state.name == "PRUNED":
-            value = f" at step {trial.last_step}"
-        elif trial.values is not None:
-            value = " value=" + ",".join(f"{v:.6g}" for v in trial.values)
-        elif trial.state.name == "FAIL":
-            value = f" ({trial.user_attrs.get('fail_reason', 'failed')})"
-        best = ""
-        if len(study.directions) == 1:
-            try:
-                b = study.best_trial
-                best = f" | best {b.value:.6g} (trial {b.number})"
-            except ValueError:
-                pass
-        _log.info(
-            "[%s%s] trial %d %s%s%s | %.0fs",
-            done, total, trial.number, trial.state.name, value, best,
-            time.monotonic() - started,
-        )  # fmt: skip
-
-    return line

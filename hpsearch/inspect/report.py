@@ -21,9 +21,9 @@ import optuna.visualization as vis
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import __version__
 from hpsearch.inspect import best, status, table
 from hpsearch.inspect.source import StudyView, curve
+from hpsearch.version import __version__
 
 _log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ nav a { margin-right: 1rem; }
 def _page(view: StudyView, sections: list[Section]) -> str:
     from plotly.offline import get_plotlyjs
 
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " ".join(
         f'<a href="#{s.id}">{html.escape(s.title.split(" (")[0])}</a>' for s in sections
     )

@@ -255,7 +255,7 @@ def utc_iso(value: dt.datetime | None) -> str | None:
     """Optuna's naive local datetimes as ISO 8601 in UTC (`2026-01-02T03:04:05+00:00`)."""
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def curve(trial: FrozenTrial, metric: str) -> dict[int, float]:

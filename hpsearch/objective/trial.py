@@ -20,7 +20,14 @@ from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import function_runner, load_function
 from hpsearch.objective.record import record
 from hpsearch.objective.trainer import trainer_runner
-from hpsearch.objective.types import Metrics, Report, Runner, TrialContext, TrialValue
+from hpsearch.objective.types import (
+    Metrics,
+    Report,
+    Runner,
+    TrialContext,
+    TrialValue,
+    UserFunction,
+)
 from hpsearch.spec import (
     CommandObjective,
     FunctionObjective,
@@ -44,10 +51,16 @@ def check(loaded: LoadedSpec) -> None:
         check_command(loaded, objective)
 
 
-def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial], TrialValue]:
-    """The Optuna objective for a spec: `objective(trial) -> value(s)`."""
+def build(
+    loaded: LoadedSpec, context: TrialContext, *, function: UserFunction | None = None
+) -> Callable[[optuna.Trial], TrialValue]:
+    """The Optuna objective for a spec: `objective(trial) -> value(s)`.
+
+    `function(params, report)` replaces the file's objective (the Python API's own function);
+    its `params` hold the file's fixed objective options too, as a `function:` objective's do.
+    """
     spec = loaded.spec
-    runner = _runner(loaded, context)
+    runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
     exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
 
     def objective(trial: optuna.Trial) -> TrialValue:
@@ -61,7 +74,8 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
             shown = {name: values[name] for name in exponent_params if name in values}
             record(trial, {**context.attrs, **shown})
             recorded = True
-            return _values(spec, runner.run(trial, values, _reporter(trial, spec)))
+            report = _reporter(trial, spec, context.observe)
+            return _values(spec, runner.run(trial, values, report))
         except optuna.TrialPruned:
             raise
         except Exception as e:
@@ -75,6 +89,16 @@ def build(loaded: LoadedSpec, context: TrialContext) -> Callable[[optuna.Trial],
     return objective
 
 
+def _call(function: UserFunction, loaded: LoadedSpec) -> Callable[..., Any]:
+    options = getattr(loaded.spec.objective, "options", {})
+    fixed = {} if isinstance(loaded.spec.objective, TrainerObjective) else dict(options)
+
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
+        return function({**fixed, **values}, report)
+
+    return run
+
+
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     objective = loaded.spec.objective
     if isinstance(objective, FunctionObjective):
@@ -85,12 +109,18 @@ def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     return trainer_runner(loaded, objective, context)
 
 
-def _reporter(trial: optuna.Trial, spec: StudySpec) -> Report:
+def _reporter(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    observe: Callable[[optuna.Trial, int, float], None] | None,
+) -> Report:
     metric = spec.metrics[0]
     multi = len(spec.study_directions) > 1
 
     def report(value: Metrics | float, step: int) -> None:
         number = _pick(value, metric)
+        if observe is not None:
+            observe(trial, step, number)
         if multi:
             # Optuna prunes single-objective studies only; keep the curve for inspection.
             trial.set_user_attr(f"{metric}@{step}", number)

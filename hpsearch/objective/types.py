@@ -17,10 +17,13 @@ TrialValue = float | list[float]
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What the worker knows that a trial needs: where artifacts go, what to record."""
+    """What the worker knows that a trial needs: where artifacts go, what to record, and whom
+    to tell of each reported step (`observe(trial, step, value)`: the progress bar, and the
+    check for a study stopped meanwhile, which may raise to end the trial)."""
 
     artifacts: Path
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    observe: Callable[[optuna.Trial, int, float], None] | None = None
 
 
 class WorkerStopped(KeyboardInterrupt):

@@ -41,6 +41,7 @@ class Budget(SpecModel):
     timeout: Duration | None = None
     gpu_hours: float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=1)  # epochs (reported steps) trained, all trials
+    target: float | None = None  # stop once a completed trial's metric reaches this
     max_failures: int = Field(5, ge=1)  # a worker stops after this many failed trials in a row
 
     @property
@@ -175,6 +176,12 @@ class StudySpec(SpecModel):
         if isinstance(self.metric, list) and len(set(self.metric)) != len(self.metric):
             raise Problem("metric", f"must not repeat a metric, but got {self.metric}")
         n_metrics = len(self.metric) if isinstance(self.metric, list) else 1
+        if self.budget.target is not None and n_metrics != 1:
+            raise Problem(
+                ("budget", "target"),
+                "stops the study when its metric reaches a value, which needs one metric; "
+                "drop it, or study one metric",
+            )
         if n_metrics != len(self.study_directions):
             raise Problem(
                 "metric",

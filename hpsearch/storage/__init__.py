@@ -26,10 +26,12 @@ from hpsearch.storage.retry import (
 )
 from hpsearch.storage.sqlite import filesystem_type, refuse_sqlite_across_machines
 from hpsearch.storage.url import (
+    HOME_ENV,
+    OPTUNA_STORAGE_ENV,
     PASSWORD_ENV,
     STORAGE_ENV,
     StorageURL,
-    default_root,
+    default_home,
     flag_or_env,
     normalise,
     resolve,
@@ -37,6 +39,8 @@ from hpsearch.storage.url import (
 
 __all__ = [
     "BACKOFF_SECONDS",
+    "HOME_ENV",
+    "OPTUNA_STORAGE_ENV",
     "PASSWORD_ENV",
     "RETRY_ATTR",
     "RETRY_HISTORY",
@@ -50,7 +54,7 @@ __all__ = [
     "call_with_retries",
     "check_reachable",
     "create_engine",
-    "default_root",
+    "default_home",
     "engine_kwargs",
     "filesystem_type",
     "first_line",

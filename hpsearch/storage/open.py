@@ -16,7 +16,7 @@ from hpsearch.errors import StorageError
 from hpsearch.storage.engine import check_reachable, engine_kwargs
 from hpsearch.storage.resilient import ResilientRDBStorage
 from hpsearch.storage.retry import first_line, is_disconnect, pause_while_running, stopping
-from hpsearch.storage.sqlite import enable_wal, read_only
+from hpsearch.storage.sqlite import enable_wal, make_folder, read_only
 from hpsearch.storage.url import StorageURL
 
 _log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ def open_storage(
         return RetryingGrpcStorageProxy(host=host, port=int(port or 13000))
     if not create_tables:
         url = read_only(url)  # a reader writes nothing, even where it could
+    if url.sqlite_path is not None and create_tables:
+        make_folder(url)
     check_reachable(url, wait=wait)
     if url.sqlite_path is not None and create_tables:
         enable_wal(url.sqlite_path)  # set by the workers; a reader leaves the file as it is

@@ -28,6 +28,20 @@ def enable_wal(path: Path) -> None:
         raise StorageError(f"cannot open SQLite database {path}: {e}") from None
 
 
+def make_folder(url: StorageURL) -> None:
+    """Make the SQLite file's folder (a worker's first run on the default location)."""
+    path = url.sqlite_path
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"{url.source}: cannot create the folder of the SQLite database {path}: "
+            f"{e.strerror}; pick a writable path"
+        ) from None
+
+
 def read_only(url: StorageURL) -> StorageURL:
     """For a reader: the same SQLite file opened read-only when its folder cannot be written
     (a read-only disk or mount), where SQLite cannot make the files WAL mode reads through;

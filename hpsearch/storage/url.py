@@ -1,8 +1,10 @@
 """Where a study lives: the storage URL's precedence, its password, and its redaction.
 
 Precedence, first match wins: the `--storage` flag > the `HPSEARCH_STORAGE` environment variable >
-`storage:` in the study file > `sqlite:///<root>/storage/hpsearch.db`, where <root> is the git
-checkout holding the study file (or the study file's folder outside git).
+Optuna's own `OPTUNA_STORAGE` > `storage:` in the study file > the default SQLite file
+`<home>/hpsearch.db`, where <home> is `default_home`: a `storage/` folder of the checkout holding
+the study file when it has one (hpsearch's own does), else this user's data folder, never the
+root of whatever repository the study file sits in.
 
 A password never comes from the study file or the command line (both are visible: in version
 control and in `ps`). It comes from `HPSEARCH_DB_PASSWORD`, or from `HPSEARCH_STORAGE`, and is
@@ -15,6 +17,7 @@ only the constructor of Optuna's `RDBStorage` needs its braces doubled (`storage
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,18 +70,41 @@ class StorageURL:
         return f"StorageURL({self.redacted!r}, source={self.source!r})"
 
 
-def default_root(study_dir: Path) -> Path:
-    """The folder that holds `storage/`: the git checkout of the study file, else its folder."""
+OPTUNA_STORAGE_ENV = "OPTUNA_STORAGE"  # what the optuna CLI and optuna-dashboard read
+HOME_ENV = "HPSEARCH_HOME"
+
+
+def default_home(study_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """Where hpsearch keeps a study's database and artifacts when nothing says otherwise.
+
+    A `storage/` folder in the study file's folder or above it, up to the root of its git
+    checkout (a project opts in by making one; hpsearch's own checkout has it), else
+    `$HPSEARCH_HOME`, else this user's data folder: `$XDG_DATA_HOME/hpsearch` or
+    `~/.local/share/hpsearch` (`~/Library/Application Support/hpsearch` on macOS,
+    `%LOCALAPPDATA%\\hpsearch` on Windows).
+    """
+    env = os.environ if environ is None else environ
     for folder in (study_dir, *study_dir.parents):
+        if (folder / "storage").is_dir():
+            return folder / "storage"
         if (folder / ".git").exists():
-            return folder
-    return study_dir
+            break  # the checkout's root: a folder above belongs to something else
+    if env.get(HOME_ENV):
+        return Path(env[HOME_ENV]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "hpsearch"
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "hpsearch"
+    data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "hpsearch"
 
 
 def resolve(
     loaded: LoadedSpec, *, flag: str | None = None, environ: Mapping[str, str] | None = None
 ) -> StorageURL:
     """Pick the storage URL by precedence (see the module docstring) and add the password.
+
+    Nothing is written: the default SQLite file's folder is made when a worker opens it.
 
     Raises:
         StorageError: the URL is malformed, or a password is on the command line.
@@ -90,13 +116,13 @@ def resolve(
     elif loaded.spec.storage:
         raw, source = loaded.spec.storage, f"{loaded.path}: storage"
     else:
-        db = default_root(loaded.directory.resolve()) / "storage" / "hpsearch.db"
+        db = default_home(loaded.directory.resolve(), env) / "hpsearch.db"
         raw, source = f"sqlite:///{db}", "default"
     return normalise(raw, source, base=loaded.directory.resolve(), password=env.get(PASSWORD_ENV))
 
 
 def flag_or_env(flag: str | None, env: Mapping[str, str]) -> tuple[str, str] | None:
-    """(URL, where it came from) from `--storage` or `HPSEARCH_STORAGE`, the first two rules.
+    """(URL, where it came from) from `--storage`, `HPSEARCH_STORAGE` or `OPTUNA_STORAGE`.
 
     Raises:
         StorageError: a password on the command line.
@@ -110,6 +136,8 @@ def flag_or_env(flag: str | None, env: Mapping[str, str]) -> tuple[str, str] | N
         return flag, "--storage"
     if env.get(STORAGE_ENV):
         return env[STORAGE_ENV], STORAGE_ENV
+    if env.get(OPTUNA_STORAGE_ENV):  # Optuna's own variable, as its CLI and dashboard read it
+        return env[OPTUNA_STORAGE_ENV], OPTUNA_STORAGE_ENV
     return None
 
 
@@ -177,13 +205,6 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
         path = Path(url.database).expanduser()
         if not path.is_absolute():
             path = base / path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StorageError(
-                f"{source}: cannot create the folder of the SQLite database {path}: "
-                f"{e.strerror}; pick a writable path"
-            ) from None
         url = url.set(database=str(path.resolve()))
     if password is not None and backend != "sqlite":
         url = url.set(password=password)

@@ -10,6 +10,7 @@ from hpsearch.study.join import (
     READY_ATTR,
     SPACE_ATTR,
     SPEC_ATTR,
+    STOP_ATTR,
     UID_ATTR,
     read_attr,
     write_attr,
@@ -25,6 +26,7 @@ from hpsearch.study.space import (
 
 __all__ = [
     "BUDGET_CHANGES_ATTR",
+    "STOP_ATTR",
     "UID_ATTR",
     "Joined",
     "check_requirements",

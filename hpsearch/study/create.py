@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,11 @@ def create_or_load(
         )
         return Joined(study, False, study_budget, changed)
     write_attr(study, UID_ATTR, uuid.uuid4().hex)  # before the ledger: it is keyed by it
+    with warnings.catch_warnings():
+        # "Experimental" since Optuna 3.2; it is how the dashboard and the optuna CLI name the
+        # objective (`val_accuracy`, not "Objective 0").
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(spec.metrics))
     write_attr(study, SPACE_ATTR, space_document(spec))
     write_attr(study, SPEC_ATTR, spec_document(spec))
     for values in spec.enqueue:

@@ -30,6 +30,7 @@ SPACE_ATTR = "hpsearch:search_space"
 READY_ATTR = "hpsearch:ready"
 UID_ATTR = "hpsearch:uid"
 BUDGET_CHANGES_ATTR = "hpsearch:budget_changes"
+STOP_ATTR = "hpsearch:stopped"  # {at, by, reason, kind}: `hpsearch stop`, or the target reached
 
 # Keys that say where this machine keeps things, not what the study is.
 MACHINE_KEYS = (
@@ -160,7 +161,7 @@ def record_budget_change(
     after = budget.model_dump(mode="json", exclude_none=True)
     write_attr(study, SPEC_ATTR, {**stored, "budget": after})
     changes = list(read_attr(study, BUDGET_CHANGES_ATTR) or [])
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     changes.append({"at": when, "by": worker, "from": before, "to": after})
     write_attr(study, BUDGET_CHANGES_ATTR, changes)
     _log.warning(

@@ -31,7 +31,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError, StorageError
-from hpsearch.objective import TrialContext, WorkerStopped, build
+from hpsearch.objective import TrialContext, UserFunction, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
 from hpsearch.spec import Budget, GridSampler, LoadedSpec
 from hpsearch.storage import (
@@ -40,7 +40,6 @@ from hpsearch.storage import (
     StorageURL,
     first_line,
     give_up_after,
-    is_permanent,
     open_storage,
     refuse_sqlite_across_machines,
 )
@@ -53,7 +52,18 @@ from hpsearch.worker.retry_policy import (
     retry_interrupted,
     retry_interrupted_elsewhere,
 )
-from hpsearch.worker.stopping import Failures, grid_exhausted
+from hpsearch.worker.stopping import (
+    Failures,
+    StopWatch,
+    describe,
+    grid_exhausted,
+    refuse_other_hosts,
+    resume,
+    stop_study,
+    storage_cause,
+    storage_failed,
+    target_reached,
+)
 
 _log = logging.getLogger(__name__)
 # A worker started while its database is down (a restart, a failover) waits this long for it.
@@ -70,6 +80,7 @@ class WorkerReport:
     stopped_by: str | None = None
     budget_reason: str | None = None
     gave_up: str | None = None  # why it stopped after failures in a row
+    study: optuna.Study | None = None  # the study it ran (for the Python API)
 
     @property
     def ran(self) -> int:
@@ -91,6 +102,8 @@ class RunOptions:
     worker_id: str = "0"
     artifacts: str | None = None
     linger_poll: float | None = None  # tests: how often a finished worker looks at the others
+    resume: bool = False  # clear the study's stop record (`hpsearch stop`) and go on
+    function: UserFunction | None = None  # the Python API's objective, instead of the file's
 
 
 class _Stop:
@@ -141,6 +154,7 @@ def run_worker(
     options: RunOptions | None = None,
     *,
     on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None = None,
+    on_step: Callable[[optuna.Trial, int, float], None] | None = None,
 ) -> WorkerReport:
     """Join (or create) the study and run trials until the budget is spent or a signal arrives.
 
@@ -152,7 +166,7 @@ def run_worker(
     report = WorkerReport(options.study_name or loaded.spec.name, created=False)
     with _graceful_signals(report) as stop:
         try:
-            _run(loaded, url, options, report, stop, on_trial)
+            _run(loaded, url, options, report, stop, on_trial, on_step)
         except WorkerStopped as stopped:
             if stopped.exit_code:
                 raise HpsearchError(stopped.reason) from None
@@ -165,11 +179,11 @@ def run_worker(
         except Exception as e:
             # A database error the retries could not ride out, maybe under another (Optuna's
             # bookkeeping fails with an AssertionError when its `tell` could not be written).
-            cause = _storage_cause(e)
+            cause = storage_cause(e)
             if cause is None:
                 raise
             if not stop.requested:
-                raise StorageError(_storage_failed(url, cause)) from None
+                raise StorageError(storage_failed(url, cause)) from None
             _log.warning("stopped by %s before joining the study: %s", stop.by, first_line(cause))
     if report.gave_up:
         raise HpsearchError(report.gave_up)
@@ -183,6 +197,7 @@ def _run(
     report: WorkerReport,
     stop: _Stop,
     on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None,
+    on_step: Callable[[optuna.Trial, int, float], None] | None,
 ) -> None:
     spec = loaded.spec
     check_requirements(loaded)  # before any trial: a study that cannot succeed says so now
@@ -203,7 +218,7 @@ def _run(
     report.study_name = study.study_name
     if url.kind == "sqlite":
         refuse_sqlite_across_machines(url)
-        _refuse_other_hosts(study, url)
+        refuse_other_hosts(study, url)
     limits = Limits.of(joined.budget)
     if limits == Limits() and not isinstance(spec.sampler, GridSampler):  # a grid ends
         _log.warning(
@@ -221,11 +236,37 @@ def _run(
         else:
             ledger.ensure(limits)  # the study's budget, as stored; made here if missing
         resilient.use_budget(study_id(study), ledger)  # a slot is claimed with each trial
+    watch = StopWatch(study)
+    if options.resume:
+        cleared = resume(study, by=worker)
+        if cleared is not None:
+            _log.warning("study %r resumed (it was %s)", study.study_name, describe(cleared))
+    elif (stopped_before := watch.check(now=True)) is not None:
+        report.stopped_by = describe(stopped_before)
+        _log.warning(
+            "study %r was stopped: %s; to go on, run `hpsearch run %s --resume`",
+            study.study_name, report.stopped_by, loaded.path,
+        )  # fmt: skip
+        return
+
+    def observe(trial: optuna.Trial, step: int, value: float) -> None:
+        if on_step is not None:
+            on_step(trial, step, value)
+        record = watch.check()
+        if record is None:
+            return
+        if record.get("kind") == "target":  # the study is done: end this trial where it is
+            trial.set_user_attr("prune_reason", record["reason"])
+            raise optuna.TrialPruned(f"the study is done: {record['reason']}")
+        raise WorkerStopped(f"study stopped: {describe(record)}")  # handed back for a resume
+
     context = TrialContext(
         artifacts=provenance.artifacts_dir(loaded, url, study.study_name, options.artifacts),
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
+        observe=observe,
     )
-    run_trial = build(loaded, context)
+    run_trial = build(loaded, context, function=options.function)
+    report.study = study
 
     current: list[int] = []  # the trial this worker runs now, for storages without `taken`
 
@@ -261,6 +302,12 @@ def _run(
         if ledger is not None and limits.gpu_hours is not None and trial.duration is not None:
             ledger.spend_gpu_seconds(trial.duration.total_seconds())  # one device per worker
         failures.add(trial)
+        reached = target_reached(
+            joined.budget.target, spec.study_directions[0], spec.metrics[0], trial
+        )
+        if reached is not None:
+            stop_study(study, reason=reached, kind="target", by=worker)
+            _log.info("study %r: %s; every worker stops", study.study_name, reached)
         if on_trial is not None:
             on_trial(study, trial, ledger)
 
@@ -279,6 +326,9 @@ def _run(
                 break
             if failures.gave_up is not None:
                 report.gave_up = failures.gave_up
+                break
+            if (stopped_now := watch.check(now=True)) is not None:
+                report.stopped_by = describe(stopped_now)
                 break
             exhausted = grid_exhausted(study)
             if exhausted is not None:
@@ -330,41 +380,6 @@ def _run(
 # How long a stopping worker tries to fail and re-queue its trial while the database is away;
 # after that the trial stays RUNNING, stops beating, and another worker retries it.
 _STOP_SECONDS = 10.0
-
-
-def _storage_cause(error: BaseException) -> BaseException | None:
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, STORAGE_ERRORS):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _storage_failed(url: StorageURL, error: BaseException) -> str:
-    """One line for a database error the worker cannot ride out."""
-    reason = first_line(error)
-    fix = "check the database server's log"
-    if is_permanent(error):
-        where = url.sqlite_path.parent if url.sqlite_path else "the database server"
-        fix = f"free disk space on {where}, or make it writable"
-    return (
-        f"storage {url.redacted} failed: {reason}; {fix}, then run again: the trials already "
-        "finished are kept, and the one that was running is failed and retried"
-    )
-
-
-def _refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
-    """A SQLite study that already has trials from another host is shared across machines."""
-    here = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False):
-        host = trial.user_attrs.get("host")
-        if host is not None and host != here:
-            raise StorageError(
-                f"storage {url.redacted} is SQLite, but trial {trial.number} ran on host "
-                f"{host!r} and this is {here!r}: SQLite serves one machine. Use a PostgreSQL or "
-                "MySQL server for workers on several machines (--storage postgresql+psycopg://...)"
-            )
 
 
 def _others_running(study: optuna.Study) -> bool:

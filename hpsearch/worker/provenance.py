@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpsearch import __version__
 from hpsearch.spec import LoadedSpec
-from hpsearch.storage import StorageURL, default_root
+from hpsearch.storage import StorageURL, default_home
+from hpsearch.version import __version__
 
 
 def versions() -> str:
@@ -62,14 +62,15 @@ def artifacts_dir(
 ) -> Path:
     """Where checkpoints and caches of this study go on this machine.
 
-    `--artifacts` > `artifacts:` in the file (relative to it) > `<root>/storage/artifacts`.
+    `--artifacts` > `artifacts:` in the file (relative to it) > `<home>/artifacts` (see
+    `storage.default_home`).
     """
     if override is not None:
         base = Path(override)
     elif loaded.spec.artifacts is not None:
         base = loaded.directory / loaded.spec.artifacts
     else:
-        base = default_root(loaded.directory.resolve()) / "storage" / "artifacts"
+        base = default_home(loaded.directory.resolve()) / "artifacts"
     return (base / folder_name(study_name)).resolve()
 
 

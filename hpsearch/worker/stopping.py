@@ -1,13 +1,20 @@
-"""When a worker stops on its own: trials failing in a row, an exhausted grid."""
+"""When a worker stops on its own: trials failing in a row, an exhausted grid, the study
+stopped for every worker (`hpsearch stop`, or its `budget.target` reached)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
+import time
 from collections import Counter
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage import RETRY_ATTR
+from hpsearch.errors import StorageError
+from hpsearch.storage import RETRY_ATTR, STORAGE_ERRORS, StorageURL, first_line, is_permanent
+from hpsearch.study import STOP_ATTR, read_attr, write_attr
 
 
 class Failures:
@@ -45,3 +52,101 @@ def grid_exhausted(study: optuna.Study) -> str | None:
     if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
         return "every point of the grid has run"
     return None
+
+
+# --- a study stopped for every worker: `hpsearch stop`, or its target reached -----------------
+
+
+def stop_study(study: optuna.Study, *, reason: str, kind: str, by: str) -> None:
+    """Record on the study that its workers are to stop (`kind`: "stop" or "target")."""
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    write_attr(study, STOP_ATTR, {"at": when, "by": by, "reason": reason, "kind": kind})
+
+
+def stop_record(study: optuna.Study) -> dict[str, Any] | None:
+    """Why the study was stopped, if it was (and not resumed since)."""
+    record = read_attr(study, STOP_ATTR)
+    return record if isinstance(record, dict) else None
+
+
+def resume(study: optuna.Study, *, by: str) -> dict[str, Any] | None:
+    """Clear the study's stop record (`hpsearch run --resume`); returns the record cleared."""
+    record = stop_record(study)
+    if record is not None:
+        when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        write_attr(study, STOP_ATTR, {"resumed": when, "by": by, "was": record})
+    return record
+
+
+def describe(record: dict[str, Any]) -> str:
+    return f"{record.get('reason', 'stopped')} (at {record.get('at')} by {record.get('by')})"
+
+
+def target_reached(
+    target: float | None, direction: str, metric: str, trial: FrozenTrial
+) -> str | None:
+    """Why the study is done: this completed trial reached `budget.target`, or None."""
+    if target is None or trial.state != TrialState.COMPLETE or trial.value is None:
+        return None
+    reached = trial.value >= target if direction == "maximize" else trial.value <= target
+    if not reached:
+        return None
+    sign = ">=" if direction == "maximize" else "<="
+    value = f"{metric} {trial.value:.6g} {sign} {target:g}"
+    return f"budget.target reached: {value} (trial {trial.number})"
+
+
+class StopWatch:
+    """Looks at the study's stop record now and then: between trials, and during a trial at
+    each reported step but at most every `every` seconds (a query each time)."""
+
+    def __init__(self, study: optuna.Study, every: float = 2.0) -> None:
+        self.study = study
+        self.every = every
+        self._last = -float("inf")
+
+    def check(self, *, now: bool = False) -> dict[str, Any] | None:
+        if not now and time.monotonic() - self._last < self.every:
+            return None
+        self._last = time.monotonic()
+        record = stop_record(self.study)
+        return record if record is not None and "reason" in record else None
+
+
+# --- a storage this worker cannot use -------------------------------------------------------
+
+
+def storage_cause(error: BaseException) -> BaseException | None:
+    """The database error in `error`'s chain, if any (Optuna may fail on it under another)."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, STORAGE_ERRORS):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def storage_failed(url: StorageURL, error: BaseException) -> str:
+    """One line for a database error the worker cannot ride out."""
+    reason = first_line(error)
+    fix = "check the database server's log"
+    if is_permanent(error):
+        where = url.sqlite_path.parent if url.sqlite_path else "the database server"
+        fix = f"free disk space on {where}, or make it writable"
+    return (
+        f"storage {url.redacted} failed: {reason}; {fix}, then run again: the trials already "
+        "finished are kept, and the one that was running is failed and retried"
+    )
+
+
+def refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
+    """A SQLite study that already has trials from another host is shared across machines."""
+    here = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False):
+        host = trial.user_attrs.get("host")
+        if host is not None and host != here:
+            raise StorageError(
+                f"storage {url.redacted} is SQLite, but trial {trial.number} ran on host "
+                f"{host!r} and this is {here!r}: SQLite serves one machine. Use a PostgreSQL or "
+                "MySQL server for workers on several machines (--storage postgresql+psycopg://...)"
+            )
