@@ -7,11 +7,13 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from hpsearch.commands import (
+    advise,
     best,
     dashboard,
     doctor,
     export,
     fit_batch,
+    init,
     report,
     run,
     schema,
@@ -37,6 +39,7 @@ def _commands(*modules: ModuleType) -> list[Command]:
 
 
 COMMANDS: list[Command] = _commands(
+    init,
     run,
     validate,
     schema,
@@ -47,5 +50,6 @@ COMMANDS: list[Command] = _commands(
     export,
     dashboard,
     report,
+    advise,
     storage_proxy,
 )

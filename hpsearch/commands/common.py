@@ -1,11 +1,18 @@
-"""Arguments and steps several commands share: the study file, its storage, opening the study."""
+"""What several commands share: the study file, its storage, and the checks before a run."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hpsearch.spec import LoadedSpec, load_spec
+from hpsearch.spec import LoadedSpec, TrainerObjective, load_spec
 from hpsearch.storage import StorageURL, resolve
+
+if TYPE_CHECKING:
+    from hpsearch.guide import Findings
+    from hpsearch.train.summary import DataSummary
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,3 +33,42 @@ def load(args: argparse.Namespace) -> tuple[LoadedSpec, StorageURL]:
 
 def study_name(args: argparse.Namespace, loaded: LoadedSpec) -> str:
     return str(args.name or loaded.spec.name)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """A trainer study's data summary and the guide's findings about it."""
+
+    summary: DataSummary
+    findings: Findings
+
+
+def preflight(
+    loaded: LoadedSpec,
+    *,
+    timeout_s: float | None,
+    gpu_hours: float | None,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+) -> Preflight | None:
+    """The checks a non-expert needs before a trainer study runs (None for other objectives).
+
+    Raises:
+        SpecError: the data cannot be used, or `pretrained: true` cannot get its weights.
+    """
+    spec = loaded.spec.objective
+    if not isinstance(spec, TrainerObjective):
+        return None
+    from hpsearch import guide, objective
+    from hpsearch.errors import DataError
+    from hpsearch.train.summary import summarize
+
+    options = objective.trainer_options(loaded, spec, guide.representative_values(loaded.spec))
+    try:
+        summary = summarize(options.dataset, cache_dir=cache_dir)
+    except DataError as e:
+        raise loaded.error(("objective", "dataset"), str(e).rstrip(".")) from None
+    findings = guide.check(
+        loaded, options, summary, timeout_s=timeout_s, gpu_hours=gpu_hours, workers=workers
+    )
+    return Preflight(summary, findings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hpsearch import objective
-from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.spec import LoadedSpec, TrainerObjective
+from hpsearch.commands.common import add_study_arguments, load, preflight
+from hpsearch.spec import LoadedSpec
 from hpsearch.study import optuna_name
 
 NAME = "validate"
@@ -52,16 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_data_summary(loaded: LoadedSpec) -> None:
-    objective_spec = loaded.spec.objective
-    if not isinstance(objective_spec, TrainerObjective):
+    budget = loaded.spec.budget
+    checked = preflight(loaded, timeout_s=budget.timeout, gpu_hours=budget.gpu_hours)
+    if checked is None:
         return
-    from hpsearch.errors import DataError
-    from hpsearch.objective import data_summary
-
-    try:
-        lines = data_summary(loaded)
-    except DataError as e:
-        raise loaded.error(("objective", "dataset"), str(e).rstrip(".")) from None
     print("  data:")
-    for line in lines:
+    for line in checked.summary.lines():
         print(f"    {line}")
+    if checked.findings.time:
+        print(f"  time:       {checked.findings.time}")
+    for line in checked.findings.warnings:
+        print(f"  warning: {line}")
