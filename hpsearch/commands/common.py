@@ -64,6 +64,7 @@ def preflight(
     from hpsearch.train.summary import summarize
 
     options = objective.trainer_options(loaded, spec, guide.representative_values(loaded.spec))
+    guide.check_weights(loaded, options)  # before the folder scan: it is quick and it stops all
     try:
         summary = summarize(options.dataset, cache_dir=cache_dir)
     except DataError as e:

@@ -33,7 +33,9 @@ def parse_budget(text: str) -> BudgetChoice:
     value = text.strip()
     if value.isdigit():
         if int(value) < 1:
-            raise HpsearchError(f"--budget must be at least 1 training, but got {text!r}")
+            raise HpsearchError(
+                f"--budget must be at least 1 training (or a time such as 8h), but got {text!r}"
+            )
         return BudgetChoice(text, trainings=int(value))
     hours = _HOURS.fullmatch(value)
     if hours:

@@ -342,7 +342,6 @@ def _sig(x: float) -> float:
 
 
 def _dataset(data: DataFacts, chosen: _Candidate, channels: int, data_path: str) -> dict[str, Why]:
-    colour = "grey" if channels == 1 else "colour"
     out = {
         "path": Why(data_path, "one sub-folder per class; relative to this file"),
         "val_fraction": Why(data.val_fraction, "held out of every class for validation"),

@@ -99,5 +99,5 @@ def _cited(plan: Plan) -> list[str]:
             plan.metric,
         ]
     )
-    keys = [*plan.preset.sources, *re.findall(r"\b([a-z]+\d{4})\b", text)]
+    keys = [*plan.preset.sources, *re.findall(r"\b(\w+)\b", text)]
     return [k for i, k in enumerate(keys) if k in SOURCES and k not in keys[:i]]

@@ -340,12 +340,12 @@ def _next_space(advice: Advice, space: dict[str, Param], top: list[dict[str, Any
             if movable:
                 raw[side] = suggested
                 advice.changes.append(
-                    f"{name}: {side} {bound} -> {suggested} (the best trials sat at the {side} "
-                    "end)"
+                    f"{name}: {side} {_fmt(bound)} -> {_fmt(suggested)} (the best trials sat at "
+                    f"the {side} end)"
                 )
         elif scores.get(name, 1.0) < NEGLIGIBLE and name not in parents and not param.when:
             advice.next_fixed[name] = best[name]
-            advice.changes.append(f"{name}: fixed at {best[name]} (it barely mattered)")
+            advice.changes.append(f"{name}: fixed at {_fmt(best[name])} (it barely mattered)")
             continue
         elif scores.get(name, 0.0) >= MATTERED:
             values = [float(p[name]) for p in top if name in p]
@@ -376,11 +376,26 @@ def _narrow(
     low, high = max(low, param.low), min(high, param.high)
     if isinstance(param, IntParam):
         low, high = math.floor(low), math.ceil(high)
-    else:
-        low, high = float(f"{low:.3g}"), float(f"{high:.3g}")
+    else:  # rounded outwards, so the best values stay inside
+        low, high = (
+            max(param.low, _round(low, down=True)),
+            min(param.high, _round(high, down=False)),
+        )
     if low < high and (low, high) != (param.low, param.high):
         raw["low"], raw["high"] = low, high
         advice.changes.append(
-            f"{name}: {param.low}..{param.high} -> {low}..{high} "
+            f"{name}: {_fmt(param.low)}..{_fmt(param.high)} -> {_fmt(low)}..{_fmt(high)} "
             "(around the best trials; it mattered)"
         )
+
+
+def _round(x: float, *, down: bool) -> float:
+    """`x` to 3 significant digits, rounded down or up."""
+    if x == 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(abs(x))) - 2)
+    return float(f"{(math.floor(x / scale) if down else math.ceil(x / scale)) * scale:.6g}")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -86,6 +86,8 @@ def _mattered_lines(advice: Advice) -> list[str]:
 
 
 def fmt(value: Any) -> str:
+    """A value as it would be written in the study file: `0.09833`, `1.0`, `64`."""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        text = f"{value:.4g}"
+        return text if any(c in text for c in ".en") else text + ".0"
     return str(value)
