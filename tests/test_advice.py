@@ -121,8 +121,8 @@ def _history(tmp_path: Path, values: list[float]) -> tuple[Path, str]:
 @pytest.mark.parametrize(
     ("values", "said"),
     [([0.5 + 0.01 * i for i in range(20)], "still improving: the best value was reached at trial"),
-     ([0.5, 0.9] + [0.8] * 18, "settled: no gain of 0.1% or more in the last 18 completed trials"),
-     ([0.5, 0.6, 0.7], "too early to tell: 3 completed trial(s)")],
+     ([0.5, 0.9] + [0.8] * 18, "settled: no gain of 0.1% or more in the last 18 finished trials"),
+     ([0.5, 0.6, 0.7], "too early to tell: 3 finished trial(s)")],
     ids=["improving", "settled", "early"],
 )  # fmt: skip
 def test_advise_says_whether_the_study_still_improves(

@@ -365,9 +365,10 @@ def _dataset(data: DataFacts, chosen: _Candidate, channels: int, data_path: str)
 
 def _channels_why(data: DataFacts, channels: int) -> str:
     sampled = sum(data.modes.values())
+    grey = round(data.grey_share * sampled)
     if channels == 1:
-        return f"{data.grey_share:.0%} of {sampled} sampled files are grey"
-    return f"{1 - data.grey_share:.0%} of {sampled} sampled files are colour (RGB, RGBA, palette)"
+        return f"{grey} of {sampled} sampled files are grey"
+    return f"{sampled - grey} of {sampled} sampled files are colour (RGB, RGBA, palette)"
 
 
 def _weights_note(status: WeightsStatus, *, used: bool) -> str:

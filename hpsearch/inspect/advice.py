@@ -36,7 +36,8 @@ MATTERED = 0.2  # mean importance (of the two evaluators, each out of 1) that co
 NEGLIGIBLE = 0.05  # below this an option is fixed at its best value in the next study
 AT_BOUND = 0.1  # the best trial within this share of the range from a bound
 TOP_SHARE = 0.1  # the "best trials": this share of completed trials (at least 3)
-SETTLED_AFTER = 10  # completed trials before "improving or settled" is judged
+SETTLED_AFTER = 10  # finished trials before "improving or settled" is judged, and completed
+# trials before a range is narrowed or an option fixed (fewer give a first impression only)
 # Where a widened range must stop: trainer options with a hard limit.
 LIMITS: dict[str, tuple[float | None, float | None]] = {
     "momentum": (0.0, 0.99),
@@ -131,15 +132,14 @@ def collect(view: StudyView) -> Advice:
         importances=importances,
         importance_note=note,
         bounds=[],
-        progress=_progress(complete, sign),
+        progress=_progress([t for t in trials if t.state.is_finished()], sign),
         pruning=_pruning(trials, view),
         failures=_failures(trials),
     )
     if best is not None:
-        top = [
-            view.user_params(t.params) for t in ranked[: max(3, round(TOP_SHARE * len(ranked)))]
-        ]
-        _next_space(advice, view.loaded.spec.search_space, top)
+        top = ranked[: max(3, round(TOP_SHARE * len(ranked)))]
+        settled = len(complete) >= SETTLED_AFTER
+        _next_space(advice, view, top, narrow=settled)
     return advice
 
 
@@ -178,17 +178,21 @@ def _user_name(view: StudyView, key: str) -> str:
     return name if key.startswith(EXPONENT_PREFIX) and name in view.power_of_two else key
 
 
-def _progress(complete: list[FrozenTrial], sign: float) -> str:
-    n = len(complete)
+def _progress(finished: list[FrozenTrial], sign: float) -> str:
+    """Improving or settled, over finished trials in order (a pruned or failed one gains none)."""
+    n = len(finished)
     if n < SETTLED_AFTER:
-        return f"too early to tell: {n} completed trial(s), judged from {SETTLED_AFTER}"
-    ordered = sorted(complete, key=lambda t: t.number)
-    best, at = sign * ordered[0].values[0], 0
-    for i, trial in enumerate(ordered[1:], 1):
+        return f"too early to tell: {n} finished trial(s), judged from {SETTLED_AFTER}"
+    ordered = sorted(finished, key=lambda t: t.number)
+    best, at = None, None
+    for i, trial in enumerate(ordered):
+        if trial.state != TrialState.COMPLETE or not trial.values:
+            continue
         value = sign * trial.values[0]
-        if value - best > max(1e-12, 1e-3 * abs(best)):
+        if best is None or value - best > max(1e-12, 1e-3 * abs(best)):
             best, at = value, i
-    since = n - 1 - at
+    if at is None:
+        return f"nothing completed in {n} finished trials: see the failed trials below"
     number = ordered[at].number
     if at >= 0.75 * (n - 1):
         return (
@@ -196,9 +200,9 @@ def _progress(complete: list[FrozenTrial], sign: float) -> str:
             "quarter of the study; more trials are likely to pay off"
         )
     return (
-        f"settled: no gain of 0.1% or more in the last {since} completed trials (best since "
-        f"trial {number}); more of the same search is unlikely to help: run the narrowed "
-        "study below, or change what is searched"
+        f"settled: no gain of 0.1% or more in the last {n - 1 - at} finished trials (best "
+        f"since trial {number}); more of the same search is unlikely to help: run the "
+        "narrowed study below, or change what is searched"
     )
 
 
@@ -317,9 +321,14 @@ def _widen(name: str, param: Param, side: str) -> Any:
     return value
 
 
-def _next_space(advice: Advice, space: dict[str, Param], top: list[dict[str, Any]]) -> None:
-    """The next study's space: narrowed, widened or fixed, each change said in `changes`."""
+def _next_space(advice: Advice, view: StudyView, top: list[FrozenTrial], *, narrow: bool) -> None:
+    """The next study's space: widened, narrowed or fixed, each change said in `changes`.
+
+    Narrowing and fixing need `narrow` (enough completed trials); widening a range whose bound
+    the best trials press against does not: trying past it costs little.
+    """
     assert advice.best is not None
+    space = view.loaded.spec.search_space
     scores = {i.name: i.score for i in advice.importances}
     best = advice.best_params
     parents = {p for param in space.values() for p in (param.when or {})}
@@ -330,7 +339,7 @@ def _next_space(advice: Advice, space: dict[str, Param], top: list[dict[str, Any
             advice.next_space[name] = raw
             continue
         assert isinstance(param, FloatParam | IntParam | PowerOfTwoParam)
-        side = "high" if where >= 1 - AT_BOUND else "low" if where <= AT_BOUND else None
+        side = _pressed(where, [_position(t, name, param) for t in top])
         if side is not None and scores.get(name, 1.0) >= NEGLIGIBLE:
             suggested = _widen(name, param, side)
             bound = param.high if side == "high" else param.low
@@ -343,16 +352,31 @@ def _next_space(advice: Advice, space: dict[str, Param], top: list[dict[str, Any
                     f"{name}: {side} {_fmt(bound)} -> {_fmt(suggested)} (the best trials sat at "
                     f"the {side} end)"
                 )
+        elif not narrow:
+            pass
         elif scores.get(name, 1.0) < NEGLIGIBLE and name not in parents and not param.when:
             advice.next_fixed[name] = best[name]
             advice.changes.append(f"{name}: fixed at {_fmt(best[name])} (it barely mattered)")
             continue
         elif scores.get(name, 0.0) >= MATTERED:
-            values = [float(p[name]) for p in top if name in p]
+            values = [float(p[name]) for t in top if name in (p := view.user_params(t.params))]
             if len(values) >= 3:
                 _narrow(name, param, raw, values, advice)
         advice.next_space[name] = raw
     advice.next_enqueue = {k: v for k, v in best.items() if k in advice.next_space}
+
+
+def _pressed(best: float, top: list[float | None]) -> str | None:
+    """The bound the best trials press against: the best within 10% of it, most near it."""
+    near = sorted(p for p in top if p is not None)
+    if not near:
+        return None
+    middle = near[len(near) // 2]
+    if best >= 1 - AT_BOUND and middle >= 0.75:
+        return "high"
+    if best <= AT_BOUND and middle <= 0.25:
+        return "low"
+    return None
 
 
 def _narrow(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpsearch.inspect.advice import NEGLIGIBLE, Advice
+from hpsearch.inspect.advice import NEGLIGIBLE, SETTLED_AFTER, Advice
 
 
 def render(advice: Advice, *, study_file: str = "STUDY.yaml") -> str:
@@ -66,6 +66,12 @@ def _mattered_lines(advice: Advice) -> list[str]:
         return [f"  {advice.importance_note or 'nothing to judge yet'}"]
     mattered = advice.mattered()
     lines = []
+    complete = advice.counts["COMPLETE"]
+    if complete < SETTLED_AFTER:
+        lines.append(
+            f"  (from {complete} completed trials only: a first impression; ranges are narrowed "
+            f"and options fixed from {SETTLED_AFTER})"
+        )
     if mattered:
         top = mattered[0]
         lines.append(
@@ -78,10 +84,12 @@ def _mattered_lines(advice: Advice) -> list[str]:
             lines.append(f"  also mattered: {also}")
     little = [i.name for i in advice.importances if i.score < NEGLIGIBLE]
     if little:
-        lines.append(
-            f"  barely mattered: {', '.join(little)} (under {NEGLIGIBLE:.0%}): the narrowed "
-            "study fixes them at the best trial's value"
+        fixed = (
+            ": the narrowed study fixes them at the best trial's value"
+            if advice.next_fixed
+            else ""
         )
+        lines.append(f"  barely mattered: {', '.join(little)} (under {NEGLIGIBLE:.0%}){fixed}")
     return lines
 
 
