@@ -32,6 +32,7 @@ from hpsearch.spec import (
 from hpsearch.study import EXPONENT_PREFIX, optuna_name
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
+_SHARES = ("val_accuracy", "val_balanced_accuracy")  # metrics that cannot exceed 1
 MATTERED = 0.2  # mean importance (of the two evaluators, each out of 1) that counts as mattering
 NEGLIGIBLE = 0.05  # below this an option is fixed at its best value in the next study
 AT_BOUND = 0.1  # the best trial within this share of the range from a bound
@@ -136,6 +137,12 @@ def collect(view: StudyView) -> Advice:
         pruning=_pruning(trials, view),
         failures=_failures(trials),
     )
+    if best is not None and advice.metric in _SHARES and sign * best.values[0] >= 1.0:
+        advice.progress = (
+            f"solved: trial {best.number} has {advice.metric} 1.0, the most there is; more "
+            "search cannot show which settings are better: add validation images (or harder "
+            "ones) to tell them apart"
+        )
     if best is not None:
         top = ranked[: max(3, round(TOP_SHARE * len(ranked)))]
         settled = len(complete) >= SETTLED_AFTER
@@ -201,8 +208,7 @@ def _progress(finished: list[FrozenTrial], sign: float) -> str:
         )
     return (
         f"settled: no gain of 0.1% or more in the last {n - 1 - at} finished trials (best "
-        f"since trial {number}); more of the same search is unlikely to help: run the "
-        "narrowed study below, or change what is searched"
+        f"since trial {number}); more of the same search is unlikely to help"
     )
 
 

@@ -54,6 +54,11 @@ def render(advice: Advice, *, study_file: str = "STUDY.yaml") -> str:
             f"({'; '.join(advice.changes)}), with the best trial enqueued first; then "
             "`hpsearch run NEXT.yaml`"
         )
+    elif advice.progress.startswith(("settled", "solved")):
+        out.append(
+            "  the ranges held and the search has settled: change what is searched rather than "
+            "search longer (another model, more or harder validation images, augmentation)"
+        )
     elif advice.best is not None:
         out.append("  the ranges look right: keep running this study, or raise its budget")
     else:
@@ -82,6 +87,11 @@ def _mattered_lines(advice: Advice) -> list[str]:
         also = ", ".join(f"{i.name} ({i.fanova:.0%} / {i.ped_anova:.0%})" for i in mattered[1:])
         if also:
             lines.append(f"  also mattered: {also}")
+    shown = {i.name for i in mattered}
+    some = [i for i in advice.importances if i.name not in shown and i.score >= NEGLIGIBLE]
+    if some:
+        listed = ", ".join(f"{i.name} ({i.fanova:.0%} / {i.ped_anova:.0%})" for i in some)
+        lines.append(f"  some effect: {listed}")
     little = [i.name for i in advice.importances if i.score < NEGLIGIBLE]
     if little:
         fixed = (
