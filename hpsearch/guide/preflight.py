@@ -176,7 +176,8 @@ def _time(
 
     bound = upper_bound(options, summary.image_size)
     if not _could_matter(epoch(bound) * fewest, epoch(bound), allowed_s):
-        return [], f"at most {fmt_seconds(epoch(bound))} per epoch ({bound.how()})"
+        bounded = f"at most {fmt_seconds(epoch(bound))} per epoch ({bound.how()})"
+        return [], f"{bounded}; no timing probe needed"
     speed = measure(
         options,
         image_size=summary.image_size,
