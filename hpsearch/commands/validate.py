@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hpsearch import objective
-from hpsearch.commands.common import add_study_arguments, load, preflight
-from hpsearch.spec import LoadedSpec
+from hpsearch.commands.common import Preflight, add_study_arguments, load, preflight
 from hpsearch.study import optuna_name
 
 NAME = "validate"
@@ -20,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
     objective.check(loaded)
+    budget = loaded.spec.budget
+    # Before anything is printed: a study that cannot succeed says only that.
+    checked = preflight(loaded, timeout_s=budget.timeout, gpu_hours=budget.gpu_hours)
     spec = loaded.spec
     print(f"{loaded.path}: ok")
     print(f"  study:      {args.name or spec.name}")
@@ -47,13 +49,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {name}: {param.type} {fields}{when}{alias_note}")
     if spec.enqueue:
         print(f"  enqueued:   {len(spec.enqueue)} trial(s)")
-    _print_data_summary(loaded)
+    _print_data_summary(checked)
     return 0
 
 
-def _print_data_summary(loaded: LoadedSpec) -> None:
-    budget = loaded.spec.budget
-    checked = preflight(loaded, timeout_s=budget.timeout, gpu_hours=budget.gpu_hours)
+def _print_data_summary(checked: Preflight | None) -> None:
     if checked is None:
         return
     print("  data:")

@@ -46,7 +46,9 @@ class Speed:
     def how(self) -> str:
         """Where the figure comes from, in words."""
         if self.measured:
-            return f"timing probe on {self.device}: {self.train_image_s * 1000:.3g} ms per image"
+            per = self.train_image_s
+            each = f"{per * 1000:.3g} ms" if per < 1 else f"{per:.3g} s"
+            return f"timing probe on {self.device}: {each} per training image"
         return f"a deliberately slow upper bound from the FLOP count on {self.device}"
 
 
