@@ -355,14 +355,14 @@ def _next_space(advice: Advice, view: StudyView, top: list[FrozenTrial], *, narr
             if movable:
                 raw[side] = suggested
                 advice.changes.append(
-                    f"{name}: {side} {_fmt(bound)} -> {_fmt(suggested)} (the best trials sat at "
+                    f"{name}: {side} {fmt(bound)} -> {fmt(suggested)} (the best trials sat at "
                     f"the {side} end)"
                 )
         elif not narrow:
             pass
         elif scores.get(name, 1.0) < NEGLIGIBLE and name not in parents and not param.when:
             advice.next_fixed[name] = best[name]
-            advice.changes.append(f"{name}: fixed at {_fmt(best[name])} (it barely mattered)")
+            advice.changes.append(f"{name}: fixed at {fmt(best[name])} (it barely mattered)")
             continue
         elif scores.get(name, 0.0) >= MATTERED:
             values = [float(p[name]) for t in top if name in (p := view.user_params(t.params))]
@@ -414,7 +414,7 @@ def _narrow(
     if low < high and (low, high) != (param.low, param.high):
         raw["low"], raw["high"] = low, high
         advice.changes.append(
-            f"{name}: {_fmt(param.low)}..{_fmt(param.high)} -> {_fmt(low)}..{_fmt(high)} "
+            f"{name}: {fmt(param.low)}..{fmt(param.high)} -> {fmt(low)}..{fmt(high)} "
             "(around the best trials; it mattered)"
         )
 
@@ -427,5 +427,9 @@ def _round(x: float, *, down: bool) -> float:
     return float(f"{(math.floor(x / scale) if down else math.ceil(x / scale)) * scale:.6g}")
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def fmt(value: Any) -> str:
+    """A value as the study file would show it: `0.09833`, `1.0`, `64`."""
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+        return text if any(c in text for c in ".en") else text + ".0"
+    return str(value)

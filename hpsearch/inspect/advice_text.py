@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from hpsearch.inspect.advice import NEGLIGIBLE, SETTLED_AFTER, Advice
+from hpsearch.inspect.advice import NEGLIGIBLE, SETTLED_AFTER, Advice, fmt
 
 
 def render(advice: Advice, *, study_file: str = "STUDY.yaml") -> str:
@@ -101,11 +99,3 @@ def _mattered_lines(advice: Advice) -> list[str]:
         )
         lines.append(f"  barely mattered: {', '.join(little)} (under {NEGLIGIBLE:.0%}){fixed}")
     return lines
-
-
-def fmt(value: Any) -> str:
-    """A value as it would be written in the study file: `0.09833`, `1.0`, `64`."""
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-        return text if any(c in text for c in ".en") else text + ".0"
-    return str(value)
