@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.commands.common import add_study_arguments, check_output, load, write_study_file
+from hpsearch.errors import HpsearchError
 from hpsearch.guide.narrow import render_next
 from hpsearch.inspect.advice import collect
 from hpsearch.inspect.advice_text import render
 from hpsearch.inspect.source import open_view
-from hpsearch.spec import load_spec
 from hpsearch.spec.reader import read_yaml
 
 NAME = "advise"
@@ -30,10 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None:
-        if out.exists() and not args.force:
-            raise HpsearchError(f"-o {out}: the file exists; pass --force to replace it")
-        if not out.parent.is_dir():
-            raise HpsearchError(f"-o {out}: folder {out.parent} does not exist; create it first")
+        check_output(out, force=args.force)
     loaded, url = load(args)
     view = open_view(loaded, url, name=args.name)
     try:
@@ -51,13 +46,6 @@ def run(args: argparse.Namespace) -> int:
         enqueue=advice.next_enqueue, changes=advice.changes or ["nothing: the ranges held"],
         study=advice.study,
     )  # fmt: skip
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        load_spec(tmp)
-    except SpecError as e:
-        tmp.unlink()
-        raise HpsearchError(f"advise made a study file that does not validate (a bug): {e}") from e
-    os.replace(tmp, out)
+    write_study_file(out, text, command="advise")
     print(f"\nwrote {out}: run it with `hpsearch run {out}`")
     return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.spec import LoadedSpec, TrainerObjective, load_spec
 from hpsearch.storage import StorageURL, resolve
 
@@ -29,6 +31,28 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace) -> tuple[LoadedSpec, StorageURL]:
     loaded = load_spec(args.study_file)
     return loaded, resolve(loaded, flag=args.storage)
+
+
+def check_output(path: Path, *, force: bool) -> None:
+    """`-o FILE` must not replace a file unasked, and its folder must exist."""
+    if path.exists() and not force:
+        raise HpsearchError(f"-o {path}: the file exists; pass --force to replace it")
+    if not path.parent.is_dir():
+        raise HpsearchError(f"-o {path}: folder {path.parent} does not exist; create it first")
+
+
+def write_study_file(path: Path, text: str, *, command: str) -> None:
+    """Write a study file hpsearch made, atomically and only once it validates as written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_spec(tmp)
+    except SpecError as e:
+        tmp.unlink()
+        raise HpsearchError(
+            f"{command} made a study file that does not validate (a bug): {e}"
+        ) from e
+    os.replace(tmp, path)
 
 
 def study_name(args: argparse.Namespace, loaded: LoadedSpec) -> str:

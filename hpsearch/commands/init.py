@@ -8,7 +8,8 @@ import os
 import shlex
 from pathlib import Path
 
-from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.commands.common import check_output, write_study_file
+from hpsearch.errors import HpsearchError
 from hpsearch.guide import (
     DEFAULT_BUDGET,
     inspect_folder,
@@ -18,7 +19,6 @@ from hpsearch.guide import (
     render,
     slug,
 )
-from hpsearch.spec import load_spec
 from hpsearch.train.options import MODEL_NAMES
 
 NAME = "init"
@@ -54,10 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise HpsearchError(f"-o {out}: the file exists; pass --force to replace it, or another")
-    if not out.parent.is_dir():
-        raise HpsearchError(f"-o {out}: folder {out.parent} does not exist; create it first")
+    check_output(out, force=args.force)
     root = Path(args.data_dir)
     if not root.is_dir():
         raise HpsearchError(
@@ -77,14 +74,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, max_epochs=args.max_epochs, say=_log.info,
     )  # fmt: skip
     text = render(plan, study_path=out, command=_command(args))
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        load_spec(tmp)  # what init writes must validate as written
-    except SpecError as e:
-        tmp.unlink()
-        raise HpsearchError(f"init made a study file that does not validate (a bug): {e}") from e
-    os.replace(tmp, out)
+    write_study_file(out, text, command="init")  # what init writes must validate as written
     searched = ", ".join(plan.space)
     pretrained = plan.objective.get("pretrained")
     how = "fine-tuned" if pretrained is not None and pretrained.value else "from scratch"

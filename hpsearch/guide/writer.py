@@ -75,23 +75,18 @@ class Doc:
 
     def key(self, key: str, value: Any, why: str | None = None, indent: int = 0) -> None:
         """`key: value  # why`; the comment goes above the key when the line would be long."""
-        line = f"{' ' * indent}{key}: {scalar(value)}"
-        if why and not _fits(line, why):
-            self.comment(why, indent)
-            why = None
-        self._lines.append((line, why))
+        self._add(f"{' ' * indent}{key}: {scalar(value)}", why, indent)
 
     def section(self, key: str, why: str | None = None, indent: int = 0) -> None:
         """`key:` opening a block mapping or list."""
-        line = f"{' ' * indent}{key}:"
-        if why and not _fits(line, why):
-            self.comment(why, indent)
-            why = None
-        self._lines.append((line, why))
+        self._add(f"{' ' * indent}{key}:", why, indent)
 
     def item(self, value: Any, why: str | None = None, indent: int = 2) -> None:
         """`- value` in a block list."""
-        line = f"{' ' * indent}- {scalar(value)}"
+        self._add(f"{' ' * indent}- {scalar(value)}", why, indent)
+
+    def _add(self, line: str, why: str | None, indent: int) -> None:
+        """A line with its comment, or the comment above it when both do not fit one line."""
         if why and not _fits(line, why):
             self.comment(why, indent)
             why = None
