@@ -96,36 +96,15 @@ def plan_study(
             weights[m] = weights_status(m)
         return weights[m].available
 
-    chosen, speed, epoch_s = None, None, None
-    for candidate in _candidates(data, machine, model, pretrained_ok):
-        options = _probe_options(candidate, data, machine, channels)
-        side = candidate.side(data)
-        say(f"timing {candidate.model} at {side} px on {machine.kind} ...")
-        probed = measure(
-            options, image_size=side, channels=channels, num_classes=len(data.classes)
-        )
-        seconds = None if probed is None else probed.epoch_s(data.num_train, data.num_val)
-        if seconds is not None:
-            say(f"  about {fmt_seconds(seconds)} per epoch ({probed.how() if probed else ''})")
-        if chosen is None or _better(seconds, epoch_s):
-            chosen, speed, epoch_s = candidate, probed, seconds
-        if seconds is not None and _enough(
-            budget, seconds, preset_for(candidate.model, candidate.pretrained).epochs[1]
-        ):
-            chosen, speed, epoch_s = candidate, probed, seconds
-            break
-    else:
-        if chosen is not None:
-            notes.append(
-                f"even the cheapest choice tried ({chosen.model} at {chosen.side(data)} px) "
-                "leaves few trainings in this budget; a larger budget or a GPU would help"
-            )
-    assert chosen is not None
+    chosen, speed, epoch_s = _pick(
+        _candidates(data, machine, model, pretrained_ok), data, machine, budget, channels, say,
+        notes,
+    )  # fmt: skip
     preset = preset_for(chosen.model, chosen.pretrained)
     for m, status in weights.items():
         notes.append(_weights_note(status, used=m == chosen.model and chosen.pretrained))
     epochs, trainings = _epochs(preset, budget, epoch_s, max_epochs)
-    batch, batch_default = _batch(data, machine)
+    batch, batch_default = _batch(data)
     objective: dict[str, Why] = {"model": Why(chosen.model, chosen.why_model)}
     if chosen.model != "small_cnn":
         objective["pretrained"] = Why(chosen.pretrained, _pretrained_why(chosen))
@@ -183,6 +162,41 @@ def plan_study(
         epoch_s=epoch_s,
         notes=notes,
     )
+
+
+def _pick(
+    candidates: list[_Candidate],
+    data: DataFacts,
+    machine: MachineFacts,
+    budget: BudgetChoice,
+    channels: int,
+    say: Callable[[str], None],
+    notes: list[str],
+) -> tuple[_Candidate, Speed | None, float | None]:
+    """The first candidate the budget affords (timed by the probe), else the fastest one."""
+    best: tuple[_Candidate, Speed | None, float | None] | None = None
+    for candidate in candidates:
+        side = candidate.side(data)
+        say(f"timing {candidate.model} at {side} px on {machine.kind} ...")
+        options = _probe_options(candidate, data, machine, channels)
+        probed = measure(options, image_size=side, channels=channels,
+                         num_classes=len(data.classes))  # fmt: skip
+        if probed is None:  # the probe itself timed out: slower than any budget here
+            best = best or (candidate, None, None)
+            continue
+        seconds = probed.epoch_s(data.num_train, data.num_val)
+        say(f"  about {fmt_seconds(seconds)} per epoch ({probed.how()})")
+        epochs = preset_for(candidate.model, candidate.pretrained).epochs[1]
+        if _enough(budget, seconds, epochs):
+            return candidate, probed, seconds
+        if best is None or best[2] is None or seconds < best[2]:
+            best = (candidate, probed, seconds)
+    assert best is not None, "there is always a candidate"
+    notes.append(
+        f"even the cheapest choice tried ({best[0].model} at {best[0].side(data)} px) leaves "
+        "few trainings in this budget; a larger budget or a GPU would help"
+    )
+    return best
 
 
 def _candidates(
@@ -268,10 +282,6 @@ def _probe_options(
     )
 
 
-def _better(seconds: float | None, best: float | None) -> bool:
-    return seconds is not None and (best is None or seconds < best)
-
-
 def _enough(budget: BudgetChoice, epoch_s: float, epochs: int) -> bool:
     training_s = epoch_s * epochs
     if budget.seconds is not None:
@@ -308,7 +318,7 @@ def _default_epochs(space: dict[str, Any], preset: Preset) -> int:
     return int(min(max(preset.epochs[1], space["low"]), space["high"]))
 
 
-def _batch(data: DataFacts, machine: MachineFacts) -> tuple[tuple[Any, str], int]:
+def _batch(data: DataFacts) -> tuple[tuple[Any, str], int]:
     """Powers of two up to what the device holds, but with at least 4 steps per epoch."""
     cap = 1 << max(1, (data.num_train // 4).bit_length() - 1)
     if cap < 2 * 16:
