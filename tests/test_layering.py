@@ -24,6 +24,7 @@ FORBIDDEN = {
     "hpsearch.spec": {"torch", "torchvision", "optuna", "sqlalchemy"},
     "hpsearch.train": {"optuna", "sqlalchemy"},
     "hpsearch.batch_size": {"optuna", "sqlalchemy"},
+    "hpsearch.guide": {"optuna", "sqlalchemy"},
     "hpsearch.errors": {"torch", "optuna", "sqlalchemy"},
     "hpsearch.signals": {"torch", "optuna", "sqlalchemy"},
 }

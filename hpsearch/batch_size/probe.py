@@ -65,8 +65,11 @@ class MemoryEstimate:
 # --- parent side -----------------------------------------------------------------------------
 
 
-def _run_child(request: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any], str]:
-    """Run the child; returns (exit code, result dict or {}, last stderr line)."""
+def run_child(request: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any], str]:
+    """Run the child; returns (exit code, result dict or {}, last stderr line).
+
+    `request["mode"]` is `probe`, `estimate`, `describe` or `time` (`hpsearch.guide.timing`).
+    """
     env = dict(os.environ)
     # The child imports hpsearch from the same tree as this process, installed or not.
     root = str(Path(__file__).resolve().parents[2])
@@ -123,7 +126,7 @@ def probe_in_subprocess(
     }
     start = time.monotonic()
     try:
-        code, result, tail = _run_child(request, timeout)
+        code, result, tail = run_child(request, timeout)
     except subprocess.TimeoutExpired:
         return ProbeOutcome(
             batch_size,
@@ -152,7 +155,7 @@ def probe_in_subprocess(
 
 def describe_device_in_subprocess(device: str, *, timeout: float = 300.0) -> dict[str, Any]:
     """Name, total memory and software of a GPU, asked from a child so we never init CUDA."""
-    code, result, tail = _run_child({"mode": "describe", "device": device}, timeout)
+    code, result, tail = run_child({"mode": "describe", "device": device}, timeout)
     if code != 0 or not result:
         from hpsearch.errors import BatchSizeError
 
@@ -179,7 +182,7 @@ def estimate_in_subprocess(
         "input_shape": list(input_shape),
         "num_classes": num_classes,
     }
-    code, result, tail = _run_child(request, timeout)
+    code, result, tail = run_child(request, timeout)
     if code != 0 or not result:
         from hpsearch.errors import BatchSizeError
 
@@ -350,6 +353,32 @@ def _estimate(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 0, {"fixed_bytes": peaks[2] - 2 * per_sample, "per_sample_bytes": per_sample}
 
 
+def _time(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Median seconds of a training step, and of one evaluation batch; no memory meter here."""
+    from hpsearch.train.runtime import set_cpu_threads
+
+    set_cpu_threads(request["options"].get("cpu_threads"))
+    batch_size = int(request["batch_size"])
+    start = time.monotonic()
+    setup = _setup(request, batch_size)
+    x, y = _batch(request, batch_size)
+    setup.train_step(x, y)  # warm-up: cuDNN autotuning, the allocator, the optimizer state
+    setup_s = time.monotonic() - start
+    times = []
+    for _ in range(int(request["steps"])):
+        began = time.monotonic()
+        setup.train_step(x, y)  # returns a float, so the device has finished the step
+        times.append(time.monotonic() - began)
+    began = time.monotonic()
+    setup.evaluate([(x, y)])
+    return 0, {
+        "batch_size": batch_size,
+        "train_step_s": sorted(times)[len(times) // 2],
+        "eval_batch_s": time.monotonic() - began,
+        "setup_s": setup_s,
+    }
+
+
 def _describe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     import torch
 
@@ -372,7 +401,7 @@ def _describe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 def main() -> int:
     """Entry point of `python -m hpsearch.batch_size.probe` (request JSON on stdin)."""
     request = json.loads(sys.stdin.read())
-    modes = {"probe": _probe, "estimate": _estimate, "describe": _describe}
+    modes = {"probe": _probe, "estimate": _estimate, "describe": _describe, "time": _time}
     try:
         code, result = modes[request["mode"]](request)
     except Exception as e:

@@ -7,12 +7,14 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from hpsearch.commands import (
+    advise,
     best,
     dashboard,
     doctor,
     examples,
     export,
     fit_batch,
+    init,
     report,
     run,
     schema,
@@ -39,6 +41,7 @@ def _commands(*modules: ModuleType) -> list[Command]:
 
 
 COMMANDS: list[Command] = _commands(
+    init,
     run,
     validate,
     schema,
@@ -50,6 +53,7 @@ COMMANDS: list[Command] = _commands(
     export,
     dashboard,
     report,
+    advise,
     storage_proxy,
     examples,
 )

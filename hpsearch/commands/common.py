@@ -1,11 +1,20 @@
-"""Arguments and steps several commands share: the study file, its storage, opening the study."""
+"""What several commands share: the study file, its storage, and the checks before a run."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hpsearch.spec import LoadedSpec, load_spec
+from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.spec import LoadedSpec, TrainerObjective, load_spec
 from hpsearch.storage import StorageURL, resolve
+
+if TYPE_CHECKING:
+    from hpsearch.guide import Findings
+    from hpsearch.train.summary import DataSummary
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,5 +33,67 @@ def load(args: argparse.Namespace) -> tuple[LoadedSpec, StorageURL]:
     return loaded, resolve(loaded, flag=args.storage)
 
 
+def check_output(path: Path, *, force: bool) -> None:
+    """`-o FILE` must not replace a file unasked, and its folder must exist."""
+    if path.exists() and not force:
+        raise HpsearchError(f"-o {path}: the file exists; pass --force to replace it")
+    if not path.parent.is_dir():
+        raise HpsearchError(f"-o {path}: folder {path.parent} does not exist; create it first")
+
+
+def write_study_file(path: Path, text: str, *, command: str) -> None:
+    """Write a study file hpsearch made, atomically and only once it validates as written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_spec(tmp)
+    except SpecError as e:
+        tmp.unlink()
+        raise HpsearchError(
+            f"{command} made a study file that does not validate (a bug): {e}"
+        ) from e
+    os.replace(tmp, path)
+
+
 def study_name(args: argparse.Namespace, loaded: LoadedSpec) -> str:
     return str(args.name or loaded.spec.name)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """A trainer study's data summary and the guide's findings about it."""
+
+    summary: DataSummary
+    findings: Findings
+
+
+def preflight(
+    loaded: LoadedSpec,
+    *,
+    timeout_s: float | None,
+    gpu_hours: float | None,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+) -> Preflight | None:
+    """The checks a non-expert needs before a trainer study runs (None for other objectives).
+
+    Raises:
+        SpecError: the data cannot be used, or `pretrained: true` cannot get its weights.
+    """
+    spec = loaded.spec.objective
+    if not isinstance(spec, TrainerObjective):
+        return None
+    from hpsearch import guide, objective
+    from hpsearch.errors import DataError
+    from hpsearch.train.summary import summarize
+
+    options = objective.trainer_options(loaded, spec, guide.representative_values(loaded.spec))
+    guide.check_weights(loaded, options)  # before the folder scan: it is quick and it stops all
+    try:
+        summary = summarize(options.dataset, cache_dir=cache_dir)
+    except DataError as e:
+        raise loaded.error(("objective", "dataset"), str(e).rstrip(".")) from None
+    findings = guide.check(
+        loaded, options, summary, timeout_s=timeout_s, gpu_hours=gpu_hours, workers=workers
+    )
+    return Preflight(summary, findings)

@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 
-from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.commands.common import add_study_arguments, load, preflight
 from hpsearch.commands.progress import Progress, install
 from hpsearch.errors import HpsearchError
-from hpsearch.spec import Budget, parse_duration
-from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, refuse_sqlite_across_machines
+from hpsearch.spec import Budget, LoadedSpec, parse_duration
+from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, StorageURL, refuse_sqlite_across_machines
 from hpsearch.worker import RunOptions, launch, parse_gpus, run_worker
+from hpsearch.worker.provenance import artifacts_dir
 
 NAME = "run"
 HELP = "create or join the study and run trials until its budget is spent"
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpus", metavar="all|0,2", help="start one worker process per GPU (all, or indices)"
     )
-    parser.add_argument("--worker-id", default="0", help=argparse.SUPPRESS)
+    # Set by the launcher for its children; None for a run started by hand.
+    parser.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
 
 
 def budget_from(args: argparse.Namespace, budget: Budget) -> Budget:
@@ -69,11 +71,13 @@ def run(args: argparse.Namespace) -> int:
     budget = budget_from(args, loaded.spec.budget)
     if args.workers < 1:
         raise HpsearchError(f"--workers must be >= 1, but got {args.workers}")
-    if args.gpus or args.workers > 1:
-        if args.gpus and args.workers > 1:
-            raise HpsearchError("give --gpus or --workers, not both (--gpus starts one per GPU)")
+    if args.gpus and args.workers > 1:
+        raise HpsearchError("give --gpus or --workers, not both (--gpus starts one per GPU)")
+    gpus = parse_gpus(args.gpus) if args.gpus else None
+    if args.worker_id is None:  # the launcher's children: their parent has checked already
+        _check_before_start(args, loaded, url, budget, workers=len(gpus or ()) or args.workers)
+    if gpus or args.workers > 1:
         refuse_sqlite_across_machines(url)
-        gpus = parse_gpus(args.gpus) if args.gpus else None
         return launch(_child_argv(args), url, n_workers=args.workers, gpus=gpus)
     where = url.source if url.source != "default" else "the default; choose with --storage"
     _log.info("study %r on %s (%s)", args.name or loaded.spec.name, url.redacted, where)
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         budget=budget,
         change_budget=_budget_flags(args),
         study_name=args.name,
-        worker_id=args.worker_id,
+        worker_id=args.worker_id or "0",
         artifacts=args.artifacts,
         resume=args.resume,
     )
@@ -109,6 +113,25 @@ def run(args: argparse.Namespace) -> int:
 
 def _counts(trials: dict[str, int]) -> str:
     return ", ".join(f"{n} {state.lower()}" for state, n in sorted(trials.items()))
+
+
+def _check_before_start(
+    args: argparse.Namespace, loaded: LoadedSpec, url: StorageURL, budget: Budget, workers: int
+) -> None:
+    """The guide's warnings (and the error of unobtainable weights) before any trial starts."""
+    name = args.name or loaded.spec.name
+    # The trainer's own cache folder: the folder scan done here is reused by the trials.
+    cache = artifacts_dir(loaded, url, name, args.artifacts) / "cache"
+    checked = preflight(
+        loaded, timeout_s=budget.timeout, gpu_hours=budget.gpu_hours, workers=workers,
+        cache_dir=cache,
+    )  # fmt: skip
+    if checked is None:
+        return
+    for line in checked.findings.warnings:
+        _log.warning(line)
+    if checked.findings.time:
+        _log.info("time: %s", checked.findings.time)
 
 
 def _child_argv(args: argparse.Namespace) -> list[str]:

@@ -6,8 +6,8 @@ import argparse
 import logging
 
 from hpsearch import objective
-from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.spec import GridSampler, LoadedSpec, TrainerObjective
+from hpsearch.commands.common import Preflight, add_study_arguments, load, preflight
+from hpsearch.spec import GridSampler
 from hpsearch.study import check_requirements, optuna_name
 
 NAME = "validate"
@@ -23,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
     check_requirements(loaded)
     objective.check(loaded)
+    budget = loaded.spec.budget
+    # Before anything is printed: a study that cannot succeed says only that.
+    checked = preflight(loaded, timeout_s=budget.timeout, gpu_hours=budget.gpu_hours)
     spec = loaded.spec
     print(f"{loaded.path}: ok")
     print(f"  study:      {args.name or spec.name}")
@@ -56,21 +59,17 @@ def run(args: argparse.Namespace) -> int:
             "%s: budget: none set, so the study runs until it is stopped; set e.g. "
             "budget: {n_trials: 30} (or timeout, gpu_hours, epochs)", loaded.path
         )  # fmt: skip
-    _print_data_summary(loaded)
+    _print_data_summary(checked)
     return 0
 
 
-def _print_data_summary(loaded: LoadedSpec) -> None:
-    objective_spec = loaded.spec.objective
-    if not isinstance(objective_spec, TrainerObjective):
+def _print_data_summary(checked: Preflight | None) -> None:
+    if checked is None:
         return
-    from hpsearch.errors import DataError
-    from hpsearch.objective import data_summary
-
-    try:
-        lines = data_summary(loaded)
-    except DataError as e:
-        raise loaded.error(("objective", "dataset"), str(e).rstrip(".")) from None
     print("  data:")
-    for line in lines:
+    for line in checked.summary.lines():
         print(f"    {line}")
+    if checked.findings.time:
+        print(f"  time:       {checked.findings.time}")
+    for line in checked.findings.warnings:
+        print(f"  warning: {line}")

@@ -21,7 +21,7 @@ import optuna.visualization as vis
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.inspect import best, status, table
+from hpsearch.inspect import advice, advice_text, best, status, table
 from hpsearch.inspect.source import StudyView, curve
 from hpsearch.version import __version__
 
@@ -55,9 +55,21 @@ def build(view: StudyView) -> str:
     sections = [
         Section("status", "Status", _pre(table.render(state))),
         Section("best", "Best parameters", _pre(best.render(view, trials, n_complete))),
+        Section("advice", "Advice (hpsearch advise)", _advice(view)),
         *_figures(view, study, all_trials, complete),
     ]
     return _page(view, sections)
+
+
+def _advice(view: StudyView) -> str:
+    if view.multi_objective:
+        return _note("advice covers studies of one objective; see the Pareto front below.")
+    try:
+        text = advice_text.render(advice.collect(view), study_file=str(view.loaded.path))
+    except Exception as e:  # the advice must not cost the rest of the report
+        _log.warning("report: advice not written: %s: %s", type(e).__name__, e)
+        return _note(f"not written: {e}")
+    return _pre(text)
 
 
 def _figures(

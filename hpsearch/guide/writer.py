@@ -1,0 +1,119 @@
+"""A small YAML writer for study files with a comment on every choice (`init`, `advise -o`).
+
+PyYAML drops comments, and the comments are the point of these files: each says why. Values are
+written so the study-file reader reads them back exactly (floats always with a `.` or an
+exponent, strings quoted when YAML would read them as something else).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+WIDTH = 99
+COMMENT_COLUMN = 40
+_PLAIN = re.compile(r"[A-Za-z_/.][\w./:-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+
+
+def scalar(value: Any) -> str:
+    """One value in YAML flow syntax (nested mappings and lists inline)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return fmt_float(value)
+    if isinstance(value, str):
+        if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
+            return value
+        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {scalar(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(scalar(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} in a study file")
+
+
+def fmt_float(value: float, digits: int = 4) -> str:
+    """`0.0125`, `1.0e-05`, `3.0`: YAML 1.1 reads each as a float."""
+    if not math.isfinite(value):
+        raise ValueError(f"a study file cannot hold {value}")
+    text = f"{value:.{digits}g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
+    return text if "." in text else text + ".0"
+
+
+class Doc:
+    """Lines of YAML, each with an optional comment that says why."""
+
+    def __init__(self) -> None:
+        self._lines: list[tuple[str, str | None]] = []
+
+    def comment(self, text: str, indent: int = 0) -> None:
+        """A comment block, wrapped to the page width."""
+        prefix = " " * indent + "# "
+        for paragraph in text.splitlines() or [""]:
+            # Continuation lines hang under the paragraph's text, past a `Label:` or a bullet.
+            hang = re.match(r"\s*(?:[A-Z][a-z]+:\s+|\[\w+\]\s+|-\s+)?", paragraph)
+            width = len(hang.group(0)) if hang else 0
+            wrapped = textwrap.wrap(
+                paragraph, WIDTH - len(prefix), subsequent_indent=" " * (width + 2 * (width == 0))
+            ) or [""]
+            self._lines.extend((prefix + line, None) for line in wrapped)
+
+    def blank(self) -> None:
+        self._lines.append(("", None))
+
+    def key(self, key: str, value: Any, why: str | None = None, indent: int = 0) -> None:
+        """`key: value  # why`; the comment goes above the key when the line would be long."""
+        self._add(f"{' ' * indent}{key}: {scalar(value)}", why, indent)
+
+    def section(self, key: str, why: str | None = None, indent: int = 0) -> None:
+        """`key:` opening a block mapping or list."""
+        self._add(f"{' ' * indent}{key}:", why, indent)
+
+    def item(self, value: Any, why: str | None = None, indent: int = 2) -> None:
+        """`- value` in a block list."""
+        self._add(f"{' ' * indent}- {scalar(value)}", why, indent)
+
+    def _add(self, line: str, why: str | None, indent: int) -> None:
+        """A line with its comment, or the comment above it when both do not fit one line."""
+        if why and not _fits(line, why):
+            self.comment(why, indent)
+            why = None
+        self._lines.append((line, why))
+
+    def mapping(self, data: Mapping[str, Any], indent: int = 0) -> None:
+        """A nested mapping in block style, its leaves in flow style, without comments."""
+        for key, value in data.items():
+            if isinstance(value, Mapping) and value and _nested(value):
+                self.section(key, indent=indent)
+                self.mapping(value, indent + 2)
+            else:
+                self.key(key, value, indent=indent)
+
+    def render(self) -> str:
+        out = []
+        for line, why in self._lines:
+            if why:
+                line = f"{line.ljust(COMMENT_COLUMN)}  # {why}"
+            out.append(line.rstrip())
+        return "\n".join(out) + "\n"
+
+
+def _fits(line: str, why: str) -> bool:
+    return max(len(line), COMMENT_COLUMN) + 4 + len(why) <= WIDTH
+
+
+def _nested(value: Mapping[str, Any]) -> bool:
+    """Block style for mappings of mappings (objective, dataset), flow style for leaves."""
+    return any(isinstance(v, Mapping) for v in value.values()) or len(value) > 4
