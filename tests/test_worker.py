@@ -80,6 +80,32 @@ def test_eight_workers_run_exactly_the_budget(
     assert len({t.user_attrs["worker"] for t in trials}) > 1  # the work was shared
 
 
+@pytest.mark.parametrize("server", ["postgres", "mysql"])
+def test_eight_workers_train_exactly_the_epoch_budget(
+    request: pytest.FixtureRequest, write_study: Callable[..., Path], unique_name: str,
+    server: str,
+) -> None:  # fmt: skip
+    """`budget: {epochs: 40}`: every reported step claims one, in the transaction that records
+    it, so eight workers record 40 epochs in all, not 40 plus what was in flight."""
+    url = request.getfixturevalue(f"{server}_url")
+    path = write_study(f"""
+        name: {unique_name}
+        metric: loss
+        sampler: {{type: random, seed: 2}}
+        pruner: {{type: none}}
+        budget: {{epochs: 40}}
+        objective: {{function: objective.py:quadratic, sleep: 0.05}}
+        search_space: {{x: {{type: float, low: -5, high: 5}}}}
+    """)  # fmt: skip
+    _wait_all([_worker(path, url) for _ in range(8)])
+    trials = _trials(url, unique_name)
+    assert sum(len(t.intermediate_values) for t in trials) == 40
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    cut = [t for t in trials if t.user_attrs.get("prune_reason") == "budget.epochs spent"]
+    assert all(t.state == TrialState.PRUNED for t in cut)
+    assert len({t.user_attrs["worker"] for t in trials}) > 1
+
+
 def test_local_workers_share_a_sqlite_study(
     quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:

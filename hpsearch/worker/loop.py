@@ -307,6 +307,7 @@ def _run(
         )
         if reached is not None:
             stop_study(study, reason=reached, kind="target", by=worker)
+            report.stopped_by = reached  # this worker stops at once; the others see the record
             _log.info("study %r: %s; every worker stops", study.study_name, reached)
         if on_trial is not None:
             on_trial(study, trial, ledger)
@@ -315,7 +316,7 @@ def _run(
     last_stale_check = -float("inf")
     stopped: WorkerStopped | None = None  # raised by a signal, or by the objective itself
     try:
-        while not stop.requested:
+        while not stop.requested and report.stopped_by is None:
             if heartbeat and time.monotonic() - last_stale_check >= poll:
                 # A trial is stale only after `grace_period`, so checking more often than
                 # every few seconds finds nothing new; fast trials skip the query.
@@ -327,7 +328,7 @@ def _run(
             if failures.gave_up is not None:
                 report.gave_up = failures.gave_up
                 break
-            if (stopped_now := watch.check(now=True)) is not None:
+            if (stopped_now := watch.check()) is not None:  # at most every 2 s: a query
                 report.stopped_by = describe(stopped_now)
                 break
             exhausted = grid_exhausted(study)
