@@ -85,6 +85,8 @@ def test_failed_trials_are_grouped_by_cause_with_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _study(tmp_path, "flaky", "flaky", "  x: {type: float, low: 0.0, high: 1.0}\n", 20)
+    # Failures are the point here: do not stop after five in a row (`budget.max_failures`).
+    path.write_text(path.read_text().replace("{n_trials: 20}", "{n_trials: 20, max_failures: 20}"))
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     capsys.readouterr()
