@@ -109,6 +109,17 @@ def quadratic(params, report):
 
 def fails(params, report):
     raise ValueError("boom")
+
+def meet(params, report):
+    """Wait (60 s at most) until `hosts` machines have each started a trial: a rendezvous, so a
+    test of several hosts does not depend on which worker process happens to start first."""
+    import socket
+    folder = params["folder"]
+    open(os.path.join(folder, socket.gethostname()), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(folder)) < params["hosts"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"loss": (params["x"] - 2) ** 2}
 '''
 
 

@@ -224,7 +224,14 @@ def test_workers_survive_their_connections_being_cut(
 def test_two_hosts_share_a_server_study_but_not_a_sqlite_file(
     postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:
-    path = quadratic_study(n_trials=8, sleep=0.05)
+    (tmp_path / "hosts").mkdir()
+    path = quadratic_study(n_trials=8)
+    path.write_text(
+        path.read_text().replace(
+            "objective.py:quadratic, sleep: 0.0",
+            f"objective.py:meet, folder: {tmp_path / 'hosts'}, hosts: 2",
+        )
+    )
     _wait_all([_worker(path, postgres_url, hostname=h) for h in ("gpu-node-a", "gpu-node-b")])
     trials = _trials(postgres_url, unique_name)
     assert {t.user_attrs["host"] for t in trials} == {"gpu-node-a", "gpu-node-b"}
