@@ -35,22 +35,33 @@ def parse_utilisation(text: str) -> float | None:
 
 
 class Utilisation:
-    """nvidia-smi sampling GPU 0 every 100 ms in the background; samples are timestamped here."""
+    """nvidia-smi asked for GPU 0's utilisation every 100 ms by a background thread.
+
+    One call per sample rather than `nvidia-smi -lms`: piped, its output is block-buffered,
+    so lines would arrive in bursts and their timestamps would not say when they were read.
+    """
+
+    QUERY = (
+        "nvidia-smi",
+        "--query-gpu=utilization.gpu",
+        "--format=csv,noheader,nounits",
+        "-i",
+        "0",
+    )
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []
-        self._proc = subprocess.Popen(
-            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-             "-i", "0", "-lms", "100"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            value = parse_utilisation(line)
+    def _poll(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                out = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            value = parse_utilisation(out.stdout)
             if value is not None:
                 self.samples.append((time.perf_counter(), value))
 
@@ -59,8 +70,8 @@ class Utilisation:
         return (sum(inside) / len(inside) if inside else None), len(inside)
 
     def stop(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(timeout=10)
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _decode(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +218,7 @@ def throughput(ctx: Context) -> Iterator[Row]:
     else:
         shown = {n: best[n][1] for n in runs}
         yield Row(
-            "throughput", "GPU utilisation (nvidia-smi, 100 ms)", "info",
+            "throughput", "GPU utilisation (nvidia-smi, ~100 ms)", "info",
             ", ".join(f"{n} {u:.0f}%" if u is not None else f"{n} no samples"
                       for n, u in shown.items()),
         )  # fmt: skip

@@ -9,6 +9,7 @@ section that crashes or hangs becomes a row instead of losing the others.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -62,7 +63,7 @@ def test_the_cpu_run_says_what_it_skipped_and_why(tmp_path: Path) -> None:
     by_section: dict[str, list[list[str]]] = {}
     for row in rows:
         by_section.setdefault(row[0], []).append(row)
-    assert list(by_section) == ["versions", "fit", "oom_trial", "study", "throughput"]
+    assert list(by_section) == ["versions", "fit", "oom_trial", "throughput", "study"]
     assert rows[0][1] == "software"  # versions come first
     assert "torch" in rows[0][3]
     assert ["versions", "nvidia-smi -L"] in [r[:2] for r in by_section["versions"]]
@@ -177,3 +178,21 @@ def test_nvidia_smi_utilisation_lines(gpu_check: ModuleType) -> None:
     speed = importlib.import_module("gpu_check_speed")  # benchmarks/ is on the path for now
     assert speed.parse_utilisation("87\n") == 87.0
     assert speed.parse_utilisation("[N/A]") is None  # some virtual GPUs report no utilisation
+
+
+def test_utilisation_is_asked_of_nvidia_smi_while_it_runs(
+    gpu_check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "nvidia-smi"  # answers as the real one does for the script's query
+    fake.write_text("#!/bin/sh\necho 42\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    speed = importlib.import_module("gpu_check_speed")
+    start = time.perf_counter()
+    sampler = speed.Utilisation()
+    time.sleep(0.8)
+    sampler.stop()
+    mean, count = sampler.mean(start, time.perf_counter())
+    assert mean == 42.0
+    assert count >= 2
+    assert sampler.mean(0.0, start) == (None, 0)  # nothing from before it started
