@@ -196,15 +196,18 @@ def run_all(
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""  # `--cpu` on a GPU machine: children see none either
     planned = [s for s in SECTIONS if not only or s.name in only]
-    for i, section in enumerate(planned):
+    runs = [s for s in planned if cuda or not s.gpu]
+    for section in planned:
         start = time.monotonic()
-        left = deadline - start - RESERVE * (len(planned) - i - 1)
+        later = runs[runs.index(section) + 1 :] if section in runs else []
+        left = deadline - start - RESERVE * len(later)
         if section.gpu and not cuda:
             got = [Row(section.name, "-", "skipped", f"{NO_GPU}: {section.why}")]
-        elif left < 10:
-            got = [Row(section.name, "-", "skipped", f"watchdog: {left:.0f} s of the budget left")]
-        elif section.name == "versions":
+        elif section.name == "versions":  # in this process, and instant
             got = guarded(section.name, lambda: list(versions(cuda)))
+        elif left < 10:
+            why = f"watchdog: {left:.0f} s left after {RESERVE:.0f} s for each later section"
+            got = [Row(section.name, "-", "skipped", why)]
         else:
             limit = min(section.seconds, left)
             argv = [sys.executable, str(Path(__file__).resolve()), "--section", section.name,

@@ -196,3 +196,17 @@ def test_utilisation_is_asked_of_nvidia_smi_while_it_runs(
     assert mean == 42.0
     assert count >= 2
     assert sampler.mean(0.0, start) == (None, 0)  # nothing from before it started
+
+
+def test_sections_the_budget_cannot_hold_are_skipped_not_started(
+    gpu_check: ModuleType, tmp_path: Path
+) -> None:
+    emitted: list[int] = []
+    rows = gpu_check.run_all(
+        cuda=True, budget=1.0, tmp=tmp_path, emit=lambda done: emitted.append(len(done))
+    )  # as on a GPU machine, but with one second: only the instant versions section runs
+    skipped = {r.section: r.detail for r in rows if r.section != "versions"}
+    assert list(skipped) == ["fit", "oom_trial", "throughput", "study"]
+    assert all(d.startswith("watchdog: ") for d in skipped.values()), skipped
+    assert len(emitted) == 5  # the table is written after every section
+    assert not any(tmp_path.iterdir())  # no section child started
