@@ -187,8 +187,12 @@ def markdown(rows: Sequence[Row], header: str) -> str:
 def run_all(
     *, cuda: bool, budget: float, tmp: Path, only: Sequence[str] = (),
     emit: Callable[[list[Row]], None] = lambda rows: None, children: Children | None = None,
+    times: dict[str, float] | None = None,
 ) -> list[Row]:  # fmt: skip
-    """Every section in order, each within what the budget leaves; `emit` after each."""
+    """Every section in order, each within what the budget leaves; `emit` after each.
+
+    `times` gets each section's seconds, for the table's header."""
+    times = {} if times is None else times
     children = children or Children()
     deadline = time.monotonic() + budget
     rows: list[Row] = []
@@ -214,8 +218,9 @@ def run_all(
                     "--tmp", str(tmp / section.name), "--seconds", f"{limit:.0f}"]  # fmt: skip
             # The child bounds its own children by `limit`; 10 s more lets it say why it stopped.
             got = collect(section.name, argv, limit + 10, children, env)
+        times[section.name] = time.monotonic() - start
         print(
-            f"[{section.name}] {time.monotonic() - start:.0f} s: "
+            f"[{section.name}] {times[section.name]:.0f} s: "
             + "; ".join(f"{r.check} {r.result}" for r in got),
             file=sys.stderr, flush=True,
         )  # fmt: skip
@@ -261,19 +266,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = f"{platform.node()}, {stamp}, {'CUDA' if cuda else 'CPU only'}"
     children = Children()
     rows: list[Row] = []
+    times: dict[str, float] = {}
 
-    def write(rows: Sequence[Row], extra: str = "") -> None:
-        header = f"{where}; {time.monotonic() - started:.0f} s of the {args.budget:.0f} s budget"
-        text = markdown(rows, header + extra)
-        if args.out is None:
-            return
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    def write(rows: Sequence[Row], extra: str = "", *, final: bool = False) -> None:
+        spent = ", ".join(f"{name} {t:.0f} s" for name, t in times.items())
+        header = (
+            f"{where}; {time.monotonic() - started:.0f} s of the {args.budget:.0f} s budget "
+            f"({spent}){extra}"
+        )
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(markdown(rows, header))
+        elif final:
+            print(markdown(rows, header), end="", flush=True)
 
     def watchdog() -> None:  # the last resort, should a child ignore its own time limit
         children.kill()
         late = Row("watchdog", "-", "error", f"the run passed its {args.budget:.0f} s budget")
-        write([*rows, late], "; stopped by the watchdog")
+        write([*rows, late], "; stopped by the watchdog", final=True)
         os._exit(2)
 
     timer = threading.Timer(args.budget + 20, watchdog)
@@ -287,14 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         rows = run_all(
             cuda=cuda, budget=args.budget, tmp=Path(tmp), only=args.only, emit=emit,
-            children=children,
+            children=children, times=times,
         )  # fmt: skip
     timer.cancel()
-    write(rows)
-    header = f"{where}; {time.monotonic() - started:.0f} s of the {args.budget:.0f} s budget"
-    if args.out is None:
-        print(markdown(rows, header), end="")
-    else:
+    write(rows, final=True)
+    if args.out is not None:
         print(f"wrote {args.out}", file=sys.stderr)
     return 1 if any(r.result in ("FAIL", "error") for r in rows) else 0
 
