@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import sysconfig
 import textwrap
 import uuid
@@ -123,17 +125,29 @@ def meet(params, report):
 '''
 
 
-def site_packages_view(target: Path) -> Path:
-    """This environment's site-packages without hpsearch: symlinks, so nothing is copied (a
-    fresh environment sees torch and the rest through a .pth file, and hpsearch from a wheel)."""
+def fresh_venv(folder: Path) -> tuple[Path, Path]:
+    """A new virtual environment (no pip, no hpsearch) that sees this one's packages; returns
+    (its python, its site-packages). Nothing is copied: this environment's site-packages, less
+    hpsearch, is a folder of symlinks that a .pth file adds, so torch and the rest are there and
+    hpsearch comes only from whatever the test installs."""
     site = Path(sysconfig.get_paths()["purelib"])
-    target.mkdir()
+    view = folder / "site"
+    view.mkdir(parents=True)
     for entry in site.iterdir():
         name = entry.name.lower()
         if name.startswith(("hpsearch", "__editable__")) or name.endswith(".pth"):
             continue
-        (target / entry.name).symlink_to(entry)
-    return target
+        (view / entry.name).symlink_to(entry)
+    venv = folder / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig as s; print(s.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    (Path(purelib) / "shared-packages.pth").write_text(f"{view}\n")
+    return python, Path(purelib)
 
 
 @functools.cache
