@@ -43,7 +43,7 @@ from hpsearch.storage import (
     open_storage,
     refuse_sqlite_across_machines,
 )
-from hpsearch.storage.optuna_compat import study_id, trial_id
+from hpsearch.storage.optuna_compat import study_id, told_trial, trial_id
 from hpsearch.study import check_requirements, create_or_load
 from hpsearch.worker import provenance
 from hpsearch.worker.budget import BudgetSpent, Ledger, Limits
@@ -265,6 +265,8 @@ def _run(
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
         observe=observe,
     )
+    if resilient is not None:
+        resilient.stamp_trials(context.attrs)  # with each trial's start, not a write of their own
     run_trial = build(loaded, context, function=options.function)
     report.study = study
 
@@ -335,8 +337,11 @@ def _run(
             if exhausted is not None:
                 report.budget_reason = exhausted
                 break
+            ran_before = current[:]
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
+                # Not `callbacks=[record]`: Optuna reads the finished trial for a callback in a
+                # way that the next ask() reads it again (`told_trial`).
+                study.optimize(objective, n_trials=1, catch=(Exception,))
             except BudgetSpent:
                 assert ledger is not None
                 state = ledger.state()
@@ -353,6 +358,9 @@ def _run(
                 # Another worker judged this trial stale (this one could not reach the
                 # database for longer than the grace period) and retries it.
                 _log.warning("the trial was failed as stale meanwhile; its retry redoes it: %s", e)
+            else:
+                if current != ran_before:  # a trial ran and was told
+                    record(study, told_trial(study, current[0]))
     except WorkerStopped as e:
         stopped = e
     except Exception as e:
