@@ -3,7 +3,8 @@
 Written against Optuna 5.0.0 (`OPTUNA_VERSION`; pyproject pins `optuna==5.0.*`). Each item says
 why the public API does not do, so an upgrade can replace it when Optuna offers a way.
 
-- `models`, `create_scoped_session`: Optuna's ORM and its transaction helper, so that
+- `models`, `create_scoped_session`, `upsert_user_attrs`: Optuna's ORM, its transaction helper
+  and its attribute table written directly (several attributes in one statement), so that
   hpsearch's steps that must not be lost (a trial with its budget slot and first heartbeat, a
   fail with its reason) are one transaction inside Optuna's own tables.
 - `RDBStorage` hooks that `ResilientRDBStorage` calls and overrides (`OVERRIDDEN_HOOKS`):
@@ -24,10 +25,15 @@ why the public API does not do, so an upgrade can replace it when Optuna offers 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
+import sqlalchemy.dialects.mysql
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -56,6 +62,7 @@ __all__ = [
     "study_storage",
     "told_trial",
     "trial_id",
+    "upsert_user_attrs",
 ]
 
 create_scoped_session = _create_scoped_session
@@ -155,6 +162,25 @@ def set_intermediate_value_in_session(
         )  # fmt: skip
     else:
         row.intermediate_value, row.intermediate_value_type = stored, kind
+
+
+def upsert_user_attrs(
+    session: Any, dialect: str, trial_id: int, attrs: Mapping[str, Any]
+) -> None:
+    """Write user attributes of a trial into Optuna's table in one statement, replacing those
+    it has (a retried trial carries copies of its crashed trial's), uncommitted."""
+    table = models.TrialUserAttributeModel.__table__
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    if dialect == "mysql":
+        mysql = sa.dialects.mysql.insert(table)
+        insert: Any = mysql.on_duplicate_key_update(value_json=mysql.inserted.value_json)
+    else:
+        module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
+        upsert = module.insert(table)
+        insert = upsert.on_conflict_do_update(
+            index_elements=["trial_id", "key"], set_={"value_json": upsert.excluded.value_json}
+        )
+    session.execute(insert, rows)
 
 
 def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:

@@ -35,9 +35,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.mysql
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
@@ -52,6 +49,7 @@ from hpsearch.storage.optuna_compat import (
     set_attr_in_session,
     set_intermediate_value_in_session,
     stale_trial_ids,
+    upsert_user_attrs,
 )
 from hpsearch.storage.retry import call_with_retries, first_line
 from hpsearch.storage.claims import BudgetClaim, BudgetSpent
@@ -144,10 +142,7 @@ class ResilientRDBStorage(RDBStorage):
         """Inside the transaction that starts trial `trial_id`: its attributes, and what
         `record_heartbeat` and a signal need to know of it."""
         if self._trial_attrs:
-            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                    for k, v in self._trial_attrs.items()]  # fmt: skip
-            table = models.TrialUserAttributeModel.__table__
-            session.execute(_upsert(self.engine.dialect.name, table), rows)
+            upsert_user_attrs(session, self.engine.dialect.name, trial_id, self._trial_attrs)
         self.taken = trial_id
         self._first_beat = time.monotonic()
 
@@ -416,31 +411,14 @@ class ResilientRDBStorage(RDBStorage):
         the dominant cost, so this keeps hpsearch's per-trial overhead small (benchmarks/).
         """
 
-        table = models.TrialUserAttributeModel.__table__
-        rows = [
-            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
-        ]
-
         def write() -> None:
             with create_scoped_session(self.scoped_session) as session:
                 # As Optuna's own `set_trial_user_attr`: a finished trial's attributes are final.
                 trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, True)
                 self.check_trial_is_updatable(trial_id, trial.state)
-                session.execute(_upsert(self.engine.dialect.name, table), rows)
+                upsert_user_attrs(session, self.engine.dialect.name, trial_id, attrs)
 
         self._retry(write, "set_trial_user_attrs")
-
-
-def _upsert(dialect: str, table: sa.Table) -> sa.Insert:
-    """INSERT that replaces an existing (trial_id, key) row: a retried trial carries copies."""
-    if dialect == "mysql":
-        mysql = sa.dialects.mysql.insert(table)
-        return mysql.on_duplicate_key_update(value_json=mysql.inserted.value_json)
-    module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
-    insert = module.insert(table)
-    return insert.on_conflict_do_update(
-        index_elements=["trial_id", "key"], set_={"value_json": insert.excluded.value_json}
-    )
 
 
 _RETRIED = (
