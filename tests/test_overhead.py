@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -166,3 +167,29 @@ def test_the_launchers_workers_join_after_the_first(
     assert JOINED_ENV not in os.environ
     joined()  # not started by a launcher: nothing to tell
     wait_for_first(lambda: False)
+
+
+def test_sqlite_reads_run_beside_another_workers_write(tmp_path: Path) -> None:
+    """Every transaction on SQLite took the write lock first (`BEGIN IMMEDIATE`), reads too, so
+    N local workers' reads queued behind each other's writes, which plain Optuna's do not."""
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    storage = open_storage(StorageURL(url, "test"))
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    other = sqlite3.connect(tmp_path / "lock.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker in the middle of a write
+    try:
+        read = threading.Thread(target=lambda: storage.get_all_trials(study_id(study)))
+        read.start()
+        read.join(timeout=10)
+        assert not read.is_alive()  # it waited for the lock (up to two minutes) before
+        write = threading.Thread(target=lambda: storage.set_trial_user_attr(trial_id(trial),
+                                                                             "k", 1))  # fmt: skip
+        write.start()
+        write.join(timeout=0.5)
+        assert write.is_alive()  # a write still waits for the other's
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    write.join(timeout=10)
+    assert storage.get_trial(trial_id(trial)).user_attrs == {"k": 1}

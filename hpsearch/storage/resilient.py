@@ -26,6 +26,7 @@ trial is never failed for the database's outage (`stale_trial_ids`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -54,7 +55,7 @@ from hpsearch.storage.optuna_compat import (
 from hpsearch.storage.retry import call_with_retries, first_line
 from hpsearch.storage.claims import BudgetClaim, BudgetSpent
 from hpsearch.storage.mysql import mysql_microseconds
-from hpsearch.storage.sqlite import serialize_writes
+from hpsearch.storage.sqlite import reading, serialize_writes
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,9 +72,13 @@ _FRESH_BEAT, _FRESH_SHARE = 0.5, 0.05
 
 
 def _retrying(method: F) -> F:
+    # Optuna's getters only read: on SQLite they need not wait for another worker's write.
+    reads = method.__name__.lstrip("_").startswith("get_")
+
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._retry(lambda: method(self, *args, **kwargs), method.__name__)
+        with reading() if reads else contextlib.nullcontext():
+            return self._retry(lambda: method(self, *args, **kwargs), method.__name__)
 
     return call  # type: ignore[return-value]
 
