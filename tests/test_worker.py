@@ -476,4 +476,5 @@ def test_a_lingering_worker_exits_soon_after_the_last_trial(
                 exited[i] = time.monotonic()
         time.sleep(0.02)
     _wait_all(workers)
-    assert abs(exited[0] - exited[1]) < 2.0, exited
+    # Lingering with a 5 s poll, the second exited about 4.5 s after the first.
+    assert abs(exited[0] - exited[1]) < 3.0, exited
