@@ -99,10 +99,10 @@ def statements_per_trial(url: str, folder: Path) -> tuple[float, float, float, f
         plain = (counts["statements"] / n, counts["commits"] / n)
         path = folder / "count.yaml"
         path.write_text(STUDY.format(name=f"count-hp-{uuid.uuid4().hex[:8]}", trials=n))
-        main(["run", str(path), "--storage", url, "-q"])  # includes opening the study
+        assert main(["run", str(path), "--storage", url, "-q"]) == 0  # includes opening the study
         counts.update(statements=0, commits=0)
         path.write_text(path.read_text().replace(f"n_trials: {n}", f"n_trials: {2 * n}"))
-        main(["run", str(path), "--storage", url, "-q"])  # the second n trials only
+        assert main(["run", str(path), "--storage", url, "-q", "--change-budget"]) == 0  # next n
         hp = (counts["statements"] / n, counts["commits"] / n)
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)

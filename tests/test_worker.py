@@ -467,3 +467,24 @@ def test_budget_target_stops_every_worker_once_reached(
     record = read_attr(study, STOP_ATTR)
     assert record["kind"] == "target"
     assert record["reason"].startswith("budget.target reached: value ")
+
+
+def test_a_lingering_worker_exits_soon_after_the_last_trial(
+    quadratic_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A worker whose budget is spent while another's trial runs lingers (that trial may crash
+    and need a retry); it used to look again only every 5 s, so a fleet ended seconds after its
+    last trial."""
+    url = f"sqlite:///{tmp_path / 'linger.db'}"
+    path = quadratic_study(n_trials=3, sleep=0.6)  # one worker runs two trials, one lingers
+    workers = [_worker(path, url) for _ in range(2)]
+    exited: dict[int, float] = {}
+    deadline = time.monotonic() + 120
+    while len(exited) < 2 and time.monotonic() < deadline:
+        for i, p in enumerate(workers):
+            if i not in exited and p.poll() is not None:
+                exited[i] = time.monotonic()
+        time.sleep(0.02)
+    _wait_all(workers)
+    # Lingering with a 5 s poll, the second exited about 4.5 s after the first.
+    assert abs(exited[0] - exited[1]) < 3.0, exited

@@ -3,7 +3,8 @@
 Written against Optuna 5.0.0 (`OPTUNA_VERSION`; pyproject pins `optuna==5.0.*`). Each item says
 why the public API does not do, so an upgrade can replace it when Optuna offers a way.
 
-- `models`, `create_scoped_session`: Optuna's ORM and its transaction helper, so that
+- `models`, `create_scoped_session`, `upsert_user_attrs`: Optuna's ORM, its transaction helper
+  and its attribute table written directly (several attributes in one statement), so that
   hpsearch's steps that must not be lost (a trial with its budget slot and first heartbeat, a
   fail with its reason) are one transaction inside Optuna's own tables.
 - `RDBStorage` hooks that `ResilientRDBStorage` calls and overrides (`OVERRIDDEN_HOOKS`):
@@ -12,6 +13,8 @@ why the public API does not do, so an upgrade can replace it when Optuna offers 
   (`CACHE_LAYER_CALLS`), which must retry like the public ones.
 - `study_id`, `trial_id`, `study_storage`, `storage_backend`, `refresh_cached_user_attrs`: the
   ids and storage behind a `Study` / `Trial` (private attributes; Optuna has no public getter).
+- `told_trial`: a finished trial through the cache layer's own read of the study (what the
+  cache holds after `get_all_trials` is its behaviour, not its API).
 - `build_frozen_trial`: the row-to-`FrozenTrial` builder, for reading trials a page at a time
   (the public `get_all_trials` has no LIMIT).
 - `make_grpc_server`: the gRPC proxy server with a handle to stop it gracefully
@@ -21,10 +24,16 @@ why the public API does not do, so an upgrade can replace it when Optuna offers 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
+import sqlalchemy.dialects.mysql
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -51,7 +60,9 @@ __all__ = [
     "storage_backend",
     "study_id",
     "study_storage",
+    "told_trial",
     "trial_id",
+    "upsert_user_attrs",
 ]
 
 create_scoped_session = _create_scoped_session
@@ -75,6 +86,19 @@ def study_storage(study: optuna.Study) -> BaseStorage:
 def storage_backend(storage: BaseStorage) -> BaseStorage:
     """The storage under Optuna's cache layer (the `RDBStorage` itself), or `storage`."""
     return getattr(storage, "_backend", storage)
+
+
+def told_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
+    """A copy of the trial just told, read as Optuna's cache layer reads the study.
+
+    `optimize(callbacks=...)` reads a finished trial with `get_trial`, a query of each of its
+    tables that the cache layer then does not know, so the next `ask()` reads it again. Reading
+    the study's changed trials (here, `states=()`: none is copied) puts the trial in the cache,
+    where `get_trial` finds it, and the next `ask()` finds nothing new to read.
+    """
+    storage = study._storage
+    storage.get_all_trials(study._study_id, deepcopy=False, states=())
+    return copy.deepcopy(storage.get_trial(trial_id))
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -109,10 +133,54 @@ def set_attr_in_session(
 
 
 def set_intermediate_value_in_session(
-    storage: RDBStorage, session: Any, trial_id: int, step: int, value: float
+    storage: RDBStorage,
+    session: Any,
+    trial_id: int,
+    step: int,
+    value: float,
+    *,
+    before_new_step: Callable[[int], None],
 ) -> None:
-    """Optuna's write of one intermediate value inside `session`, uncommitted."""
-    storage._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+    """Optuna's write of one intermediate value inside `session`, uncommitted, calling
+    `before_new_step(study_id)` first when the trial has no value at `step` yet.
+
+    A copy of `RDBStorage._set_trial_intermediate_value_without_commit` with that hook: asking
+    "is this step new?" before Optuna's own write would read the trial and the step twice, on
+    every reported step of every trial.
+    """
+    trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session)
+    storage.check_trial_is_updatable(trial_id, trial.state)
+    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+    row = models.TrialIntermediateValueModel.find_by_trial_and_step(trial, step, session)
+    if row is None:
+        before_new_step(trial.study_id)
+        session.add(
+            models.TrialIntermediateValueModel(
+                trial_id=trial_id, step=step, intermediate_value=stored,
+                intermediate_value_type=kind,
+            )
+        )  # fmt: skip
+    else:
+        row.intermediate_value, row.intermediate_value_type = stored, kind
+
+
+def upsert_user_attrs(
+    session: Any, dialect: str, trial_id: int, attrs: Mapping[str, Any]
+) -> None:
+    """Write user attributes of a trial into Optuna's table in one statement, replacing those
+    it has (a retried trial carries copies of its crashed trial's), uncommitted."""
+    table = models.TrialUserAttributeModel.__table__
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    if dialect == "mysql":
+        mysql = sa.dialects.mysql.insert(table)
+        insert: Any = mysql.on_duplicate_key_update(value_json=mysql.inserted.value_json)
+    else:
+        module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
+        upsert = module.insert(table)
+        insert = upsert.on_conflict_do_update(
+            index_elements=["trial_id", "key"], set_={"value_json": upsert.excluded.value_json}
+        )
+    session.execute(insert, rows)
 
 
 def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:

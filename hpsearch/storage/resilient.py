@@ -26,6 +26,7 @@ trial is never failed for the database's outage (`stale_trial_ids`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -35,9 +36,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.mysql
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
@@ -52,11 +50,12 @@ from hpsearch.storage.optuna_compat import (
     set_attr_in_session,
     set_intermediate_value_in_session,
     stale_trial_ids,
+    upsert_user_attrs,
 )
 from hpsearch.storage.retry import call_with_retries, first_line
 from hpsearch.storage.claims import BudgetClaim, BudgetSpent
 from hpsearch.storage.mysql import mysql_microseconds
-from hpsearch.storage.sqlite import serialize_writes
+from hpsearch.storage.sqlite import reading, serialize_writes
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,12 +66,19 @@ T = TypeVar("T")
 RETRY_ATTR = "hpsearch:retry"
 RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
 _STALE_EVERY = 5.0  # seconds between two stale checks of Optuna's, at the most
+# A beat written with the trial's start is not repeated while younger than this (seconds, and
+# share of the heartbeat interval).
+_FRESH_BEAT, _FRESH_SHARE = 0.5, 0.05
 
 
 def _retrying(method: F) -> F:
+    # Optuna's getters only read: on SQLite they need not wait for another worker's write.
+    reads = method.__name__.lstrip("_").startswith("get_")
+
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._retry(lambda: method(self, *args, **kwargs), method.__name__)
+        with reading() if reads else contextlib.nullcontext():
+            return self._retry(lambda: method(self, *args, **kwargs), method.__name__)
 
     return call  # type: ignore[return-value]
 
@@ -87,6 +93,9 @@ class ResilientRDBStorage(RDBStorage):
         self._stale: set[int] = set()  # found stale for Optuna's `fail_stale_trials`
         self._stale_asked = -float("inf")
         self.taken: int | None = None  # the trial this process last started, for a signal
+        # When this process wrote the first heartbeat of `taken`, with the trial's start.
+        self._first_beat = -float("inf")
+        self._trial_attrs: dict[str, Any] = {}  # written on every trial this process starts
         self._serialize_sqlite = serialize_sqlite
         super().__init__(*args, **kwargs)
         if serialize_sqlite and self.engine.dialect.name == "sqlite":
@@ -128,6 +137,20 @@ class ResilientRDBStorage(RDBStorage):
         """
         self._budgets[study_id] = ledger
 
+    def stamp_trials(self, attrs: Mapping[str, Any]) -> None:
+        """User attributes every trial this process starts carries (the worker's provenance),
+        written in the transaction that starts it: one commit fewer per trial than a write of
+        their own."""
+        self._trial_attrs = dict(attrs)
+
+    def _stamp(self, session: Any, trial_id: int) -> None:
+        """Inside the transaction that starts trial `trial_id`: its attributes, and what
+        `record_heartbeat` and a signal need to know of it."""
+        if self._trial_attrs:
+            upsert_user_attrs(session, self.engine.dialect.name, trial_id, self._trial_attrs)
+        self.taken = trial_id
+        self._first_beat = time.monotonic()
+
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
@@ -147,12 +170,12 @@ class ResilientRDBStorage(RDBStorage):
                 trial: Any = prepared_new_trial(self, study_id, None, session)
                 if self.heartbeat_interval is not None:
                     session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
-                self.taken = trial.trial_id
+                self._stamp(session, trial.trial_id)
                 return FrozenTrial(
                     number=trial.number, state=trial.state, value=None, values=None,
                     datetime_start=trial.datetime_start, datetime_complete=None, params={},
-                    distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
-                    trial_id=trial.trial_id,
+                    distributions={}, user_attrs=dict(self._trial_attrs), system_attrs={},
+                    intermediate_values={}, trial_id=trial.trial_id,
                 )  # fmt: skip
 
         # A reply lost after the commit makes a second trial; the first never beats and is
@@ -216,7 +239,7 @@ class ResilientRDBStorage(RDBStorage):
             trial.state = TrialState.RUNNING
             trial.datetime_start = datetime.datetime.now()
             self._first_heartbeat(session, trial_id)
-            self.taken = trial_id
+            self._stamp(session, trial_id)
         return True
 
     def set_trial_intermediate_value(
@@ -225,18 +248,20 @@ class ResilientRDBStorage(RDBStorage):
         """Optuna's write, claiming one epoch of the study's epoch budget in the same transaction.
 
         A step reported again claims nothing. When no epoch is left, nothing is written and
-        `BudgetSpent` is raised: the study never records more epochs than its budget.
+        `BudgetSpent` is raised: the study never records more epochs than its budget. The same
+        statements as Optuna's own write, plus the claim where the study counts epochs: every
+        reported step of every trial pays this.
         """
         with create_scoped_session(self.scoped_session, True) as session:
-            trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            budget = self._budgets.get(trial.study_id)
-            if budget is not None:
-                known = models.TrialIntermediateValueModel.find_by_trial_and_step(
-                    trial, step, session
-                )
-                if known is None and not budget.claim_epochs_in(session, 1):
-                    raise BudgetSpent(trial.study_id, "epoch budget")
-            set_intermediate_value_in_session(self, session, trial_id, step, intermediate_value)
+
+            def claim(study_id: int) -> None:
+                budget = self._budgets.get(study_id)
+                if budget is not None and not budget.claim_epochs_in(session, 1):
+                    raise BudgetSpent(study_id, "epoch budget")
+
+            set_intermediate_value_in_session(
+                self, session, trial_id, step, intermediate_value, before_new_step=claim
+            )
 
     # --- failing and retrying -------------------------------------------------------------
 
@@ -364,6 +389,16 @@ class ResilientRDBStorage(RDBStorage):
         return ids
 
     def record_heartbeat(self, trial_id: int) -> None:
+        # Optuna's heartbeat thread beats as soon as the trial starts; the transaction that
+        # started it has just written that beat (`_stamp`), so the thread's first is skipped:
+        # one commit fewer per trial. The next beat comes one interval after the skipped one,
+        # so the longest gap grows by at most the young beat's age, a small part of the grace
+        # period (which the spec keeps longer than an interval).
+        interval = float(self.heartbeat_interval or 0)
+        young = min(_FRESH_BEAT, _FRESH_SHARE * interval)
+        if trial_id == self.taken and time.monotonic() - self._first_beat < young:
+            self._first_beat = -float("inf")  # only the thread's first beat
+            return
         try:
             super().record_heartbeat(trial_id)
         except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
@@ -381,31 +416,14 @@ class ResilientRDBStorage(RDBStorage):
         the dominant cost, so this keeps hpsearch's per-trial overhead small (benchmarks/).
         """
 
-        table = models.TrialUserAttributeModel.__table__
-        rows = [
-            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
-        ]
-
         def write() -> None:
             with create_scoped_session(self.scoped_session) as session:
                 # As Optuna's own `set_trial_user_attr`: a finished trial's attributes are final.
                 trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, True)
                 self.check_trial_is_updatable(trial_id, trial.state)
-                session.execute(_upsert(self.engine.dialect.name, table), rows)
+                upsert_user_attrs(session, self.engine.dialect.name, trial_id, attrs)
 
         self._retry(write, "set_trial_user_attrs")
-
-
-def _upsert(dialect: str, table: sa.Table) -> sa.Insert:
-    """INSERT that replaces an existing (trial_id, key) row: a retried trial carries copies."""
-    if dialect == "mysql":
-        mysql = sa.dialects.mysql.insert(table)
-        return mysql.on_duplicate_key_update(value_json=mysql.inserted.value_json)
-    module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
-    insert = module.insert(table)
-    return insert.on_conflict_do_update(
-        index_elements=["trial_id", "key"], set_={"value_json": insert.excluded.value_json}
-    )
 
 
 _RETRIED = (

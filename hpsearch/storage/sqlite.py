@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,25 @@ def read_only(url: StorageURL) -> StorageURL:
     return StorageURL(f"sqlite:///file:{path}?{query}", url.source)
 
 
+class _Reads(threading.local):
+    depth = 0  # > 0: this thread's transactions only read (`reading`)
+
+
+_reads = _Reads()
+
+
+@contextmanager
+def reading() -> Iterator[None]:
+    """Transactions begun meanwhile on this thread only read: they begin deferred, taking no
+    lock, so in WAL mode they run beside another worker's write as a plain Optuna script's
+    reads do, instead of waiting for it (`serialize_writes`)."""
+    _reads.depth += 1
+    try:
+        yield
+    finally:
+        _reads.depth -= 1
+
+
 def serialize_writes(engine: sa.Engine) -> None:
     """Make every transaction on `engine` take SQLite's write lock when it begins.
 
@@ -63,7 +85,8 @@ def serialize_writes(engine: sa.Engine) -> None:
     trial once and claims the budget on a server database; and Python's sqlite3 begins a
     transaction only at its first write, so two workers can both read "WAITING" and both
     start the trial. `BEGIN IMMEDIATE` takes the lock first: one worker's read-then-write runs
-    before the other's, as under the row lock. (SQLAlchemy's documented recipe:
+    before the other's, as under the row lock. Transactions that only read (`reading`) begin
+    deferred and take no lock. (SQLAlchemy's documented recipe:
     https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl)
     In WAL mode readers still run beside the writer.
     """
@@ -74,7 +97,7 @@ def serialize_writes(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin_immediate(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if _reads.depth else "BEGIN IMMEDIATE")
 
     engine.dispose()  # connections made before the listeners would keep the old behaviour
 

@@ -7,14 +7,17 @@ children through the environment, never their command line, so `ps` shows no pas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 
 from hpsearch.batch_size import visible_gpus
@@ -22,6 +25,10 @@ from hpsearch.errors import HpsearchError
 from hpsearch.storage import STORAGE_ENV, StorageURL
 
 _log = logging.getLogger(__name__)
+# The file the launcher's first worker creates once it has joined the study (`joined`), and
+# the one the others wait for before they join (`wait_for_first`).
+JOINED_ENV = "HPSEARCH_LAUNCHER_JOINED"
+WAIT_ENV = "HPSEARCH_LAUNCHER_WAIT"
 
 
 def parse_gpus(value: str) -> list[str]:
@@ -53,22 +60,13 @@ def launch(
 ) -> int:
     """Run `hpsearch run ARGV` in one child per worker; returns 0 when every child succeeded.
 
-    The first SIGTERM/SIGINT is passed on to every child (each stops gracefully); a second one
-    kills them.
+    The children start together, so their start-up (imports, the storage) overlaps, and all
+    but the first wait before joining the study until the first has created or joined it
+    (`joined`, `wait_for_first`): they never race to create it. The first SIGTERM/SIGINT is
+    passed on to every child (each stops gracefully); a second one kills them.
     """
     slots = list(gpus) if gpus else [None] * n_workers
     children: list[subprocess.Popen[bytes]] = []
-    for i, gpu in enumerate(slots):
-        env = {**os.environ, STORAGE_ENV: url.secret_url}
-        env.pop("HPSEARCH_DB_PASSWORD", None)  # already inside the URL in the environment
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        args = [sys.executable, "-m", "hpsearch", "run", *argv, "--worker-id", str(i)]
-        children.append(subprocess.Popen(args, env=env))
-        time.sleep(0.2)  # the first child creates the study; the rest join without a race
-    _log.info(
-        "started %d worker(s)%s", len(children), f" on GPUs {','.join(gpus)}" if gpus else ""
-    )
     signals = {"count": 0}
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -79,7 +77,24 @@ def launch(
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        codes = [child.wait() for child in children]
+        with tempfile.TemporaryDirectory(prefix="hpsearch-launch-") as folder:
+            first = Path(folder) / "joined"
+            for i, gpu in enumerate(slots):
+                env = {**os.environ, STORAGE_ENV: url.secret_url}
+                env[JOINED_ENV if i == 0 else WAIT_ENV] = str(first)
+                env.pop("HPSEARCH_DB_PASSWORD", None)  # already inside the URL in the environment
+                if gpu is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = gpu
+                args = [sys.executable, "-m", "hpsearch", "run", *argv, "--worker-id", str(i)]
+                children.append(subprocess.Popen(args, env=env))
+            _log.info(
+                "started %d worker(s)%s", len(children),
+                f" on GPUs {','.join(gpus)}" if gpus else "",
+            )  # fmt: skip
+            while not first.exists() and children[0].poll() is None:
+                time.sleep(0.02)
+            first.touch()  # the first exited without joining: the others go on (and say why)
+            codes = [child.wait() for child in children]
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -87,3 +102,24 @@ def launch(
     for i, code in failed:
         _log.error("worker %d exited with %d", i, code)
     return 1 if failed else 0
+
+
+def joined() -> None:
+    """Tell the launcher's other workers (if a launcher started this one first) that the study
+    and its budget exist now."""
+    path = os.environ.pop(JOINED_ENV, None)  # this process's own children are not workers
+    if path:
+        with contextlib.suppress(OSError):  # the launcher is gone: nobody waits
+            Path(path).touch()
+
+
+def wait_for_first(stopping: Callable[[], bool]) -> None:
+    """Before joining: wait until the launcher's first worker has joined (if a launcher started
+    this one and not first), or `stopping()`."""
+    path = os.environ.pop(WAIT_ENV, None)
+    if not path:
+        return
+    ready = Path(path)
+    # The launcher's folder gone: the launcher is gone too, there is nobody to wait for.
+    while not ready.exists() and ready.parent.exists() and not stopping():
+        time.sleep(0.02)

@@ -43,9 +43,9 @@ from hpsearch.storage import (
     open_storage,
     refuse_sqlite_across_machines,
 )
-from hpsearch.storage.optuna_compat import study_id, trial_id
+from hpsearch.storage.optuna_compat import study_id, told_trial, trial_id
 from hpsearch.study import check_requirements, create_or_load
-from hpsearch.worker import provenance
+from hpsearch.worker import launcher, provenance
 from hpsearch.worker.budget import BudgetSpent, Ledger, Limits
 from hpsearch.worker.retry_policy import (
     RetryPolicy,
@@ -210,6 +210,7 @@ def _run(
         wait=STARTUP_WAIT_SECONDS,
     )
     worker = f"{socket.gethostname()}:{os.getpid()}#{options.worker_id}"
+    launcher.wait_for_first(lambda: stop.requested)  # started by `--workers N`: no race
     joined = create_or_load(
         loaded, storage, name=options.study_name, worker=worker, budget=options.budget,
         change_budget=options.change_budget,
@@ -236,6 +237,7 @@ def _run(
         else:
             ledger.ensure(limits)  # the study's budget, as stored; made here if missing
         resilient.use_budget(study_id(study), ledger)  # a slot is claimed with each trial
+    launcher.joined()  # the study and its budget exist: the launcher's other workers may start
     watch = StopWatch(study)
     if options.resume:
         cleared = resume(study, by=worker)
@@ -265,6 +267,8 @@ def _run(
         attrs={"worker": worker, **provenance.worker_attrs(loaded)},
         observe=observe,
     )
+    if resilient is not None:
+        resilient.stamp_trials(context.attrs)  # with each trial's start, not a write of their own
     run_trial = build(loaded, context, function=options.function)
     report.study = study
 
@@ -314,6 +318,7 @@ def _run(
 
     heartbeat = resilient is not None and bool(resilient.get_heartbeat_interval())
     last_stale_check = -float("inf")
+    linger = _LINGER_FIRST  # seconds until a lingering worker looks at the others again
     stopped: WorkerStopped | None = None  # raised by a signal, or by the objective itself
     try:
         while not stop.requested and report.stopped_by is None:
@@ -335,14 +340,21 @@ def _run(
             if exhausted is not None:
                 report.budget_reason = exhausted
                 break
+            ran_before = current[:]
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
+                # Not `callbacks=[record]`: Optuna reads the finished trial for a callback in a
+                # way that the next ask() reads it again (`told_trial`).
+                study.optimize(objective, n_trials=1, catch=(Exception,))
             except BudgetSpent:
                 assert ledger is not None
                 state = ledger.state()
                 report.budget_reason = state.spent_reason(time.time()) if state else None
                 if _others_running(study):
-                    _sleep(poll, stop)  # linger: a crashed trial may still need a retry
+                    # Linger: a crashed trial may still need a retry. Looking again soon at
+                    # first, since the other trials often end within moments (the end of a
+                    # study), then every `poll` seconds: no worker exits long after the last.
+                    _sleep(min(linger, poll), stop)
+                    linger *= 2
                     continue
                 if heartbeat and policy.requeue_missing(study):
                     continue  # a stopped worker's trial had no retry yet: run it here
@@ -353,6 +365,10 @@ def _run(
                 # Another worker judged this trial stale (this one could not reach the
                 # database for longer than the grace period) and retries it.
                 _log.warning("the trial was failed as stale meanwhile; its retry redoes it: %s", e)
+            else:
+                linger = _LINGER_FIRST
+                if current != ran_before:  # a trial ran and was told
+                    record(study, told_trial(study, current[0]))
     except WorkerStopped as e:
         stopped = e
     except Exception as e:
@@ -381,6 +397,7 @@ def _run(
 # How long a stopping worker tries to fail and re-queue its trial while the database is away;
 # after that the trial stays RUNNING, stops beating, and another worker retries it.
 _STOP_SECONDS = 10.0
+_LINGER_FIRST = 0.05  # then doubling, up to the poll interval
 
 
 def _others_running(study: optuna.Study) -> bool:
