@@ -54,7 +54,7 @@ Job = tuple[str, str, str, int, int]  # (problem, task, method, seed, trainings)
 _cache: dict[str, object] = {}
 _data: Path = Path()
 # GP-based methods cost the most per trial: started first so the pool ends together.
-_SLOW = ("gp", "default", "auto")
+_SLOW = ("gp", "default", "auto", "auto-sampler", "gp+autopruner")
 
 
 def _init(data: Path, knobs: list[str]) -> None:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=default_data_folder())
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", default="", help="comma-separated DEV_TASKS ids (all)")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default="random,tpe,tpe+median,tpe+hyperband,gp,default,auto")
     parser.add_argument("--tabular", default=",".join(TABULAR_DATASETS))
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--sample", type=int, default=20000, help="random sample per task")

@@ -34,6 +34,9 @@ METHODS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "gp": ({"type": "gp"}, {"type": "none"}),
     "default": (None, None),
     "auto": ({"type": "auto"}, {"type": "auto"}),
+    # for tuning: the two halves of the default apart
+    "auto-sampler": ({"type": "auto"}, {"type": "none"}),
+    "gp+autopruner": ({"type": "gp"}, {"type": "auto"}),
 }
 
 
@@ -82,13 +85,20 @@ def build(
     method: str, space: dict[str, Any], direction: str, seed: int
 ) -> tuple[StudySpec, optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
     """The spec, sampler and pruner a user gets from this method's study file."""
-    if method == "auto":
+    sampler_spec, pruner_spec = METHODS[method]
+    if "auto" in (sampler_spec or {}).get("type", "") + (pruner_spec or {}).get("type", ""):
         from hpsearch.search import AutoPruner, AutoSampler
 
-        # The spec may not know `type: auto` yet: parse the rest of the file without it.
+        # Built directly: the spec may not know `type: auto` yet. The file still gives the space.
         with tempfile.TemporaryDirectory() as tmp:
             spec = load_spec(study_file("default", space, direction, Path(tmp))).spec
-        return spec, AutoSampler(seed=seed), AutoPruner()
+        auto_sampler = sampler_spec is not None and sampler_spec["type"] == "auto"
+        sampler: optuna.samplers.BaseSampler = (
+            AutoSampler(seed=seed) if auto_sampler else optuna.samplers.GPSampler(seed=seed)
+        )
+        auto_pruner = pruner_spec is not None and pruner_spec["type"] == "auto"
+        pruner = AutoPruner() if auto_pruner else optuna.pruners.NopPruner()
+        return spec, sampler, pruner
     with tempfile.TemporaryDirectory() as tmp:
         spec = _seeded(load_spec(study_file(method, space, direction, Path(tmp))).spec, seed)
     return spec, make_sampler(spec), make_pruner(spec.pruner)

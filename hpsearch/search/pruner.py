@@ -35,92 +35,35 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.search.curves import Curves, best_so_far, planned_steps
+
 # Measured on the LCBench tune tasks (benchmarks/search_quality.py); docs/search.md has the
 # figures. No decision before this share of the trial's planned steps.
 _WARMUP = 0.3
 # Trials that must have finished before any decision: fewer curves give no sense of the gains.
 _MIN_FINISHED = 5
-# The quantile of the finished trials' remaining gains taken as the trial's optimistic gain.
-_QUANTILE = 0.9
+# The quantile of the similar finished trials' remaining gains taken as the trial's optimistic
+# gain: 1.0, the most any of them gained.
+_QUANTILE = 1.0
 # A trial that runs long in a study with many workers sees others finish: read again then.
 _REFRESH_SECONDS = 30.0
-# Progress is tabulated on this grid (0, 1/_GRID, ..., 1) for a vectorised look-up.
-_GRID = 100
-TOTAL_STEPS_ATTR = "hpsearch:total_steps"
-
-
-def planned_steps(trial: FrozenTrial) -> int | None:
-    """The steps this trial plans to report, if it says: its attribute, else `epochs`."""
-    for key in (TOTAL_STEPS_ATTR, "epochs"):
-        value = trial.user_attrs.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
-            return int(value)
-    value = trial.params.get("epochs")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
-        return int(value)
-    return None
-
-
-class _Finished:
-    """The finished trials' curves as (best so far at each grid progress, final value)."""
-
-    def __init__(self) -> None:
-        self.best = np.empty((0, _GRID + 1))  # row: a trial's running best on the grid
-        self.start = np.empty(0, dtype=np.int64)  # first grid index the trial has a value at
-        self.final = np.empty(0)
-        self.lengths: list[int] = []
-        self._numbers: set[int] = set()
-        self._trial = -1
-        self._read_at = -math.inf
-
-    def refresh(self, study: optuna.Study, trial: FrozenTrial, sign: float) -> None:
-        now = time.monotonic()
-        if trial.number == self._trial and now - self._read_at < _REFRESH_SECONDS:
-            return
-        self._trial, self._read_at = trial.number, now
-        rows, starts, finals = [], [], []
-        for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if done.number in self._numbers or done.value is None:
-                continue
-            self._numbers.add(done.number)
-            curve = _tabulate(done, sign)
-            if curve is None:
-                continue
-            row, start, length = curve
-            rows.append(row)
-            starts.append(start)
-            finals.append(sign * done.value)
-            self.lengths.append(length)
-        if rows:
-            self.best = np.vstack([self.best, *rows])
-            self.start = np.concatenate([self.start, starts])
-            self.final = np.concatenate([self.final, finals])
-
-
-def _tabulate(trial: FrozenTrial, sign: float) -> tuple[np.ndarray, int, int] | None:
-    """A finished trial's running best (maximise orientation) at each grid progress."""
-    points = sorted(
-        (s, sign * v) for s, v in trial.intermediate_values.items() if not math.isnan(v)
-    )
-    if not points:
-        return None
-    length = planned_steps(trial) or points[-1][0]
-    steps = np.array([s for s, _ in points], dtype=float) / max(length, 1)
-    running = np.maximum.accumulate(np.array([v for _, v in points]))
-    grid = np.linspace(0.0, 1.0, _GRID + 1)
-    # The best so far at progress p is the running best of the last report at or before p.
-    index = np.searchsorted(steps, grid, side="right") - 1
-    row = running[np.clip(index, 0, None)]
-    start = int(np.searchsorted(grid, steps[0]))
-    return row, start, points[-1][0]
 
 
 class AutoPruner(BasePruner):
     """hpsearch's default pruner: a learning-curve rule that spares slow starters."""
 
     def __init__(self) -> None:
-        self._finished = _Finished()
+        self._curves = Curves()
         self._sign: float | None = None
+        self._read_for = -1  # the trial number the finished trials were last read for
+        self._read_at = -math.inf
+
+    def _refresh(self, study: optuna.Study, trial: FrozenTrial, sign: float) -> None:
+        now = time.monotonic()
+        if trial.number == self._read_for and now - self._read_at < _REFRESH_SECONDS:
+            return
+        self._read_for, self._read_at = trial.number, now
+        self._curves.add(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), sign)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -133,28 +76,24 @@ class AutoPruner(BasePruner):
                 self._sign = math.nan  # Optuna prunes single-objective studies only
             else:
                 self._sign = 1.0 if directions[0] == StudyDirection.MAXIMIZE else -1.0
-        if math.isnan(self._sign):
+        sign = self._sign
+        if math.isnan(sign):
             return False
-        values = [self._sign * v for v in trial.intermediate_values.values()]
-        if values and all(math.isnan(v) for v in values):
-            return True  # diverged: nothing it reports can be compared
+        current = best_so_far(trial, sign)
+        if current is None:
+            return bool(trial.intermediate_values)  # only NaN so far: diverged
         total = planned_steps(trial)
         if total is not None and step / total < _WARMUP:
             return False  # decided before any read, so early reports cost nothing
-        finished = self._finished
-        finished.refresh(study, trial, self._sign)
-        if len(finished.final) < _MIN_FINISHED:
+        self._refresh(study, trial, sign)
+        curves = self._curves
+        progress = curves.progress(trial)
+        if len(curves) < _MIN_FINISHED or progress is None:
             return False
-        if total is None:
-            total = int(np.median(finished.lengths))
-        progress = step / total
         if progress < _WARMUP or progress >= 1.0:
             return False
-        index = int(progress * _GRID)  # at or before the trial's progress: not optimistic
-        covered = finished.start <= index
-        if covered.sum() < _MIN_FINISHED:
+        gains = curves.gains(progress, current)
+        if len(gains) < _MIN_FINISHED:
             return False
-        gains = finished.final[covered] - finished.best[covered, index]
-        current = max(v for v in values if not math.isnan(v))
         optimistic = current + float(np.quantile(gains, _QUANTILE))
-        return optimistic < float(finished.final.max())
+        return optimistic < float(curves.final.max())
