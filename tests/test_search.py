@@ -54,6 +54,11 @@ def _rising(top: float, speed: float) -> Curve:
     return lambda step: top * (1 - (1 - speed) ** step)
 
 
+def _line(top: float, length: int, offset: float = 0.0) -> Curve:
+    """From `offset` at step 0 to `top` at `length`, in a straight line (a slow starter)."""
+    return lambda step: offset + (top - offset) * step / length
+
+
 def test_a_hopeless_curve_is_stopped_but_never_before_the_warm_up() -> None:
     study = _study()
     for top in (0.80, 0.85, 0.88, 0.90, 0.92, 0.95):
@@ -75,7 +80,7 @@ def test_a_slow_starter_is_kept_when_finished_trials_gained_as_much_from_there()
     for top in (0.5, 0.55, 0.6):  # fast starters that plateau low
         _finished(study, _rising(top, 0.6), 20)
     for top in (0.9, 0.95, 0.97):  # slow starters that end high
-        _finished(study, lambda step, top=top: top * step / 20, 20)
+        _finished(study, _line(top, 20), 20)
     slow = _decisions(study, lambda step: 0.99 * step / 20, 20)
     assert not any(slow.values()), "a trial on the winners' path was stopped"
     # A median rule would stop it: at step 6 it is below every fast starter.
@@ -85,7 +90,7 @@ def test_a_slow_starter_is_kept_when_finished_trials_gained_as_much_from_there()
 def test_trials_of_different_lengths_are_compared_at_the_same_share_of_their_epochs() -> None:
     study = _study()
     for top in (0.9, 0.92, 0.94, 0.96, 0.98):  # 4-epoch trials: high from the first epoch
-        _finished(study, lambda step, top=top: top * step / 4, 4)
+        _finished(study, _line(top, 4), 4)
     # A 40-epoch trial on the same path, stretched ten times: behind them at every step they
     # share (at step 3: 0.07 against 0.7), level at every share of its own schedule.
     long = _decisions(study, lambda step: step / 40, 40)
@@ -95,7 +100,7 @@ def test_trials_of_different_lengths_are_compared_at_the_same_share_of_their_epo
 def test_the_length_comes_from_the_epochs_parameter_without_the_attribute() -> None:
     study = _study()
     for top in (0.9, 0.92, 0.94, 0.96, 0.98):
-        _finished(study, lambda step, top=top: top * step / 4, 4, attr=False)
+        _finished(study, _line(top, 4), 4, attr=False)
     trial = study.ask({"epochs": optuna.distributions.IntDistribution(1, 40)})
     trial.params  # noqa: B018 (suggested)
     epochs = int(trial.params["epochs"])
@@ -106,10 +111,14 @@ def test_the_length_comes_from_the_epochs_parameter_without_the_attribute() -> N
     assert not any(pruned)
 
 
+def _falling(low: float) -> Curve:
+    return lambda step: low + 1 / step
+
+
 def test_minimising_studies_are_pruned_the_other_way_round() -> None:
     study = optuna.create_study(direction="minimize", pruner=AutoPruner())
     for low in (0.1, 0.12, 0.14, 0.16, 0.2):
-        _finished(study, lambda step, low=low: low + 1 / step, 20)
+        _finished(study, _falling(low), 20)
     assert _decisions(study, lambda step: 5.0, 20)[10]
     assert not any(_decisions(study, lambda step: 0.05 + 1 / step, 20).values())
 

@@ -135,7 +135,7 @@ class AutoSampler(BaseSampler):
             self._conditional = True
         dims = max((len(t.params) for t in finished), default=0)
         use_gp = not (self._conditional or len(finished) >= _GP_MAX_TRIALS or dims > _GP_MAX_DIMS)
-        sampler = self._gp if use_gp else self._tpe
+        sampler: BaseSampler = self._gp if use_gp else self._tpe
         if use_gp:
             if self._mirror is None:
                 self._mirror = _Mirror(self._gp, study.directions)
