@@ -64,8 +64,8 @@ def test_a_hopeless_curve_is_stopped_but_never_before_the_warm_up() -> None:
     for top in (0.80, 0.85, 0.88, 0.90, 0.92, 0.95):
         _finished(study, _rising(top, 0.3), 20)
     decisions = _decisions(study, lambda step: 0.1, 20)
-    assert not any(decisions[s] for s in range(1, 6)), "pruned inside the 30% warm-up"
-    assert decisions[6], "a flat 0.1 against finished trials at 0.8-0.95 must be stopped"
+    assert not any(decisions[s] for s in range(1, 4)), "pruned inside the 20% warm-up"
+    assert decisions[4], "a flat 0.1 against finished trials at 0.8-0.95 must be stopped"
 
 
 def test_nothing_is_stopped_before_five_trials_finished() -> None:

@@ -35,9 +35,10 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from hpsearch.search.curves import Curves
 
-# GP fits cost O(n^3) and its advantage is on small budgets; past this TPE is as good per
-# trial and far cheaper (Optuna's GP takes ~0.2 s a trial at 100 trials, ~1 s at 300).
-_GP_MAX_TRIALS = 200
+# GP fits cost O(n^3) and its advantage is on small budgets (the targets are at 8-20 full
+# trainings, about 40-80 trials with pruning); past this TPE is far cheaper per trial
+# (Optuna's GP takes ~0.2 s a trial at 100 trials, ~1 s at 300).
+_GP_MAX_TRIALS = 120
 # GP's kernel lengthscales are fitted per dimension; with few trials and many dimensions the
 # fit is poor and TPE, which models marginals, does better.
 _GP_MAX_DIMS = 16
