@@ -34,8 +34,10 @@ test-deps:
 	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
 
+# Two test processes (pytest-xdist; each has databases of its own): the suite waits on worker
+# processes and database servers far more than it computes, so two halve its time on 2 cores.
 test: $(STAMP) lint test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 # The container image, built for real with buildah from a locally made base (root; minutes cold).
 test-image: $(STAMP)
@@ -43,4 +45,4 @@ test-image: $(STAMP)
 
 # The inner loop: no database server, no browser, no multi-second process or training tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not db and not browser and not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not db and not browser and not slow"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import sysconfig
 import textwrap
 import uuid
@@ -109,20 +111,43 @@ def quadratic(params, report):
 
 def fails(params, report):
     raise ValueError("boom")
+
+def meet(params, report):
+    """Wait (60 s at most) until `hosts` machines have each started a trial: a rendezvous, so a
+    test of several hosts does not depend on which worker process happens to start first."""
+    import socket
+    folder = params["folder"]
+    open(os.path.join(folder, socket.gethostname()), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(folder)) < params["hosts"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"loss": (params["x"] - 2) ** 2}
 '''
 
 
-def site_packages_view(target: Path) -> Path:
-    """This environment's site-packages without hpsearch: symlinks, so nothing is copied (a
-    fresh environment sees torch and the rest through a .pth file, and hpsearch from a wheel)."""
+def fresh_venv(folder: Path) -> tuple[Path, Path]:
+    """A new virtual environment (no pip, no hpsearch) that sees this one's packages; returns
+    (its python, its site-packages). Nothing is copied: this environment's site-packages, less
+    hpsearch, is a folder of symlinks that a .pth file adds, so torch and the rest are there and
+    hpsearch comes only from whatever the test installs."""
     site = Path(sysconfig.get_paths()["purelib"])
-    target.mkdir()
+    view = folder / "site"
+    view.mkdir(parents=True)
     for entry in site.iterdir():
         name = entry.name.lower()
         if name.startswith(("hpsearch", "__editable__")) or name.endswith(".pth"):
             continue
-        (target / entry.name).symlink_to(entry)
-    return target
+        (view / entry.name).symlink_to(entry)
+    venv = folder / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig as s; print(s.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    (Path(purelib) / "shared-packages.pth").write_text(f"{view}\n")
+    return python, Path(purelib)
 
 
 @functools.cache

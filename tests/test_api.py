@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import site_packages_view
+from conftest import fresh_venv
 from optuna.trial import TrialState
 
 import hpsearch
@@ -89,16 +89,9 @@ def test_the_installed_wheel_runs_from_any_folder(tmp_path: Path) -> None:
          "-w", str(wheels), str(root)], check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = wheels.glob("hpsearch-*.whl")
-    venv = tmp_path / "venv"
-    base_python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
     # This environment's packages (torch...) through a .pth file, hpsearch itself from the wheel.
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig as s; print(s.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    (Path(purelib) / "shared.pth").write_text(f"{site_packages_view(tmp_path / 'site')}\n")
+    python_path, purelib = fresh_venv(tmp_path)
+    python, venv = str(python_path), python_path.parent.parent
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(purelib)
     work = tmp_path / "someone" / "project"

@@ -12,8 +12,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import fresh_venv
 from packaging.requirements import Requirement
 
 from hpsearch.cli import build_parser
@@ -318,18 +317,6 @@ def test_dockerignore_lets_the_package_in(path: str) -> None:
 # --- the Dockerfile's install steps, exercised -----------------------------------------------
 
 
-def _site_packages_view(target: Path) -> Path:
-    """This environment's site-packages without hpsearch: symlinks, so nothing is copied."""
-    site = Path(sysconfig.get_paths()["purelib"])
-    target.mkdir()
-    for entry in site.iterdir():
-        name = entry.name.lower()
-        if name.startswith(("hpsearch", "__editable__")) or name.endswith(".pth"):
-            continue
-        (target / entry.name).symlink_to(entry)
-    return target
-
-
 @pytest.mark.slow
 def test_dockerfile_install_steps_work_in_a_fresh_environment(
     dockerfile: list[Instruction], tmp_path: Path
@@ -351,16 +338,8 @@ def test_dockerfile_install_steps_work_in_a_fresh_environment(
                 shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy(ROOT / src, target)
-    venv = tmp_path / "venv"
-    base_python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig as s; print(s.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    view = _site_packages_view(tmp_path / "site")
-    (Path(purelib) / "shared-packages.pth").write_text(f"{view}\n")
+    python_path = fresh_venv(tmp_path)[0]
+    python, venv = str(python_path), python_path.parent.parent
 
     # Nothing of this checkout or of pip's configuration may leak in: a fresh environment.
     env = {k: v for k, v in os.environ.items()

@@ -252,7 +252,13 @@ def test_status_watch_refreshes_and_nothing_imports_torch(populated: Populated) 
     # be imported (the inspect commands run on machines without a GPU stack).
     code = textwrap.dedent(
         """
-        import contextlib, io, sys
+        import contextlib, io, signal, sys
+        # Ctrl-C as a terminal delivers it, whatever the test runner's process left inherited
+        # (an ignored or blocked SIGINT survives exec).
+        print("inherited SIGINT:", signal.getsignal(signal.SIGINT),
+              signal.pthread_sigmask(signal.SIG_BLOCK, []), file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         from hpsearch.cli import main
         out, common = sys.argv[1], sys.argv[2:]
         with contextlib.redirect_stdout(io.StringIO()):
@@ -271,7 +277,12 @@ def test_status_watch_refreshes_and_nothing_imports_torch(populated: Populated) 
     assert process.stdout is not None
     first, second = process.stdout.readline(), process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"status --watch did not stop on SIGINT; its stderr: {err[-3000:]}")
     assert process.returncode == 0, err
     assert first
     assert json.loads(first)["trials"] == json.loads(second)["trials"]

@@ -103,7 +103,7 @@ MISTAKES = [
     ("n_warmup_steps: 2", "n_warmup_steps: -1", 5,
      "pruner.n_warmup_steps: must be >= 0, but got -1"),
     ("type: tpe", "type: tpee", 4,
-     "sampler.type: unknown type 'tpee'; did you mean `tpe`? valid: tpe, gp, random, cmaes, "
+     "sampler.type: unknown type 'tpee'; did you mean `tpe`? valid: auto, tpe, gp, random, cmaes, "
      "qmc, grid, nsga2"),
     ("  function: objective.py:quadratic", "  functon: objective.py:quadratic", 8,
      "objective.functon: unknown key; did you mean `function`? the objective needs exactly one "

@@ -141,8 +141,11 @@ def test_sigkilled_worker_loses_nothing(
     path = quadratic_study(n_trials=6, sleep=1.5, extra=FAST_HEARTBEAT)
     victim = _worker(path, postgres_url)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the victim is inside a trial
-        running = [t for t in _try_trials(postgres_url, unique_name) if t.state.name == "RUNNING"]
+    while time.monotonic() < deadline:  # wait until the victim is inside its objective
+        running = [
+            t for t in _try_trials(postgres_url, unique_name)
+            if t.state.name == "RUNNING" and t.params
+        ]  # fmt: skip
         if running:
             break
         time.sleep(0.2)
@@ -159,7 +162,7 @@ def test_sigkilled_worker_loses_nothing(
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1
     assert retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == killed.params
+    assert retries[0].params == by_number[killed.number].params == killed.params
     # The retry took the crashed trial's place: the budget of 6 trials still finished.
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
 
@@ -224,7 +227,14 @@ def test_workers_survive_their_connections_being_cut(
 def test_two_hosts_share_a_server_study_but_not_a_sqlite_file(
     postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:
-    path = quadratic_study(n_trials=8, sleep=0.05)
+    (tmp_path / "hosts").mkdir()
+    path = quadratic_study(n_trials=8)
+    path.write_text(
+        path.read_text().replace(
+            "objective.py:quadratic, sleep: 0.0",
+            f"objective.py:meet, folder: {tmp_path / 'hosts'}, hosts: 2",
+        )
+    )
     _wait_all([_worker(path, postgres_url, hostname=h) for h in ("gpu-node-a", "gpu-node-b")])
     trials = _trials(postgres_url, unique_name)
     assert {t.user_attrs["host"] for t in trials} == {"gpu-node-a", "gpu-node-b"}

@@ -23,6 +23,8 @@ from hpsearch.spec._base import (
     unknown_key_message,
 )
 from hpsearch.spec.algorithms import (
+    AutoPruner,
+    AutoSampler,
     CmaesSampler,
     GpSampler,
     GridSampler,
@@ -63,6 +65,8 @@ from hpsearch.spec.study import BatchSizeFit, Budget, Direction, StudySpec, Work
 
 __all__ = [
     "ArtifactStoreSpec",
+    "AutoPruner",
+    "AutoSampler",
     "FileSystemStore",
     "S3Store",
     "parse_store_url",

@@ -39,6 +39,13 @@ def _by_name(kind: str, name: str, example: str, union: Any) -> BeforeValidator:
 # --- sampler ---------------------------------------------------------------------------------
 
 
+class AutoSampler(SpecModel):
+    """hpsearch's default: the sampler the search benchmark chose (docs/search.md)."""
+
+    type: Literal["auto"]
+    seed: int | None = None
+
+
 class TpeSampler(SpecModel):
     type: Literal["tpe"]
     seed: int | None = None
@@ -99,7 +106,14 @@ class Nsga2Sampler(SpecModel):
 
 
 _Samplers = Union[  # noqa: UP007
-    TpeSampler, GpSampler, RandomSampler, CmaesSampler, QmcSampler, GridSampler, Nsga2Sampler
+    AutoSampler,
+    TpeSampler,
+    GpSampler,
+    RandomSampler,
+    CmaesSampler,
+    QmcSampler,
+    GridSampler,
+    Nsga2Sampler,
 ]
 SamplerSpec = Annotated[
     _Samplers,
@@ -109,6 +123,12 @@ SamplerSpec = Annotated[
 
 
 # --- pruner ----------------------------------------------------------------------------------
+
+
+class AutoPruner(SpecModel):
+    """hpsearch's default: the pruner the search benchmark chose (docs/search.md)."""
+
+    type: Literal["auto"]
 
 
 class NoPruner(SpecModel):
@@ -188,7 +208,8 @@ _Wrapped = Union[  # noqa: UP007
     ThresholdPruner,
     WilcoxonPruner,
 ]
-_Pruners = Union[_Wrapped, PatientPruner]  # noqa: UP007
+# `auto` is not offered inside `patient`: it has its own notion of patience.
+_Pruners = Union[AutoPruner, _Wrapped, PatientPruner]  # noqa: UP007
 WrappedPruner = Annotated[
     _Wrapped,
     Field(discriminator="type"),

@@ -18,7 +18,13 @@ from hpsearch.spec._base import (
     parse_duration,
     suggest,
 )
-from hpsearch.spec.algorithms import GridSampler, MedianPruner, PrunerSpec, SamplerSpec, TpeSampler
+from hpsearch.spec.algorithms import (
+    AutoPruner,
+    AutoSampler,
+    GridSampler,
+    PrunerSpec,
+    SamplerSpec,
+)
 from hpsearch.spec.artifacts import ArtifactStoreSpec
 from hpsearch.spec.messages import example
 from hpsearch.spec.objectives import ObjectiveSpec, TrainerObjective
@@ -108,8 +114,8 @@ class StudySpec(SpecModel):
     storage: str | None = None
     artifacts: str | None = None
     artifact_store: ArtifactStoreSpec | None = None
-    sampler: SamplerSpec = Field(default_factory=lambda: TpeSampler(type="tpe"))
-    pruner: PrunerSpec = Field(default_factory=lambda: MedianPruner(type="median"))
+    sampler: SamplerSpec = Field(default_factory=lambda: AutoSampler(type="auto"))
+    pruner: PrunerSpec = Field(default_factory=lambda: AutoPruner(type="auto"))
     budget: Budget = Field(default_factory=Budget)
     workers: Workers = Field(default_factory=Workers)
     batch_size_fit: BatchSizeFit = Field(default_factory=BatchSizeFit)

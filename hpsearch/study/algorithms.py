@@ -12,11 +12,16 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
+from hpsearch import search
 from hpsearch import spec as s
 from hpsearch.spec import LoadedSpec, StudySpec
 from hpsearch.study.space import grid
 
 # --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
+
+
+def _auto(p: s.AutoSampler, spec: StudySpec) -> BaseSampler:
+    return search.AutoSampler(seed=p.seed)
 
 
 def _tpe(p: s.TpeSampler, spec: StudySpec) -> BaseSampler:
@@ -83,6 +88,7 @@ def _nsga2(p: s.Nsga2Sampler, spec: StudySpec) -> BaseSampler:
 
 
 _SAMPLERS: dict[type, Callable[[Any, StudySpec], BaseSampler]] = {
+    s.AutoSampler: _auto,
     s.TpeSampler: _tpe,
     s.GpSampler: _gp,
     s.RandomSampler: _random,
@@ -117,6 +123,8 @@ def make_pruner(p: Any) -> BasePruner:
     """The Optuna pruner for a pruner spec."""
     if p is None or isinstance(p, s.NoPruner):
         return optuna.pruners.NopPruner()
+    if isinstance(p, s.AutoPruner):
+        return search.AutoPruner()
     if isinstance(p, s.PatientPruner):
         wrapped = None if p.wrapped is None else make_pruner(p.wrapped)
         return optuna.pruners.PatientPruner(wrapped, patience=p.patience, min_delta=p.min_delta)
@@ -137,6 +145,7 @@ def make_pruner(p: Any) -> BasePruner:
 # Packages a sampler or pruner imports only once it samples or prunes for real: missing, every
 # trial after the first few would fail on them.
 _NEEDS: dict[type, tuple[str, ...]] = {
+    s.AutoSampler: ("scipy",),  # its GP stage; torch is a core dependency already
     s.CmaesSampler: ("cmaes",),
     s.GpSampler: ("torch", "scipy"),
     s.QmcSampler: ("scipy",),
