@@ -1,8 +1,19 @@
-"""hpsearch's own search defaults: the sampler and pruner a study file gets when it names none.
+"""What hpsearch adds to Optuna's search: the default sampler and pruner for a study file that
+names neither (`sampler: {type: auto}`, `pruner: {type: auto}`).
 
-`AutoSampler` and `AutoPruner` are ordinary Optuna samplers and pruners (the study stays a plain
-Optuna study); docs/search.md says what they do, why, and the benchmark figures behind them.
+- `AutoSampler`: Optuna's GP sampler while the study is small and its space is fixed (where GP
+  is strongest on a few dozen trainings), multivariate TPE with `group` and `constant_liar` once
+  the space turns out conditional, the study grows large, or the space has many dimensions.
+- `AutoPruner`: a learning-curve pruner. A trial is compared with the finished ones at the same
+  share of its own planned epochs (never step-for-step: runs of different lengths run different
+  schedules), and stopped only when even an optimistic continuation, learnt from how the
+  finished curves went on from that point, could not beat the best finished trial.
+
+Measured in benchmarks/search_quality.py; the figures and the reasons are in docs/search.md.
+Imports optuna and numpy only; Optuna's GP sampler imports torch when it first samples.
 """
+
+from __future__ import annotations
 
 from hpsearch.search.pruner import AutoPruner
 from hpsearch.search.sampler import AutoSampler

@@ -1,0 +1,129 @@
+"""Learning curves on a common axis: progress through each trial's own planned steps.
+
+A trial at step s of its planned T steps is at progress s/T. Finished trials' curves are kept
+as their running best (in "maximise" orientation: values times `sign`) on a grid of progress
+0, 1/_GRID, ..., 1, so that "what did finished trials gain from this point to their end" is one
+vectorised look-up, whatever each trial's length. Shared by the pruner (is a trial hopeless?)
+and the sampler (what would a pruned trial have reached, for the model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from optuna.trial import FrozenTrial
+
+_GRID = 100
+# How many finished curves a trial is compared with: the nearest share at the same progress.
+_NEIGHBOURS = 0.25
+_MIN_NEIGHBOURS = 5
+TOTAL_STEPS_ATTR = "hpsearch:total_steps"
+
+
+def _positive(value: object) -> int | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    return None
+
+
+def planned_steps(trial: FrozenTrial) -> int | None:
+    """The steps this trial plans to report, if it says.
+
+    Its `hpsearch:total_steps` or `epochs` user attribute (the built-in trainer records
+    `epochs` before it trains), else its `epochs` parameter.
+    """
+    for key in (TOTAL_STEPS_ATTR, "epochs"):
+        if (steps := _positive(trial.user_attrs.get(key))) is not None:
+            return steps
+    return _positive(trial.params.get("epochs"))
+
+
+def _points(trial: FrozenTrial, sign: float) -> list[tuple[int, float]]:
+    return sorted((s, sign * v) for s, v in trial.intermediate_values.items() if not math.isnan(v))
+
+
+def best_so_far(trial: FrozenTrial, sign: float) -> float | None:
+    """The trial's best reported value (maximise orientation), None if it reported none."""
+    points = _points(trial, sign)
+    return max(v for _, v in points) if points else None
+
+
+class Curves:
+    """Finished (COMPLETE) trials' curves, added incrementally: each trial is read once."""
+
+    def __init__(self) -> None:
+        self.best = np.empty((0, _GRID + 1))  # a row per trial: running best on the grid
+        self.start = np.empty(0, dtype=np.int64)  # first grid index with a value
+        self.final = np.empty(0)  # the trial's value (maximise orientation)
+        self.lengths: list[int] = []  # last step reported
+        self._numbers: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.final)
+
+    def add(self, trials: Iterable[FrozenTrial], sign: float) -> None:
+        rows, starts, finals = [], [], []
+        for trial in trials:
+            if trial.number in self._numbers or trial.value is None:
+                continue
+            self._numbers.add(trial.number)
+            points = _points(trial, sign)
+            if not points:
+                continue
+            length = planned_steps(trial) or points[-1][0]
+            steps = np.array([s for s, _ in points], dtype=float) / max(length, 1)
+            running = np.maximum.accumulate(np.array([v for _, v in points]))
+            grid = np.linspace(0.0, 1.0, _GRID + 1)
+            # The best so far at progress p: the running best of the last report at or before p.
+            index = np.searchsorted(steps, grid, side="right") - 1
+            rows.append(running[np.clip(index, 0, None)])
+            starts.append(int(np.searchsorted(grid, steps[0])))
+            finals.append(sign * trial.value)
+            self.lengths.append(points[-1][0])
+        if rows:
+            self.best = np.vstack([self.best, *rows])
+            self.start = np.concatenate([self.start, starts])
+            self.final = np.concatenate([self.final, finals])
+
+    def progress(self, trial: FrozenTrial) -> float | None:
+        """How far through its planned steps the trial is (finished trials' median length if
+        it does not say); None before it reports or before any trial finished."""
+        step = trial.last_step
+        total = planned_steps(trial)
+        if total is None and self.lengths:
+            total = int(np.median(self.lengths))
+        if step is None or total is None:
+            return None
+        return step / total
+
+    def gains(self, progress: float, near: float | None = None) -> np.ndarray:
+        """What finished trials that had reported by `progress` gained from there to their end.
+
+        With `near`, only the `_NEIGHBOURS` share (at least `_MIN_NEIGHBOURS`) whose best so far
+        at `progress` was closest to `near`: a slow starter's prospects are those of the
+        finished trials that were as slow, not of the fast starters that plateaued early.
+        Looked up at the grid point at or before `progress`: a finished trial had a little
+        further to go from there, so the gains lean optimistic, the safe side for pruning.
+        """
+        index = min(int(progress * _GRID), _GRID)
+        covered = self.start <= index
+        gains = self.final[covered] - self.best[covered, index]
+        if near is None:
+            return gains
+        k = max(_MIN_NEIGHBOURS, int(len(gains) * _NEIGHBOURS))
+        order = np.argsort(np.abs(self.best[covered, index] - near), kind="stable")
+        return gains[order[:k]]
+
+    def estimate(self, trial: FrozenTrial, sign: float, quantile: float) -> float | None:
+        """A stopped trial's final value had it gone on (maximise orientation): its best so far
+        plus the `quantile` of the gains finished trials made from the same progress."""
+        current = best_so_far(trial, sign)
+        progress = self.progress(trial)
+        if current is None or progress is None:
+            return current
+        gains = self.gains(min(progress, 1.0), current)
+        if len(gains) < 3:
+            return current
+        return current + max(float(np.quantile(gains, quantile)), 0.0)
