@@ -20,10 +20,14 @@ from hpsearch.version import __version__
 _log = logging.getLogger("hpsearch")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # The commands import optuna, SQLAlchemy, pydantic: a second or more, which `main` covers
-    # with its early signal handler.
-    from hpsearch.commands import COMMANDS
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` (a command's name) just that command's part.
+
+    `main` builds the part of the command it runs: a worker's `hpsearch run` then imports run's
+    modules only. The commands import optuna, SQLAlchemy, pydantic: a second or more, which
+    `main` covers with its early signal handler.
+    """
+    from hpsearch.commands import NAMES, command
 
     parser = argparse.ArgumentParser(
         prog="hpsearch",
@@ -31,13 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
-        p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+    for name in NAMES if only is None else (only,):
+        module = command(name)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.add_argument("-v", "--verbose", action="store_true", help="log more (debug level)")
         p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-        command.add_arguments(p)
-        p.set_defaults(handler=command.run)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
     return parser
 
 
@@ -84,8 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from hpsearch.commands import NAMES
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        parser = build_parser(argv[0] if argv and argv[0] in NAMES else None)
         args = parser.parse_args(argv)
         _configure_logging(args.verbose, args.quiet)
     except _StoppedEarly as e:

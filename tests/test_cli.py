@@ -234,3 +234,24 @@ def test_output_into_a_closed_pipe_and_to_standard_output(
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert len(rows) == 3
     assert not (tmp_path / "-").exists()
+
+
+def test_a_worker_imports_only_the_command_it_runs() -> None:
+    """Every worker starts with `hpsearch run`: importing `best`, `dashboard` or `advise` (and
+    boto3 and plotly with them) cost it about half a second of start-up, per process."""
+    from hpsearch.commands import NAMES, command
+
+    assert [command(name).NAME for name in NAMES] == list(NAMES)
+    code = (
+        "import sys; from hpsearch.cli import build_parser; build_parser('run'); "
+        "print(sorted(m for m in sys.modules if m.startswith('hpsearch.commands.'))); "
+        "print(sorted({'boto3', 'plotly', 'torch'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert (
+        out[0]
+        == "['hpsearch.commands.common', 'hpsearch.commands.progress', 'hpsearch.commands.run']"
+    )
+    assert out[1] == "[]"

@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from types import ModuleType
+import importlib
 from typing import Protocol, cast
 
-from hpsearch.commands import (
-    advise,
-    best,
-    dashboard,
-    doctor,
-    examples,
-    export,
-    fit_batch,
-    init,
-    report,
-    run,
-    schema,
-    status,
-    stop,
-    storage_proxy,
-    validate,
-)
-
-__all__ = ["COMMANDS", "Command"]
+__all__ = ["NAMES", "Command", "all_commands", "command"]
 
 
 class Command(Protocol):
@@ -36,24 +18,33 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-def _commands(*modules: ModuleType) -> list[Command]:
-    return [cast(Command, m) for m in modules]
+# Command name -> module, in the order `hpsearch --help` lists them. Modules are imported on
+# demand: every worker starts with `hpsearch run`, which should not pay for importing `best`,
+# `dashboard` or `advise` (plotly, boto3 through optuna.artifacts: about half a second).
+_MODULES = {
+    "init": "init",
+    "run": "run",
+    "validate": "validate",
+    "schema": "schema",
+    "fit-batch": "fit_batch",
+    "doctor": "doctor",
+    "status": "status",
+    "stop": "stop",
+    "best": "best",
+    "export": "export",
+    "dashboard": "dashboard",
+    "report": "report",
+    "advise": "advise",
+    "storage-proxy": "storage_proxy",
+    "examples": "examples",
+}
+NAMES: tuple[str, ...] = tuple(_MODULES)
 
 
-COMMANDS: list[Command] = _commands(
-    init,
-    run,
-    validate,
-    schema,
-    fit_batch,
-    doctor,
-    status,
-    stop,
-    best,
-    export,
-    dashboard,
-    report,
-    advise,
-    storage_proxy,
-    examples,
-)
+def command(name: str) -> Command:
+    """The module of the command `name` (one of `NAMES`)."""
+    return cast(Command, importlib.import_module(f"hpsearch.commands.{_MODULES[name]}"))
+
+
+def all_commands() -> list[Command]:
+    return [command(name) for name in NAMES]

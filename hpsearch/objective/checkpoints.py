@@ -21,8 +21,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import get_all_artifact_meta, upload_artifact
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -91,6 +89,10 @@ class Checkpoints:
             return None
         if self.shared is None:
             return str(path.resolve())
+        # Imported here: `optuna.artifacts` imports boto3 when it is installed (0.4 s at every
+        # worker's start), and only a study with a shared store needs it.
+        from optuna.artifacts import upload_artifact
+
         artifact_id = upload_artifact(
             artifact_store=self.shared.store, file_path=str(path), study_or_trial=trial
         )
@@ -119,6 +121,8 @@ class Checkpoints:
                 remove_checkpoint(path)
         if self.shared is None:
             return
+        from optuna.artifacts import get_all_artifact_meta  # boto3's import cost: see `finish`
+
         storage = study_storage(study)
         for trial in trials:
             if trial.number in kept or trial.number in self._handled:
@@ -132,6 +136,8 @@ class Checkpoints:
                 self._handled.add(trial.number)
 
     def _remove(self, artifact_id: str, trial: FrozenTrial) -> None:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
         assert self.shared is not None
         try:
             self.shared.store.remove(artifact_id)
