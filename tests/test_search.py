@@ -68,7 +68,7 @@ def test_a_hopeless_curve_is_stopped_but_never_before_the_warm_up() -> None:
     assert decisions[4], "a flat 0.1 against finished trials at 0.8-0.95 must be stopped"
 
 
-def test_nothing_is_stopped_before_five_trials_finished() -> None:
+def test_nothing_is_stopped_before_three_trials_finished() -> None:
     study = _study()
     for top in (0.9, 0.95):
         _finished(study, _rising(top, 0.3), 20)

@@ -42,8 +42,9 @@ _GP_MAX_TRIALS = 120
 # GP's kernel lengthscales are fitted per dimension; with few trials and many dimensions the
 # fit is poor and TPE, which models marginals, does better.
 _GP_MAX_DIMS = 16
-# Random trials before the models take over.
-_N_STARTUP = 10
+# Random trials before the models take over: 5 rather than Optuna's 10 needed 2-4 fewer
+# trainings to reach random search's 100-training result on all 8 LCBench dev tasks.
+_N_STARTUP = 5
 # The gain quantile that turns a pruned trial's curve into the value GP learns.
 _PRUNED_QUANTILE = 0.5
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
