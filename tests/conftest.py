@@ -113,15 +113,16 @@ def fails(params, report):
     raise ValueError("boom")
 
 def meet(params, report):
-    """Wait (60 s at most) until `hosts` machines have each started a trial: a rendezvous, so a
-    test of several hosts does not depend on which worker process happens to start first."""
+    """`quadratic`, after a rendezvous: it waits (60 s at most) until `workers` worker processes
+    have each started a trial, so a test of shared work does not depend on which process
+    happens to start first (the first could otherwise finish the study alone)."""
     import socket
     folder = params["folder"]
-    open(os.path.join(folder, socket.gethostname()), "w").close()
+    open(os.path.join(folder, f"{socket.gethostname()}-{os.getpid()}"), "w").close()
     deadline = time.monotonic() + 60
-    while len(os.listdir(folder)) < params["hosts"] and time.monotonic() < deadline:
+    while len(os.listdir(folder)) < params["workers"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    return {"loss": (params["x"] - 2) ** 2}
+    return quadratic(params, report)
 '''
 
 

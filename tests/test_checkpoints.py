@@ -293,31 +293,16 @@ def test_two_machines_share_the_best_checkpoint_with_a_third(
         folder.mkdir()
         (folder / "study.yaml").write_text(body)
     env = {**os.environ, "HPSEARCH_CACHE_DIR": str(tmp_path / "cache")}
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hpsearch",
-                "run",
-                "study.yaml",
-                "--storage",
-                postgres_url,
-                "--artifacts",
-                "local-artifacts",
-                "-q",
-            ],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    # One machine after the other, so that each surely trains some trials (started together,
+    # the first could finish all six before the second had imported torch): the first runs 3,
+    # the second raises the budget to the file's 6 and prunes what fell out of the best two.
+    for folder, flags in ((machines[0], ["--n-trials", "3"]), (machines[1], ["--change-budget"])):
+        ran = subprocess.run(
+            [sys.executable, "-m", "hpsearch", "run", "study.yaml", "--storage", postgres_url,
+             "--artifacts", "local-artifacts", "-q", *flags],
+            cwd=folder, env=env, capture_output=True, text=True, timeout=240,
         )  # fmt: skip
-        for folder in machines[:2]
-    ]
-    for worker in workers:
-        out, _ = worker.communicate(timeout=240)
-        assert worker.returncode == 0, out
+        assert ran.returncode == 0, ran.stdout + ran.stderr
     storage = optuna.storages.RDBStorage(postgres_url)
     study = optuna.load_study(study_name=unique_name, storage=storage)
     complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}

@@ -39,6 +39,18 @@ def _worker(
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _rendezvous(path: Path, tmp_path: Path, workers: int) -> Path:
+    """The study with `meet` for its objective: no trial ends before `workers` worker processes
+    have each started one, so the work is surely shared (conftest.OBJECTIVE_PY)."""
+    folder = tmp_path / "rendezvous"
+    folder.mkdir()
+    text = path.read_text()
+    assert "objective.py:quadratic" in text
+    meet = f"objective.py:meet, folder: {folder}, workers: {workers}"
+    path.write_text(text.replace("objective.py:quadratic", meet))
+    return path
+
+
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
@@ -62,12 +74,13 @@ def _wait_all(processes: list[subprocess.Popen[str]], timeout: float = 180) -> l
 @pytest.mark.parametrize("server", ["postgres", "mysql"])
 def test_eight_workers_run_exactly_the_budget(
     request: pytest.FixtureRequest, quadratic_study: Callable[..., Path], unique_name: str,
-    server: str,
+    server: str, tmp_path: Path,
 ) -> None:  # fmt: skip
     url = request.getfixturevalue(f"{server}_url")
     path = quadratic_study(
         n_trials=40, sleep=0.05, extra="enqueue: [{x: 2.0}, {x: -1.0}, {x: 3.5}]"
     )
+    path = _rendezvous(path, tmp_path, workers=2)
     _wait_all([_worker(path, url) for _ in range(8)])
     trials = _trials(url, unique_name)
     assert len(trials) == 40, _states(trials)
@@ -83,7 +96,7 @@ def test_eight_workers_run_exactly_the_budget(
 @pytest.mark.parametrize("server", ["postgres", "mysql"])
 def test_eight_workers_train_exactly_the_epoch_budget(
     request: pytest.FixtureRequest, write_study: Callable[..., Path], unique_name: str,
-    server: str,
+    server: str, tmp_path: Path,
 ) -> None:  # fmt: skip
     """`budget: {epochs: 40}`: every reported step claims one, in the transaction that records
     it, so eight workers record 40 epochs in all, not 40 plus what was in flight."""
@@ -97,6 +110,7 @@ def test_eight_workers_train_exactly_the_epoch_budget(
         objective: {{function: objective.py:quadratic, sleep: 0.05}}
         search_space: {{x: {{type: float, low: -5, high: 5}}}}
     """)  # fmt: skip
+    path = _rendezvous(path, tmp_path, workers=2)
     _wait_all([_worker(path, url) for _ in range(8)])
     trials = _trials(url, unique_name)
     assert sum(len(t.intermediate_values) for t in trials) == 40
@@ -227,14 +241,7 @@ def test_workers_survive_their_connections_being_cut(
 def test_two_hosts_share_a_server_study_but_not_a_sqlite_file(
     postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "hosts").mkdir()
-    path = quadratic_study(n_trials=8)
-    path.write_text(
-        path.read_text().replace(
-            "objective.py:quadratic, sleep: 0.0",
-            f"objective.py:meet, folder: {tmp_path / 'hosts'}, hosts: 2",
-        )
-    )
+    path = _rendezvous(quadratic_study(n_trials=8), tmp_path, workers=2)
     _wait_all([_worker(path, postgres_url, hostname=h) for h in ("gpu-node-a", "gpu-node-b")])
     trials = _trials(postgres_url, unique_name)
     assert {t.user_attrs["host"] for t in trials} == {"gpu-node-a", "gpu-node-b"}
