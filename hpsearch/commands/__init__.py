@@ -6,7 +6,7 @@ import argparse
 import importlib
 from typing import Protocol, cast
 
-__all__ = ["NAMES", "Command", "all_commands", "command"]
+__all__ = ["NAMES", "Command", "command"]
 
 
 class Command(Protocol):
@@ -44,7 +44,3 @@ NAMES: tuple[str, ...] = tuple(_MODULES)
 def command(name: str) -> Command:
     """The module of the command `name` (one of `NAMES`)."""
     return cast(Command, importlib.import_module(f"hpsearch.commands.{_MODULES[name]}"))
-
-
-def all_commands() -> list[Command]:
-    return [command(name) for name in NAMES]

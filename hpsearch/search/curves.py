@@ -16,6 +16,7 @@ import numpy as np
 from optuna.trial import FrozenTrial
 
 _GRID = 100
+_GRID_POINTS = np.linspace(0.0, 1.0, _GRID + 1)
 # How many finished curves a trial is compared with: the nearest share at the same progress.
 _NEIGHBOURS = 0.25
 _MIN_NEIGHBOURS = 5
@@ -75,11 +76,10 @@ class Curves:
             length = planned_steps(trial) or points[-1][0]
             steps = np.array([s for s, _ in points], dtype=float) / max(length, 1)
             running = np.maximum.accumulate(np.array([v for _, v in points]))
-            grid = np.linspace(0.0, 1.0, _GRID + 1)
             # The best so far at progress p: the running best of the last report at or before p.
-            index = np.searchsorted(steps, grid, side="right") - 1
+            index = np.searchsorted(steps, _GRID_POINTS, side="right") - 1
             rows.append(running[np.clip(index, 0, None)])
-            starts.append(int(np.searchsorted(grid, steps[0])))
+            starts.append(int(np.searchsorted(_GRID_POINTS, steps[0])))
             finals.append(sign * trial.value)
             self.lengths.append(points[-1][0])
         if rows:

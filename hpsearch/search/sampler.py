@@ -142,7 +142,8 @@ class AutoSampler(BaseSampler):
             if self._mirror is None:
                 self._mirror = _Mirror(self._gp, study.directions)
             self._mirror.sync(trials, trial.number)
-            if len(self._mirror.study.get_trials(states=(TrialState.COMPLETE,))) < _N_STARTUP:
+            mirrored = self._mirror.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if len(mirrored) < _N_STARTUP:
                 sampler = self._random
         self._chosen[trial.number] = sampler
         sampler.before_trial(study, trial)
