@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-image setup lint format
+.PHONY: run test test-fast test-under-load test-image setup lint format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,12 @@ test-image: $(STAMP)
 # The inner loop: no database server, no browser, no multi-second process or training tests.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not db and not browser and not slow"
+
+# The suite beside a CPU hog: one busy process per core at the tests' own priority, killed when
+# the run ends however it ends. No test may depend on wall-clock speed, so this must stay green.
+# Narrow it with PYTEST_ARGS, e.g. `make test-under-load PYTEST_ARGS="-n 0 tests/test_worker.py"`.
+PYTEST_ARGS ?= -n 2 --dist worksteal
+test-under-load: $(STAMP)
+	hogs=""; trap 'kill $$hogs 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	for _ in $$(seq "$$(nproc)"); do yes > /dev/null & hogs="$$hogs $$!"; done; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
