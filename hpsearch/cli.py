@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _stop_early)  # Ctrl-C stays a KeyboardInterrupt
     try:
         return _main(argv)
+    except _StoppedEarly as e:  # anywhere before the command ran: its imports, the parser
+        print(f"hpsearch: stopped by {e} before starting; nothing to hand back", file=sys.stderr)
+        return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -96,9 +99,6 @@ def _main(argv: Sequence[str] | None) -> int:
         parser = build_parser(argv[0] if argv and argv[0] in NAMES else None)
         args = parser.parse_args(argv)
         _configure_logging(args.verbose, args.quiet)
-    except _StoppedEarly as e:
-        print(f"hpsearch: stopped by {e} before starting; nothing to hand back", file=sys.stderr)
-        return 0
     except KeyboardInterrupt:
         print("hpsearch: interrupted", file=sys.stderr)
         return 130
