@@ -123,6 +123,31 @@ def meet(params, report):
     while len(os.listdir(folder)) < params["workers"] and time.monotonic() < deadline:
         time.sleep(0.05)
     return quadratic(params, report)
+
+def hold(params, report):
+    """`quadratic`, after waiting (10 min at most) while the file `hold` exists: a test keeps
+    the trial running for as long as it needs, then lets it go, whatever the machine's speed."""
+    deadline = time.monotonic() + 600
+    while os.path.exists(params["hold"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return quadratic(params, report)
+
+def gated(params, report):
+    """`quadratic`, once the file `gate-K` exists in `folder`, where K is this trial's place in
+    the order trials started (counted across processes) divided by `every`: a test acts
+    between batches of trials while workers surely still have trials to run."""
+    folder, n = params["folder"], 0
+    while True:
+        try:
+            os.close(os.open(os.path.join(folder, f"trial-{n}"), os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            n += 1
+    gate = os.path.join(folder, f"gate-{n // params['every']}")
+    deadline = time.monotonic() + 600
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return quadratic(params, report)
 '''
 
 

@@ -102,9 +102,12 @@ def test_an_unreadable_cache_file_costs_a_probe_not_the_fleet(tmp_path: Path) ->
 
 WRITER = textwrap.dedent(
     """
-    import sys
+    import os, sys, time
     from hpsearch.batch_size.cache import LocalCache
     cache = LocalCache(sys.argv[1])
+    deadline = time.monotonic() + 120  # a hang guard: the reader says go at its first read
+    while not os.path.exists(os.path.join(sys.argv[1], "go")) and time.monotonic() < deadline:
+        time.sleep(0.005)
     for i in range(int(sys.argv[3])):
         cache.put(f"{sys.argv[2]}-{i}", {"limit": i, "failure": None, "source": "probe"})
     """
@@ -120,14 +123,17 @@ def test_two_processes_writing_lose_nothing_and_never_tear_the_file(tmp_path: Pa
         for name in ("a", "b")
     ]
     cache = LocalCache(tmp_path)
+    cache.put("seed", {"limit": 1, "failure": None, "source": "probe"})
     reads = 0
     while any(w.poll() is None for w in writers):
-        if cache.path.exists():  # readers take no lock: they must never see half a file
-            json.loads(cache.path.read_text())
-            reads += 1
+        # Readers take no lock: they must never see half a file. The writers start after the
+        # first read, so reading and writing surely overlap, however the processes are scheduled.
+        json.loads(cache.path.read_text())
+        reads += 1
+        (tmp_path / "go").touch()
         time.sleep(0.005)
     assert [w.returncode for w in writers] == [0, 0]
     keys = {key for key, _ in cache.items()}
-    assert keys == {f"{p}-{i}" for p in "ab" for i in range(n)}
+    assert keys == {"seed"} | {f"{p}-{i}" for p in "ab" for i in range(n)}
     assert reads > 0
     assert not list(tmp_path.glob(".batch_size.*.tmp"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -52,13 +54,11 @@ def _table(text: str) -> list[list[str]]:
 @pytest.mark.slow  # a real run: a child process, torch imported twice, a little CPU training
 def test_the_cpu_run_says_what_it_skipped_and_why(tmp_path: Path) -> None:
     out = tmp_path / "results.md"
-    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--cpu", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - start < 60  # the CPU path is meant to take seconds
     rows = _table(out.read_text())
     by_section: dict[str, list[list[str]]] = {}
     for row in rows:
@@ -139,19 +139,16 @@ def test_a_section_that_crashes_becomes_a_row_and_keeps_its_rows(gpu_check: Modu
 
 def test_a_section_that_hangs_is_stopped_with_its_children(gpu_check: ModuleType) -> None:
     row = gpu_check.Row("study", "started", "info").line()
-    # The section's own child (a probe, `hpsearch run`) holds the pipe too: it must die with it.
-    argv = _child(f"""
-        import subprocess, sys, time
-        print({row!r}, flush=True)
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-        time.sleep(120)
-    """)
-    start = time.monotonic()
-    kept, stopped = gpu_check.collect("study", argv, timeout=3)
-    assert time.monotonic() - start < 30
+    # The section's own child (a probe, `hpsearch run`) holds the pipe too: it must die with it,
+    # or reading the pipe would wait out its 10 minutes, far past the test's timeout. A shell
+    # prints the row within the 5 s limit even on a loaded machine; Python's start-up may not.
+    argv = ["sh", "-c", f"printf '%s\\n' {shlex.quote(row)}; sleep 600 & sleep 600"]
+    kept, stopped = gpu_check.collect("study", argv, timeout=5)
     assert kept.check == "started"
     assert stopped.result == "error"
-    assert stopped.detail.startswith("watchdog: stopped after 3 s")
+    match = re.fullmatch(r"watchdog: stopped after (\d+) s \(its limit\)", stopped.detail)
+    assert match, stopped.detail
+    assert int(match.group(1)) >= 5  # (later on a loaded machine)
 
 
 def test_a_section_that_raises_in_process_becomes_a_row(gpu_check: ModuleType) -> None:
@@ -190,7 +187,9 @@ def test_utilisation_is_asked_of_nvidia_smi_while_it_runs(
     speed = importlib.import_module("gpu_check_speed")
     start = time.perf_counter()
     sampler = speed.Utilisation()
-    time.sleep(0.8)
+    deadline = time.monotonic() + 120  # a hang guard: it samples every 100 ms
+    while len(sampler.samples) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     sampler.stop()
     mean, count = sampler.mean(start, time.perf_counter())
     assert mean == 42.0

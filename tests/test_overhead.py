@@ -7,7 +7,6 @@ import os
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,10 +153,17 @@ def test_the_launchers_workers_join_after_the_first(
     once the first has: no race to create the study, and no fixed stagger between them."""
     first = tmp_path / "joined"
     monkeypatch.setenv(WAIT_ENV, str(first))
-    threading.Timer(0.3, first.touch).start()
-    started = time.monotonic()
-    wait_for_first(lambda: False)
-    assert 0.25 < time.monotonic() - started < 5
+    looks: list[bool] = []
+
+    def stopping() -> bool:  # asked once per look at the file: the first joins at the 5th
+        looks.append(first.exists())
+        if len(looks) == 5:
+            first.touch()
+        return False
+
+    wait_for_first(stopping)
+    # It waited for the first worker, and joined at its next look after, not a stagger later.
+    assert looks == [False] * 5
     assert WAIT_ENV not in os.environ  # read once: this worker's children are not workers
     monkeypatch.setenv(WAIT_ENV, str(tmp_path / "never"))
     wait_for_first(lambda: True)  # a stop ends the wait
@@ -181,15 +187,15 @@ def test_sqlite_reads_run_beside_another_workers_write(tmp_path: Path) -> None:
     try:
         read = threading.Thread(target=lambda: storage.get_all_trials(study_id(study)))
         read.start()
-        read.join(timeout=10)
-        assert not read.is_alive()  # it waited for the lock (up to two minutes) before
+        read.join(timeout=60)  # a hang guard: it waited for the lock (up to two minutes) before
+        assert not read.is_alive()
         write = threading.Thread(target=lambda: storage.set_trial_user_attr(trial_id(trial),
                                                                              "k", 1))  # fmt: skip
         write.start()
         write.join(timeout=0.5)
-        assert write.is_alive()  # a write still waits for the other's
+        assert write.is_alive()  # a write still waits for the other's (slowness cannot end it)
     finally:
         other.execute("COMMIT")
         other.close()
-    write.join(timeout=10)
+    write.join(timeout=60)
     assert storage.get_trial(trial_id(trial)).user_attrs == {"k": 1}

@@ -92,7 +92,8 @@ def test_the_script_refuses_to_start_without_a_storage_url(tmp_path: Path) -> No
 def test_the_configured_signal_hands_the_running_trial_back(
     postgres_url: str, quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:
-    path = quadratic_study(n_trials=3, sleep=30, extra="workers: {heartbeat_interval: 1}")
+    # A trial of 10 minutes: it is handed back on the signal, not run to its end.
+    path = quadratic_study(n_trials=3, sleep=600, extra="workers: {heartbeat_interval: 1}")
     password_file = tmp_path / "db-password"
     password_file.write_text("")  # the test database takes none; read like a real one
     env = {
@@ -117,7 +118,7 @@ def test_the_configured_signal_hands_the_running_trial_back(
     assert running, task.communicate()[0] if task.poll() is not None else "no trial started"
     name = re.fullmatch(r"B:(\w+)@\d+", _directives()["signal"]).group(1)  # type: ignore[union-attr]
     task.send_signal(getattr(signal, f"SIG{name}"))  # what Slurm sends ahead of the limit
-    out, _ = task.communicate(timeout=60)
+    out, _ = task.communicate(timeout=120)
     assert task.returncode == 0, out
     trials = optuna.load_study(study_name=unique_name, storage=postgres_url).trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
