@@ -47,6 +47,7 @@ LR_SPACE = """\
 """
 
 
+@pytest.mark.slow  # a 30-trial study, then fANOVA
 def test_advise_names_the_option_that_mattered_and_widens_the_bound_it_presses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

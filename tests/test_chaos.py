@@ -43,7 +43,7 @@ def _missing_postgres(chaos: ModuleType) -> str | None:
 
 
 @pytest.mark.db
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # a hang guard: about a minute of scripted chaos
 def test_workers_and_the_database_killed_mid_study_lose_nothing() -> None:
     chaos = _chaos()
     missing = _missing_postgres(chaos)
@@ -82,7 +82,7 @@ def test_workers_and_the_database_killed_mid_study_lose_nothing() -> None:
 
 
 @pytest.mark.db
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # a hang guard: about a minute of scripted chaos
 def test_a_live_trial_is_not_failed_for_the_databases_outage() -> None:
     """After a restart no heartbeat is recent; lingering workers must not take that for crashes.
 

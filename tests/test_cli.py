@@ -211,6 +211,7 @@ def test_a_study_without_a_budget_is_told_it_runs_until_stopped(
     assert "warning" not in capsys.readouterr().err.lower()
 
 
+@pytest.mark.slow  # a study, then four hpsearch processes
 def test_output_into_a_closed_pipe_and_to_standard_output(
     quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:

@@ -156,7 +156,7 @@ def _request(url: str, method: str, body: Mapping[str, object] | None = None) ->
         url, data=data, method=method, headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -222,7 +222,7 @@ def dashboard_process(served_study: Served) -> Iterator[tuple[str, Served]]:
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            assert process.wait(timeout=20) == 0
+            assert process.wait(timeout=120) == 0
         finally:
             if process.poll() is None:
                 process.kill()
@@ -315,6 +315,7 @@ def test_dashboard_refuses_a_busy_port(
         view.close()
 
 
+@pytest.mark.slow  # a dashboard process in a PID namespace of its own
 @pytest.mark.skipif(
     bool(os.environ.get("HPSEARCH_SKIP_UNSHARE")), reason="unshare not permitted here"
 )
@@ -334,7 +335,7 @@ def test_the_dashboard_stops_on_sigterm_as_pid_1(served_study: Served) -> None:
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         (inner,) = children  # PID 1 of its namespace
         os.kill(int(inner), signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        assert process.wait(timeout=120) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -153,6 +153,7 @@ def test_resnet50_at_224_px_on_a_cpu_cannot_finish_a_short_budget(
     assert "but the budget allows 2 s" in warning
 
 
+@pytest.mark.slow  # a real resnet18 trial
 def test_run_says_the_warnings_before_its_first_trial(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -278,7 +278,7 @@ def test_status_watch_refreshes_and_nothing_imports_torch(populated: Populated) 
     first, second = process.stdout.readline(), process.stdout.readline()
     process.send_signal(signal.SIGINT)
     try:
-        _, err = process.communicate(timeout=30)
+        _, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()
         _, err = process.communicate()

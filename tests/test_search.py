@@ -196,6 +196,7 @@ def _params(seed: int, n_trials: int) -> Sequence[dict[str, object]]:
     return [t.params for t in study.trials]
 
 
+@pytest.mark.slow  # four studies with the GP sampler fitting
 def test_the_sampler_is_reproducible_with_a_seed_and_uses_gp_on_a_fixed_space() -> None:
     first = _params(3, 13)
     assert first == _params(3, 13)
@@ -207,6 +208,7 @@ def test_the_sampler_is_reproducible_with_a_seed_and_uses_gp_on_a_fixed_space() 
     assert study.best_value < 1.0
 
 
+@pytest.mark.slow  # a study with the GP sampler fitting
 def test_pruned_trials_do_not_stall_the_model() -> None:
     # Most trials are pruned here; GP must still leave its random start-up (it learns from
     # the pruned trials' curves) and find the good corner.

@@ -59,7 +59,7 @@ def _hpsearch(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpsearch", *args]
 
 
-def _wait_ready(proxy: Proxy, timeout: float = 30.0) -> None:
+def _wait_ready(proxy: Proxy, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proxy.process.poll() is not None:
@@ -92,7 +92,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -159,7 +159,7 @@ def test_sigterm_through_the_proxy_fails_and_queues_the_trial_again(
     log = tmp_path / "worker.log"
     worker = _worker(proxy, study_file, log)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a hang guard
         running: list[optuna.trial.FrozenTrial] = []
         while not running and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -168,7 +168,7 @@ def test_sigterm_through_the_proxy_fails_and_queues_the_trial_again(
                 running = _load(postgres_url, unique_name).get_trials(states=(TrialState.RUNNING,))
             except KeyError:  # the study does not exist yet
                 continue
-        assert running, f"no trial started in 60s:\n{log.read_text()}"
+        assert running, f"no trial started in 120s:\n{log.read_text()}"
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=120) == 0, log.read_text()
     finally:
@@ -196,7 +196,7 @@ def test_proxy_keeps_the_password_out_of_its_command_line_and_log_and_stops_on_s
     assert not any(proxy.password.encode() in arg for arg in argv), argv
 
     proxy.process.send_signal(signal.SIGTERM)
-    assert proxy.process.wait(timeout=30) == 0
+    assert proxy.process.wait(timeout=120) == 0
     log = proxy.log_text()
     assert proxy.password not in log
     assert f"on grpc://127.0.0.1:{proxy.port}" in log
@@ -216,7 +216,7 @@ def test_the_workers_client_waits_out_a_restart_of_the_proxy(
     client = RetryingGrpcStorageProxy(host="127.0.0.1", port=proxy.port, backoff=[0.25] * 120)
     study_id = client.create_new_study([StudyDirection.MINIMIZE], unique_name)
     proxy.process.send_signal(signal.SIGTERM)
-    assert proxy.process.wait(timeout=30) == 0
+    assert proxy.process.wait(timeout=120) == 0
 
     restarted: list[Proxy] = []
 

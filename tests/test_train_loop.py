@@ -40,6 +40,7 @@ def digits(**kwargs: Any) -> TrainerOptions:
     return TrainerOptions(dataset={"name": "digits"}, **kwargs)
 
 
+@pytest.mark.slow  # four epochs of real training on all of digits
 def test_digits_learns_and_reports_every_epoch(tmp_path: Path) -> None:
     report = Recorder()
     checkpoint = tmp_path / "ckpt" / "trial-0.pt"
@@ -94,6 +95,7 @@ def test_diverged_training_stops_early() -> None:
     assert not math.isfinite(report.calls[-1][0]["train_loss"])
 
 
+@pytest.mark.slow  # two epochs of real training on all of digits
 def test_freeze_backbone_trains_only_the_head_first(tmp_path: Path) -> None:
     start = build_model("small_cnn", num_classes=10, in_channels=1)
     weights = tmp_path / "start.pth"
