@@ -113,13 +113,14 @@ def fails(params, report):
     raise ValueError("boom")
 
 def meet(params, report):
-    """`quadratic`, after a rendezvous: it waits (60 s at most) until `workers` worker processes
-    have each started a trial, so a test of shared work does not depend on which process
-    happens to start first (the first could otherwise finish the study alone)."""
+    """`quadratic`, after a rendezvous: it waits (4 min at most, a hang guard: eight workers
+    start slowly on a loaded machine) until `workers` worker processes have each started a
+    trial, so a test of shared work does not depend on which process happens to start first
+    (the first could otherwise finish the study alone)."""
     import socket
     folder = params["folder"]
     open(os.path.join(folder, f"{socket.gethostname()}-{os.getpid()}"), "w").close()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240
     while len(os.listdir(folder)) < params["workers"] and time.monotonic() < deadline:
         time.sleep(0.05)
     return quadratic(params, report)

@@ -129,7 +129,8 @@ def test_local_workers_share_a_sqlite_study(
     quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'local.db'}"
-    path = quadratic_study(n_trials=12, sleep=0.05)
+    # At the rendezvous: the first worker could otherwise run all 12 before the third joined.
+    path = _rendezvous(quadratic_study(n_trials=12, sleep=0.05), tmp_path, workers=3)
     assert main(["run", str(path), "--storage", url, "--workers", "3", "-q"]) == 0
     trials = _trials(url, unique_name)
     assert _states(trials) == {"COMPLETE": 12}
