@@ -14,6 +14,8 @@ one line), `loader` (`load_spec`).
 from __future__ import annotations
 
 from hpsearch.spec._base import (
+    MAX_COUNT,
+    MAX_SECONDS,
     Duration,
     KeyPath,
     Problem,
@@ -64,6 +66,8 @@ from hpsearch.spec.params import (
 from hpsearch.spec.study import BatchSizeFit, Budget, Direction, StudySpec, Workers
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_SECONDS",
     "ArtifactStoreSpec",
     "AutoPruner",
     "AutoSampler",
