@@ -36,13 +36,20 @@ REFUSED = [
     "find . -exec sh -c {x} +",
     "timeout 10 sh -c {x}", "nice -n 5 bash -c {x}", "ssh host train {x}", "watch train {x}",
     "{x}", "{x} --help", "awk {x}", "lua -e {x}", "sed -e {x}", "env -S 'sh -c {x}'",
-    "sh -c 'echo ${{HOME}}{x}'", "train --name 'run {x}'", "train --x=$({x})",
+    "sh -c 'echo ${{HOME}}{x}'", "train --name 'run {x}'", "train --x=$({x})", "env -S{x}",
+    "env --split-string={x}", "env -S {x}", "env LD_PRELOAD={x} train", "env BASH_ENV={x} bash x",
+    "env {x}", "env -i A=1 {x} --lr 1", "xargs {x}", "xargs -n 1 {x}", "timeout 10 {x}",
+    "timeout -s KILL 10 {x}", "nice -n 5 {x}", "nohup {x}", "find . -exec {x} ;",
+    "sudo -u me {x}", "python3 -W ignore -c {x}", "python3 -I -c{x}", "bash --rcfile {x} -i",
 ]  # fmt: skip
 ALLOWED = [
     f"{PY} -c 'import sys; print(sys.argv[1:])' {{x}}", "sh -c 'echo \"$1\"' sh {x}",
     "sh -c 'echo \"$HPSEARCH_PARAM_X\"'", "env A=1 echo --x={x}", "echo {x}",
     "perl -e 'print @ARGV' {x}", "node -e 'console.log(process.argv)' {x}",
     "echo --lr={x} runs/{x}.pt", "sh -c 'echo \"$@\"' -- {x}", f"{PY} -m json.tool {{x}}",
+    f"{PY} -m json.tool --indent={{x}}", "env LR={x} echo", "timeout 10 echo {x}",
+    "nice -n 5 echo --lr={x}", "find . -maxdepth 0 -exec echo {x} ;",
+    f"{PY} -u -m json.tool --sort-keys {{x}}",
 ]  # fmt: skip
 HOSTILE = [
     "$(touch M)", "`touch M`", ";touch M", "' ; touch M ; '", "\" ; touch M ; \"", "\n touch M",
@@ -78,8 +85,9 @@ def test_no_hostile_value_ever_runs_in_any_command_shape(
     tmp_path_factory: pytest.TempPathFactory, template: str, value: str
 ) -> None:
     """Each shape is refused at validate, or run for real: the marker never appears."""
+    value = value.replace("\x00", "")  # no program can receive a NUL in argv or environ
     try:
-        argv = render(template, {"x": value.replace("\x00", "")})
+        argv = render(template, {"x": value})
     except ObjectiveError:
         assert template in REFUSED
         return

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hpsearch.errors import ObjectiveError
+from hpsearch.objective.command_wrappers import wrapped_words
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:/=+@%-]*")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh",
@@ -98,7 +99,7 @@ def check_template(argv: list[str]) -> None:
             raise _refusal(fields(token)[0], why)
     if argv and fields(argv[0]):
         raise _refusal(fields(argv[0])[0], "it is the program to run")
-    for k, reason in _code_words(argv):
+    for k, reason in (*_code_words(argv), *wrapped_words(argv)):
         if fields(argv[k]):
             raise _refusal(fields(argv[k])[0], reason)
 
@@ -143,6 +144,8 @@ def _interpreter_words(family: str, rest: list[str]) -> Iterator[int]:
         if takes_next:
             yield j
             takes_next = False
+            if family == "python" and code_given:
+                return  # python's `-c CODE` / `-m MODULE` end its options: the rest is argv
         elif word == "--":
             if j + 1 < len(rest) and not code_given:
                 yield j + 1
@@ -151,6 +154,8 @@ def _interpreter_words(family: str, rest: list[str]) -> Iterator[int]:
             yield j
             takes_next, code = _option(family, word)
             code_given = code_given or code
+            if family == "python" and code and not takes_next:
+                return  # `-cCODE` / `-mMODULE`, attached
         else:
             if family == "shell" or not code_given:
                 yield j  # the shell's code or script, another interpreter's script or program
