@@ -153,6 +153,11 @@ def _password_of(raw: str) -> str | None:
 
 
 def _check_grpc(raw: str, source: str) -> None:
+    if any(c in raw for c in "?#@"):
+        raise StorageError(
+            f"{source}: a storage proxy URL takes no options, user or password; write "
+            "grpc://proxy-host:13000 (the proxy holds the database URL)"
+        )
     _, _, port = raw.removeprefix("grpc://").rstrip("/").partition(":")
     if port and not port.isdigit():
         raise StorageError(
@@ -164,7 +169,7 @@ def _check_grpc(raw: str, source: str) -> None:
 _RAW_AT = (
     "{source}: the storage URL has more than one `@` before its host, so its password holds a "
     "raw `@` (or `/`, `?`, `#`); percent-encode the password (`@` is %40, `/` is %2F), e.g. "
-    "with python3 -c \"import getpass, urllib.parse; print(urllib.parse.quote("
+    'with python3 -c "import getpass, urllib.parse; print(urllib.parse.quote('
     "getpass.getpass(), safe=''))\", or set the password alone in HPSEARCH_DB_PASSWORD"
 )
 
