@@ -128,9 +128,7 @@ class StudySession:
 
     def resume(self) -> str | None:
         """Clear the study's stop (`run --resume`); returns what it was, if anything."""
-        cleared = resume(self.study, by=self.worker)
-        if self.ledger is not None:
-            self.ledger.reopen()
+        cleared = resume(self.study, by=self.worker, ledger=self.ledger)
         return describe(cleared) if cleared is not None else None
 
     # --- between trials -----------------------------------------------------------------
@@ -190,15 +188,18 @@ class StudySession:
             self.ledger.spend_gpu_seconds(gpu_seconds(trial))
         reached = target_reached(self.budget.target, direction, spec_metric, trial)
         if reached is not None:
-            if self.ledger is not None:
-                self.ledger.close(reached)  # from this commit on, no trial starts anywhere
-            stop_study(self.study, reason=reached, kind="target", by=self.worker)
+            stop_study(
+                self.study, reason=reached, kind="target", by=self.worker, ledger=self.ledger
+            )  # from this commit on, no trial starts anywhere
         return reached
 
-    def spent_reason(self) -> str | None:
-        """After `BudgetSpent`: what is spent (the ledger says)."""
+    def spent_reason(self) -> tuple[str | None, bool]:
+        """After `BudgetSpent`: what is spent (the ledger says), and whether the study was
+        closed for every worker (stopped, or its target reached) rather than used up."""
         state = self.ledger.state() if self.ledger is not None else None
-        return state.spent_reason(time.time()) if state is not None else None
+        if state is None:
+            return None, False
+        return state.spent_reason(time.time()), state.closed is not None
 
     def others_running(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
