@@ -275,7 +275,10 @@ class _Worker:
             try:
                 if stop.requested:  # the signal came while this trial was being started
                     raise WorkerStopped(f"worker stopped by {stop.by}")
-                return run_trial(trial)
+                try:
+                    return run_trial(trial)
+                finally:
+                    session.before_tell(trial)
             except WorkerStopped as stopped:
                 stop.in_objective = False
                 # Written while the trial still runs: a finished trial's attributes are final.

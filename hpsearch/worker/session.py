@@ -31,7 +31,7 @@ from hpsearch.budget import trials_started as count_started
 from hpsearch.spec import Budget, LoadedSpec
 from hpsearch.storage import STORAGE_ERRORS, ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage import refuse_sqlite_across_machines as refuse_sqlite
-from hpsearch.storage.optuna_compat import study_id, told_trial, trial_id
+from hpsearch.storage.optuna_compat import forget_finished, study_id, told_trial, trial_id
 from hpsearch.study import check_requirements, create_or_load
 from hpsearch.worker.retry_policy import (
     RetryPolicy,
@@ -106,6 +106,7 @@ class StudySession:
             else:
                 ledger.ensure(limits)  # the study's budget, as stored; made here if missing
             storage.use_budget(study_id(study), ledger)
+            storage.on_revive.append(lambda revived: forget_finished(study, revived))
         return cls(study, joined.created, joined.budget, storage, ledger, worker, policy,
                    StopWatch(study))  # fmt: skip
 
@@ -181,6 +182,13 @@ class StudySession:
     def started(self, trial: optuna.Trial) -> None:
         """The objective was called for `trial` (the one a signal hands back)."""
         self.current = trial_id(trial)
+
+    def before_tell(self, trial: optuna.Trial) -> None:
+        """The objective is done: if another worker failed the trial as stale meanwhile (this
+        worker starved of CPU, or cut from the database, for longer than the grace period),
+        revive it so that its result is recorded, not lost (`TrialFates.keep_alive`)."""
+        if self.database is not None:
+            self.database.keep_alive(trial_id(trial))
 
     def finished(self, trial: FrozenTrial, spec_metric: str, direction: str) -> str | None:
         """Count a finished trial against the budget; why the study is done, if it now is."""
