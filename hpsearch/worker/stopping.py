@@ -14,7 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import StorageError
 from hpsearch.storage import RETRY_ATTR, STORAGE_ERRORS, StorageURL, first_line, is_permanent
-from hpsearch.study import STOP_ATTR, read_attr, write_attr
+from hpsearch.storage.attrs import FAIL_REASON_ATTR, HOST_ATTR, STOP_ATTR
+from hpsearch.study import read_attr, write_attr
 
 
 class Failures:
@@ -36,7 +37,7 @@ class Failures:
             return
         if trial.system_attrs.get(RETRY_ATTR) is not None:
             return
-        reason = str(trial.user_attrs.get("fail_reason") or "no reason recorded")
+        reason = str(trial.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded")
         self.reasons.append(reason.splitlines()[0][:200])
         if len(self.reasons) >= self.limit:
             commonest, n = Counter(self.reasons).most_common(1)[0]
@@ -143,7 +144,7 @@ def refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
     """A SQLite study that already has trials from another host is shared across machines."""
     here = socket.gethostname()
     for trial in study.get_trials(deepcopy=False):
-        host = trial.user_attrs.get("host")
+        host = trial.user_attrs.get(HOST_ATTR)
         if host is not None and host != here:
             raise StorageError(
                 f"storage {url.redacted} is SQLite, but trial {trial.number} ran on host "
