@@ -83,11 +83,6 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-# Named on docs/architecture.md before they land (issue 19: the budget's own package, the
-# worker's session object). Remove each name when its module exists.
-COMING = {"budget/", "budget/rules", "budget/ledger", "worker/session"}
-
-
 def _tree() -> set[str]:
     """Every package (`worker/`) and module (`worker/loop`, top level: `cli`) under hpsearch/."""
     names = set()
@@ -118,8 +113,7 @@ def _architecture_names() -> set[str]:
 def test_the_architecture_page_names_every_module_and_only_real_ones() -> None:
     named, tree = _architecture_names(), _tree()
     assert not tree - named, f"not on docs/architecture.md: {sorted(tree - named)}"
-    assert named - tree <= COMING, f"no such module or package: {sorted(named - tree - COMING)}"
-    assert not tree & COMING, f"landed, so remove from COMING: {sorted(tree & COMING)}"
+    assert not named - tree, f"no such module or package: {sorted(named - tree)}"
 
 
 def test_the_trainer_page_lists_exactly_the_models_of_the_table() -> None:

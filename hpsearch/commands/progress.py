@@ -16,9 +16,9 @@ from typing import IO, Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpsearch.budget import Ledger, LedgerState
 from hpsearch.inspect.format import fmt_duration
 from hpsearch.storage.attrs import EPOCHS_ATTR, FAIL_REASON_ATTR
-from hpsearch.worker import Ledger, LedgerState
 
 _log = logging.getLogger("hpsearch")
 

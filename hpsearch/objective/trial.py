@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from hpsearch.budget import BudgetSpent
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import function_runner, load_function
@@ -36,7 +37,6 @@ from hpsearch.spec import (
     StudySpec,
     TrainerObjective,
 )
-from hpsearch.storage import BudgetSpent
 from hpsearch.storage.attrs import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from hpsearch.study import suggest
 

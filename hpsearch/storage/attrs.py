@@ -13,6 +13,10 @@ planned steps, written by a user's objective, read by the default sampler and pr
 
 from __future__ import annotations
 
+# Optuna's own key on a retry: the numbers of the trials it retries (see below). Defined in
+# `budget.rules`, a layer below, which counts a retry as no new trial; named here too.
+from hpsearch.budget.rules import RETRY_HISTORY as RETRY_HISTORY
+
 # --- trial user attributes -----------------------------------------------------------------
 
 # The worker that ran the trial (`host:pid#n`). Written by the worker loop when the trial
@@ -48,7 +52,7 @@ EPOCHS_RUN_ATTR = "epochs_run"
 CHECKPOINT_ATTR = "checkpoint"
 # Why a trial failed, in one line. Written by `objective.trial` (the objective's exception),
 # `objective.trainer` (`oom: ...`), the worker loop and `worker.retry_policy` (a stopped or
-# crashed worker), `storage.resilient` (missed heartbeats); read by `worker.stopping` (failures
+# crashed worker), `storage.fates` (missed heartbeats); read by `worker.stopping` (failures
 # in a row), `worker.retry_policy`, `inspect` advise and export.
 FAIL_REASON_ATTR = "fail_reason"
 # Why a trial was pruned (the metric and step, `budget.epochs spent`, the study stopped).
@@ -62,15 +66,15 @@ CRASH_STEPS_ATTR = "crash_steps"
 
 # --- trial system attributes ---------------------------------------------------------------
 
-# Why a trial failed because of its worker (`crash` or `stop`): the mark that it must be retried.
-# Written by `storage.resilient` in the transaction that fails the trial; read by
-# `worker.retry_policy` and `worker.stopping` (such failures do not count against the trial).
+# Why a trial failed because of its worker (`crash`: it stopped sending heartbeats; `stop`: a
+# signal), not because of its own code: the mark that it is to be retried. Written by
+# `storage.fates` in the transaction that fails the trial; read by `storage.fates`,
+# `worker.retry_policy` and `worker.stopping` (such failures do not count against the study).
 RETRY_ATTR = "hpsearch:retry"
 # Optuna's own attributes on a retry (as its `RetryFailedTrialCallback` writes them): the
 # numbers of the trials it retries, and the first of them. Written by `worker.retry_policy`;
-# read by it and `storage.resilient` (one retry per trial), the worker loop (trials that are not
-# retries) and `inspect` status and export.
-RETRY_HISTORY = "retry_history"
+# read by it, `storage.fates` (one retry per trial), `budget.rules` and `inspect` status and
+# export. (`RETRY_HISTORY` is imported at the top.)
 FAILED_TRIAL_ATTR = "failed_trial"
 
 # --- study system attributes (written by `study.create` and `study.join`) ------------------
