@@ -275,7 +275,10 @@ class _Worker:
             try:
                 if stop.requested:  # the signal came while this trial was being started
                     raise WorkerStopped(f"worker stopped by {stop.by}")
-                return run_trial(trial)
+                try:
+                    return run_trial(trial)
+                finally:
+                    session.before_tell(trial)
             except WorkerStopped as stopped:
                 stop.in_objective = False
                 # Written while the trial still runs: a finished trial's attributes are final.
@@ -316,7 +319,10 @@ class _Worker:
 
     def linger(self, session: StudySession, wait: float) -> bool:
         """The budget is spent: whether to stay, for a trial that may still need a retry."""
-        self.report.budget_reason = session.spent_reason()
+        self.report.budget_reason, closed = session.spent_reason()
+        if closed:  # stopped for every worker: nothing here to wait for
+            self.report.stopped_by = session.stopped(now=True) or self.report.budget_reason
+            return False
         if session.others_running():
             # A crashed trial may still need a retry. Looking again soon at first, since the
             # other trials often end within moments (the end of a study), then every `poll`
