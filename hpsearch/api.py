@@ -14,13 +14,13 @@ from typing import Any
 
 import optuna
 
-from hpsearch.api_args import check_arguments
 from hpsearch.budget import BudgetSpent, for_run
 from hpsearch.errors import StorageError
 from hpsearch.objective import UserFunction
 from hpsearch.spec import Budget, LoadedSpec, load_spec
 from hpsearch.storage import StorageURL, resolve
 from hpsearch.storage.optuna_compat import study_storage
+from hpsearch.study.arguments import check_arguments
 from hpsearch.worker import RunOptions, StudySession, run_worker, worker_name
 
 __all__ = ["create_study", "load", "run", "storage_url"]

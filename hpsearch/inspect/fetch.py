@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.source import StudyView
 from hpsearch.storage.artifacts import ARTIFACT_STORE_ENV, SharedStore
+from hpsearch.storage.attrs import CHECKPOINT_ATTR, HOST_ATTR
 from hpsearch.train.checkpoints import checkpoint_path
 from hpsearch.worker.provenance import folder_name
 
@@ -89,7 +90,7 @@ def _from_store(
 
 def _local_checkpoint(view: StudyView, trial: FrozenTrial, name: str) -> Path:
     """The checkpoint a worker on this machine recorded, if it is one (see download_checkpoint)."""
-    recorded = trial.user_attrs.get("checkpoint")
+    recorded = trial.user_attrs.get(CHECKPOINT_ATTR)
     if not isinstance(recorded, str):
         raise HpsearchError(
             f"trial {trial.number} kept no checkpoint (only the trainer's best "
@@ -103,7 +104,7 @@ def _local_checkpoint(view: StudyView, trial: FrozenTrial, name: str) -> Path:
             f"this study's checkpoint (.../{own.as_posix()}); it is not copied"
         )
     if source.is_symlink() or not source.is_file():
-        host = trial.user_attrs.get("host", "another machine")
+        host = trial.user_attrs.get(HOST_ATTR, "another machine")
         raise HpsearchError(
             f"trial {trial.number}'s checkpoint is {source} on {host}, not on this machine (or "
             "removed since); copy it from there, or give the study an `artifact_store:` that "

@@ -24,6 +24,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.budget import RETRY_HISTORY
+from hpsearch.storage.attrs import RETRY_ATTR
 from hpsearch.storage.optuna_compat import (
     create_scoped_session,
     models,
@@ -37,9 +38,6 @@ T = TypeVar("T")
 
 # `keep_alive` looks at the trial once its last beat is this close to the grace period.
 _MARGIN_SECONDS = 1.0
-# A FAIL trial with this system attribute failed because of its worker (`crash`: stopped sending
-# heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
-RETRY_ATTR = "hpsearch:retry"
 
 
 class TrialFates(RDBStorage):

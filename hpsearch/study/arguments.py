@@ -1,4 +1,4 @@
-"""The Python API's arguments, checked before anything is read or changed.
+"""The Python API's arguments (`hpsearch.api`), checked before anything is read or changed.
 
 A wrong type or an impossible value from Python is a `HpsearchError` with one line naming the
 function, the argument and the fix, as the command line reports a bad flag, never a raw
