@@ -1,11 +1,15 @@
-"""`tracking:`: each trial sent to MLflow (a real SQLite tracking store made by the test) and to
-TensorBoard (event files read back with TensorBoard's own reader), from a real trainer study."""
+"""`tracking:`: each trial sent to MLflow (a real SQLite tracking store made by the test), to
+TensorBoard (event files read back with TensorBoard's own reader), from a real trainer study, and
+to W&B offline (its run files read back)."""
 
 from __future__ import annotations
 
+import json
+import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from optuna.trial import TrialState
@@ -159,3 +163,66 @@ def test_a_tracker_that_fails_never_fails_the_trial(
     study = hpsearch.run(write_study(body), storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert "is not sent to MlflowTracker any more" in caplog.text
+
+
+def _wandb_records(path: Path) -> Iterator[Any]:
+    """The records of an offline W&B run file (`run-<id>.wandb`): LevelDB's log format (32 KiB
+    blocks of checksummed chunks) after a 7-byte header, each record a protobuf `Record`. W&B's
+    own Python reader is gone from recent releases (the Go core reads them)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7]) if left >= 7 else (0, 0)
+        if left < 7 or (length == 0 and kind == 0):  # a block's padding
+            pos += left
+            continue
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+@pytest.mark.slow  # W&B starts its service process for each run: seconds each
+def test_a_study_lands_in_offline_wandb_runs(
+    write_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    body = f"""
+    name: {unique_name}
+    metric: loss
+    sampler: {{type: random, seed: 0}}
+    budget: {{n_trials: 2}}
+    tracking: {{wandb: {{mode: offline, dir: wb}}}}
+    objective: {{function: objective.py:quadratic}}
+    search_space: {{x: {{type: float, low: 0, high: 4}}}}
+    """
+    study = hpsearch.run(write_study(body), storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2  # one run per trial
+    seen = {}
+    for path in runs:
+        name, group, config, steps, summary = "", "", {}, {}, {}
+        for record in _wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                name, group = record.run.display_name, record.run.run_group
+                config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+            elif kind == "history":
+                item = {i.key or "/".join(i.nested_key): i.value_json for i in record.history.item}
+                steps[int(item["_step"])] = json.loads(item["loss"])
+            elif kind == "summary":
+                summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+        seen[name] = (group, config, steps, summary)
+    for trial in study.trials:
+        group, config, steps, summary = seen[f"trial-{trial.number:05d}"]
+        assert group == unique_name
+        assert config["x"] == pytest.approx(trial.params["x"])
+        assert steps == pytest.approx(trial.intermediate_values)  # every epoch's loss
+        assert summary["state"] == trial.state.name
