@@ -29,7 +29,8 @@ def _requirements(wheel: Path) -> tuple[set[str], set[str]]:
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = archive.read(name).decode()
-    base, extras = set(), set()
+    base: set[str] = set()
+    extras: set[str] = set()
     for line in metadata.splitlines():
         if line.startswith("Requires-Dist:"):
             package = re.split(r"[\s<>=!~\[;(]", line.split(":", 1)[1].strip())[0].lower()
