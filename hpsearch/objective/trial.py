@@ -131,7 +131,10 @@ class _Tracked:
         if self._info is None:
             return
         final = None if values is None else values if isinstance(values, list) else [values]
-        checkpoint = self._trial.user_attrs.get(CHECKPOINT_ATTR)
+        try:
+            checkpoint = self._trial.user_attrs.get(CHECKPOINT_ATTR)
+        except Exception:  # the database away while the trial ends: the trackers go on
+            checkpoint = None
         self._trackers.finish(self._info, state, final, checkpoint)
         self._info = None
 
