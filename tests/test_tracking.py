@@ -34,7 +34,7 @@ sampler: {{type: random, seed: 1}}
 pruner: {{type: none}}
 budget: {{n_trials: 3}}
 tracking:
-  mlflow: {{tracking_uri: "sqlite:///{tmp}/mlflow.db", experiment: tuning}}
+  mlflow: {{tracking_uri: mlflow.db, experiment: tuning}}
   tensorboard: {{log_dir: tb}}
 objective:
   trainer: image_classification
@@ -55,8 +55,9 @@ def test_a_trainer_study_lands_in_mlflow_and_tensorboard(
     write_study: Callable[..., Path], unique_name: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.chdir(tmp_path)  # MLflow's SQLite store keeps artifacts in ./mlruns
-    path = write_study(TRACKED_STUDY.format(name=unique_name, tmp=tmp_path))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a worker's working folder: nothing lands there
+    path = write_study(TRACKED_STUDY.format(name=unique_name))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = hpsearch.run(path, storage=storage)
     trials = {t.number: t for t in study.trials}
@@ -90,6 +91,9 @@ def test_a_trainer_study_lands_in_mlflow_and_tensorboard(
     best = study.best_trial
     artifacts = client.list_artifacts(children[best.number].info.run_id, "checkpoint")
     assert [Path(a.path).name for a in artifacts] == [f"trial-{best.number:05d}.pt"]
+    # Beside the store, not in whatever folder the worker ran in.
+    assert list((tmp_path / "mlartifacts").rglob(f"trial-{best.number:05d}.pt"))
+    assert not list((tmp_path / "elsewhere").iterdir())
     # Nothing about the study's storage reaches the tracker.
     store = (tmp_path / "mlflow.db").read_bytes()
     assert b"optuna.db" not in store

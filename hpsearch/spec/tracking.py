@@ -17,7 +17,7 @@ class MlflowTracking(SpecModel):
     from the environment.
     """
 
-    tracking_uri: str | None = None  # None: MLflow's own (MLFLOW_TRACKING_URI, else ./mlruns)
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else mlflow.db beside the file
     experiment: str | None = Field(None, min_length=1)  # None: the study's name
     log_checkpoint: bool = True  # the trial's kept checkpoint as a run artifact
 

@@ -11,6 +11,7 @@ from the environment, and the study file refuses a URI with a password in it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,12 +33,26 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 _MAX_PARAM = 6000  # MLflow's limit on a parameter's value
 
 
-def tracking_uri(spec: MlflowTracking, base: Path) -> str | None:
-    """The URI as given; a plain path (no scheme) is a folder relative to the study file."""
-    uri = spec.tracking_uri
-    if uri is None or "://" in uri or uri.startswith("file:"):
+def tracking_uri(spec: MlflowTracking, base: Path, environ: Mapping[str, str]) -> str:
+    """The file's URI; else MLFLOW_TRACKING_URI; else `mlflow.db` beside the study file (not
+    MLflow's own default, a file in each worker's working folder). A plain path is relative to
+    the study file: a `.db` file is a SQLite store, a folder MLflow's file store (which recent
+    MLflow refuses unless MLFLOW_ALLOW_FILE_STORE=true)."""
+    uri = spec.tracking_uri or environ.get("MLFLOW_TRACKING_URI") or "mlflow.db"
+    if "://" in uri or uri.startswith("file:"):
         return uri
-    return (base / uri).resolve().as_uri()
+    path = (base / uri).resolve()
+    return f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: `mlartifacts/` beside a local SQLite store (MLflow
+    would pick `./mlruns` in the working folder, different for each worker); else the
+    server's or store's own choice."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == "sqlite:///:memory:":
+        return None
+    return (Path(uri.removeprefix(prefix)).parent / "mlartifacts").as_uri()
 
 
 class MlflowTracker:
@@ -45,7 +60,9 @@ class MlflowTracker:
 
     def __init__(self, spec: MlflowTracking, base: Path) -> None:
         self._spec = spec
-        self._client = MlflowClient(tracking_uri=tracking_uri(spec, base))
+        uri = tracking_uri(spec, base, os.environ)
+        self._client = MlflowClient(tracking_uri=uri)
+        self._artifacts = artifact_root(uri)
         self._studies: dict[str, tuple[str, str]] = {}  # study -> (experiment id, its run id)
         self._runs: dict[int, str] = {}  # trial number -> its run id
 
@@ -96,7 +113,7 @@ class MlflowTracker:
         if found is not None:
             return str(found.experiment_id)
         try:
-            return str(self._client.create_experiment(name))
+            return str(self._client.create_experiment(name, artifact_location=self._artifacts))
         except MlflowException:  # another worker made it meanwhile
             found = self._client.get_experiment_by_name(name)
             if found is None:
