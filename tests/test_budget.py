@@ -9,9 +9,9 @@ import uuid
 import optuna
 import pytest
 
-from hpsearch.storage import BudgetSpent, ResilientRDBStorage, StorageURL, open_storage
+from hpsearch.budget import BudgetSpent, Ledger, Limits
+from hpsearch.storage import ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage.optuna_compat import study_id
-from hpsearch.worker.budget import Ledger, Limits
 
 
 @pytest.fixture

@@ -82,20 +82,6 @@ def describe(record: dict[str, Any]) -> str:
     return f"{record.get('reason', 'stopped')} (at {record.get('at')} by {record.get('by')})"
 
 
-def target_reached(
-    target: float | None, direction: str, metric: str, trial: FrozenTrial
-) -> str | None:
-    """Why the study is done: this completed trial reached `budget.target`, or None."""
-    if target is None or trial.state != TrialState.COMPLETE or trial.value is None:
-        return None
-    reached = trial.value >= target if direction == "maximize" else trial.value <= target
-    if not reached:
-        return None
-    sign = ">=" if direction == "maximize" else "<="
-    value = f"{metric} {trial.value:.6g} {sign} {target:g}"
-    return f"budget.target reached: {value} (trial {trial.number})"
-
-
 class StopWatch:
     """Looks at the study's stop record now and then: between trials, and during a trial at
     each reported step but at most every `every` seconds (a query each time)."""
