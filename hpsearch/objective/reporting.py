@@ -17,11 +17,11 @@ from typing import Any
 
 import optuna
 
+from hpsearch.budget import BudgetSpent
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.types import Metrics
 from hpsearch.spec import StudySpec
-from hpsearch.storage import BudgetSpent
 from hpsearch.tracking import Trackers, TrialInfo
 
 Observe = Callable[[optuna.Trial, int, float], None]

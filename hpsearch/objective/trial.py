@@ -14,7 +14,6 @@ from typing import Any
 
 import optuna
 
-from hpsearch.budget import BudgetSpent
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.command import check_command, command_runner
