@@ -35,6 +35,8 @@ from hpsearch.storage.retry import call_with_retries
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# `keep_alive` looks at the trial once its last beat is this close to the grace period.
+_MARGIN_SECONDS = 1.0
 # A FAIL trial with this system attribute failed because of its worker (`crash`: stopped sending
 # heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
 RETRY_ATTR = "hpsearch:retry"
@@ -45,7 +47,9 @@ class TrialFates(RDBStorage):
 
     taken: int | None  # the trial this process last started (`ResilientRDBStorage._stamp`)
     _outage: float  # when this process last reconnected
+    _beat_ok: float  # when the last heartbeat of `taken` known to be written was sent
     max_wait: float | None
+    on_revive: list[Callable[[int], None]]  # told the id of each trial `keep_alive` revives
 
     # --- retries ------------------------------------------------------------------------
 
@@ -159,6 +163,20 @@ class TrialFates(RDBStorage):
 
         return self._retry(fail, "fail waiting trial")
 
+    def keep_alive(self, trial_id: int) -> bool:
+        """Revive this process's trial if another worker may have judged it stale; True if it
+        did. Only when its last beat known written is older than the grace period, the one
+        case where a stale check could have failed it: a trial that beats costs no query."""
+        if trial_id != self.taken or self.heartbeat_interval is None:
+            return False
+        if time.monotonic() - self._beat_ok < self._grace() - _MARGIN_SECONDS:
+            return False
+        if not self.revive(trial_id):
+            return False
+        for listener in self.on_revive:
+            listener(trial_id)
+        return True
+
     def revive(self, trial_id: int) -> bool:
         """This process's trial, failed as stale by another worker while it was alive after
         all: RUNNING again, its retry mark removed and its queued retry failed; in one
@@ -178,7 +196,11 @@ class TrialFates(RDBStorage):
                 session.delete(mark)
                 session.query(user).filter_by(trial_id=trial_id, key="fail_reason").delete()
                 trial.state, trial.datetime_complete = TrialState.RUNNING, None
+                beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
+                if beat is not None:  # beating again, or the next stale check fails it again
+                    beat.heartbeat = session.execute(sa.func.now()).scalar()
                 self._cancel_retry(session, trial)
+            self._beat_ok = time.monotonic()
             return True
 
         revived = self._retry(revive, "revive trial")
