@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import OBJECTIVE_PY, fresh_venv
 
+# The extras' packages, hidden in the runs below as the base install lacks them.
+EXTRAS = ("grpc", "pyarrow", "mlflow", "tensorboard", "wandb", "lightning", "transformers")
+
 BASE = """
 name: {name}
 metric: loss
@@ -73,21 +76,32 @@ def test_the_installed_wheel_runs_cmaes_and_the_default_search_without_warnings(
         "HPSEARCH_HOME": str(tmp_path / "data"), "HPSEARCH_CACHE_DIR": str(tmp_path / "c"),
     }  # fmt: skip
 
-    def run(study: str, *, hide: str | None = None) -> str:
-        code = "import sys; from hpsearch.cli import main; sys.exit(main(sys.argv[1:]))"
-        if hide is not None:  # as if the package were not installed
-            code = f"import sys; sys.modules[{hide!r}] = None; " + code
+    def hpsearch_(*args: str, hide: tuple[str, ...] = EXTRAS, code: int = 0) -> str:
+        """`hpsearch ARGS` with the packages `hide` as if not installed (this environment has
+        every extra; the base install has none)."""
+        script = "import sys; from hpsearch.cli import main; sys.exit(main(sys.argv[1:]))"
+        script = f"import sys; sys.modules.update(dict.fromkeys({list(hide)!r})); " + script
         done = subprocess.run(
-            [str(python), "-c", code, "run", study], cwd=work, env=env,
+            [str(python), "-c", script, *args], cwd=work, env=env,
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == code, done.stderr[-2000:]
         return done.stdout + done.stderr
 
     for study in ("cmaes.yaml", "default.yaml"):
-        out = run(study)
+        out = hpsearch_("run", study)
         assert "n_trials reached (8/8)" in out, out[-2000:]
         warnings = [line for line in out.splitlines() if re.search(r"warn", line, re.I)]
         assert not warnings, f"{study}: {warnings}"
     # The check can fail: without greenlet, Optuna's GP warns on the default study.
-    assert "'greenlet' package is unavailable" in run("hidden.yaml", hide="greenlet")
+    out = hpsearch_("run", "hidden.yaml", hide=(*EXTRAS, "greenlet"))
+    assert "'greenlet' package is unavailable" in out
+    # What needs an extra says which, in one line.
+    out = hpsearch_("export", "default.yaml", "-o", "t.parquet", code=2)
+    assert out.strip().endswith(
+        "pip install 'hpsearch[parquet]', or export CSV or JSON Lines (-o trials.csv)"
+    )
+    assert len(out.strip().splitlines()) == 1
+    out = hpsearch_("status", "default.yaml", "--storage", "grpc://127.0.0.1:1", code=2)
+    assert "pip install 'hpsearch[grpc]'" in out
+    assert len(out.strip().splitlines()) == 1
