@@ -199,8 +199,14 @@ def _write_jsonl(out: IO[str], columns: Columns, data: Iterator[dict[str, Any]])
 
 
 def _write_parquet(path: Path, columns: Columns, data: Iterator[dict[str, Any]]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:  # the `parquet` extra: CSV and JSON Lines need nothing
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise HpsearchError(
+            "Parquet export needs pyarrow, which is not installed; pip install "
+            "'hpsearch[parquet]', or export CSV or JSON Lines (-o trials.csv)"
+        ) from None
 
     types = {name: _arrow_type(name, columns.kinds[name]) for name in columns.names}
     schema = pa.schema([(name, types[name]) for name in columns.names])
