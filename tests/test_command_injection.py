@@ -40,7 +40,8 @@ REFUSED = [
     "env --split-string={x}", "env -S {x}", "env LD_PRELOAD={x} train", "env BASH_ENV={x} bash x",
     "env {x}", "env -i A=1 {x} --lr 1", "xargs {x}", "xargs -n 1 {x}", "timeout 10 {x}",
     "timeout -s KILL 10 {x}", "nice -n 5 {x}", "nohup {x}", "find . -exec {x} ;",
-    "sudo -u me {x}", "python3 -W ignore -c {x}", "python3 -I -c{x}", "bash --rcfile {x} -i",
+    "sudo -u me {x}", "node -pe {x}", "deno eval {x}", "python3 -W ignore -c {x}",
+    "python3 -I -c{x}", "bash --rcfile {x} -i",
 ]  # fmt: skip
 ALLOWED = [
     f"{PY} -c 'import sys; print(sys.argv[1:])' {{x}}", "sh -c 'echo \"$1\"' sh {x}",

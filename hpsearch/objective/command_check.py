@@ -159,6 +159,8 @@ def _interpreter_words(family: str, rest: list[str]) -> Iterator[int]:
         else:
             if family == "shell" or not code_given:
                 yield j  # the shell's code or script, another interpreter's script or program
+            if family == "node" and word == "eval" and j + 1 < len(rest):
+                yield j + 1  # `deno eval CODE`
             return
 
 
@@ -174,6 +176,8 @@ def _option(family: str, word: str) -> tuple[bool, bool]:
         code = word in _GENERIC_CODE or word[-1] in "ce"
         return code, code
     letters = _ARG_LETTERS[family]
+    if family == "node":  # no attached values: `-pe CODE` is `-p -e CODE`
+        return word[-1] in letters, bool(set(word[1:]) & set(_CODE_LETTERS["node"]))
     for i, letter in enumerate(word[1:], start=1):
         if letter in letters:
             code = letter in _CODE_LETTERS[family] or (family == "python" and letter == "m")
