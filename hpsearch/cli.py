@@ -99,6 +99,9 @@ def _main(argv: Sequence[str] | None) -> int:
         parser = build_parser(argv[0] if argv and argv[0] in NAMES else None)
         args = parser.parse_args(argv)
         _configure_logging(args.verbose, args.quiet)
+    except HpsearchError as e:  # a flag's value out of range (`bounded_int`)
+        print(f"hpsearch: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hpsearch: interrupted", file=sys.stderr)
         return 130

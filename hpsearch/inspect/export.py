@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,25 @@ from optuna.trial import FrozenTrial
 
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.source import StudyView, curve, duration_s, is_curve_attr, utc_iso
+from hpsearch.storage.attrs import (
+    BATCH_SIZE_ATTR,
+    CHECKPOINT_ATTR,
+    DEVICE_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    HOST_ATTR,
+    PRUNE_REASON_ATTR,
+    SEED_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.optuna_compat import trial_id
 
 FORMATS = ("csv", "json", "parquet")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 # Shown first among the user attributes; the rest follow in alphabetical order.
-FIRST_ATTRS = ("worker", "host", "device", "batch_size", "epochs_run", "seed", "checkpoint",
-               "fail_reason", "prune_reason")  # fmt: skip
+FIRST_ATTRS = (WORKER_ATTR, HOST_ATTR, DEVICE_ATTR, BATCH_SIZE_ATTR, EPOCHS_RUN_ATTR, SEED_ATTR,
+               CHECKPOINT_ATTR, FAIL_REASON_ATTR, PRUNE_REASON_ATTR)  # fmt: skip
 ROWS_PER_BATCH = 1000  # rows per Parquet record batch
 
 
@@ -73,7 +86,7 @@ def trial_row(view: StudyView, trial: FrozenTrial) -> dict[str, Any]:
     row["last_intermediate"] = steps[max(steps)] if steps else None
     finite = [v for v in steps.values() if not math.isnan(v)]
     row["best_intermediate"] = min(finite, key=lambda v: sign * v) if finite else None
-    row["retry_of"] = trial.system_attrs.get("failed_trial")
+    row["retry_of"] = trial.system_attrs.get(FAILED_TRIAL_ATTR)
     for key in _attr_order(trial.user_attrs):
         if not is_curve_attr(key, view.metrics):
             value = trial.user_attrs[key]
@@ -146,7 +159,11 @@ def export_to(view: StudyView, out: IO[str], fmt: str) -> int:
 def export(view: StudyView, path: Path, fmt: str) -> int:
     """Write every trial to `path` (through a temporary file, renamed at the end); rows written."""
     columns = scan(view)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A new file of a random name (never an existing file or a planted link), renamed over
+    # `path` at the end: a link at `path` is replaced, not written through.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         if fmt == "parquet":
             n = _write_parquet(tmp, columns, rows(view, columns))
@@ -182,8 +199,14 @@ def _write_jsonl(out: IO[str], columns: Columns, data: Iterator[dict[str, Any]])
 
 
 def _write_parquet(path: Path, columns: Columns, data: Iterator[dict[str, Any]]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:  # the `parquet` extra: CSV and JSON Lines need nothing
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise HpsearchError(
+            "Parquet export needs pyarrow, which is not installed; pip install "
+            "'hpsearch[parquet]', or export CSV or JSON Lines (-o trials.csv)"
+        ) from None
 
     types = {name: _arrow_type(name, columns.kinds[name]) for name in columns.names}
     schema = pa.schema([(name, types[name]) for name in columns.names])

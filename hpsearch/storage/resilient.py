@@ -91,6 +91,8 @@ class ResilientRDBStorage(TrialFates):
         self.taken: int | None = None  # the trial this process last started, for a signal
         # When this process wrote the first heartbeat of `taken`, with the trial's start.
         self._first_beat = -float("inf")
+        self._beat_ok = -float("inf")
+        self.on_revive: list[Callable[[int], None]] = []
         self._trial_attrs: dict[str, Any] = {}  # written on every trial this process starts
         self._serialize_sqlite = serialize_sqlite
         super().__init__(*args, **kwargs)
@@ -131,7 +133,7 @@ class ResilientRDBStorage(TrialFates):
         if self._trial_attrs:
             upsert_user_attrs(session, self.engine.dialect.name, trial_id, self._trial_attrs)
         self.taken = trial_id
-        self._first_beat = time.monotonic()
+        self._first_beat = self._beat_ok = time.monotonic()
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
@@ -300,8 +302,12 @@ class ResilientRDBStorage(TrialFates):
         if trial_id == self.taken and time.monotonic() - self._first_beat < young:
             self._first_beat = -float("inf")  # only the thread's first beat
             return
+        self.keep_alive(trial_id)  # a beat after a starved while: failed as stale meanwhile?
+        sent = time.monotonic()
         try:
             super().record_heartbeat(trial_id)
+            if trial_id == self.taken:
+                self._beat_ok = sent
         except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
             # A missed beat is harmless while shorter than the grace period; a dead heartbeat
             # thread would get this live trial failed and run twice.
@@ -342,3 +348,23 @@ for _name in (*_RETRIED, *CACHE_LAYER_CALLS):
         _name,
         _retrying(getattr(ResilientRDBStorage, _name)),
     )
+
+
+def _revivable(method: F) -> F:
+    # A write to this process's trial that finds it finished: failed as stale while this
+    # worker was starved? Revived, the write is made (`TrialFates.keep_alive`).
+    @functools.wraps(method)
+    def call(self: ResilientRDBStorage, trial_id: int, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, trial_id, *args, **kwargs)
+        except UpdateFinishedTrialError:
+            if not self.keep_alive(trial_id):
+                raise
+            return method(self, trial_id, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+for _name in ("set_trial_intermediate_value", "set_trial_user_attrs", "set_trial_user_attr",
+              "set_trial_system_attr", "set_trial_param"):  # fmt: skip
+    setattr(ResilientRDBStorage, _name, _revivable(getattr(ResilientRDBStorage, _name)))

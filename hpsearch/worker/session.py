@@ -31,7 +31,8 @@ from hpsearch.budget import trials_started as count_started
 from hpsearch.spec import Budget, LoadedSpec
 from hpsearch.storage import STORAGE_ERRORS, ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage import refuse_sqlite_across_machines as refuse_sqlite
-from hpsearch.storage.optuna_compat import study_id, told_trial, trial_id
+from hpsearch.storage.attrs import FAIL_REASON_ATTR
+from hpsearch.storage.optuna_compat import forget_finished, study_id, told_trial, trial_id
 from hpsearch.study import check_requirements, create_or_load
 from hpsearch.worker.retry_policy import (
     RetryPolicy,
@@ -106,6 +107,7 @@ class StudySession:
             else:
                 ledger.ensure(limits)  # the study's budget, as stored; made here if missing
             storage.use_budget(study_id(study), ledger)
+            storage.on_revive.append(lambda revived: forget_finished(study, revived))
         return cls(study, joined.created, joined.budget, storage, ledger, worker, policy,
                    StopWatch(study))  # fmt: skip
 
@@ -128,9 +130,7 @@ class StudySession:
 
     def resume(self) -> str | None:
         """Clear the study's stop (`run --resume`); returns what it was, if anything."""
-        cleared = resume(self.study, by=self.worker)
-        if self.ledger is not None:
-            self.ledger.reopen()
+        cleared = resume(self.study, by=self.worker, ledger=self.ledger)
         return describe(cleared) if cleared is not None else None
 
     # --- between trials -----------------------------------------------------------------
@@ -184,21 +184,31 @@ class StudySession:
         """The objective was called for `trial` (the one a signal hands back)."""
         self.current = trial_id(trial)
 
+    def before_tell(self, trial: optuna.Trial) -> None:
+        """The objective is done: if another worker failed the trial as stale meanwhile (this
+        worker starved of CPU, or cut from the database, for longer than the grace period),
+        revive it so that its result is recorded, not lost (`TrialFates.keep_alive`)."""
+        if self.database is not None:
+            self.database.keep_alive(trial_id(trial))
+
     def finished(self, trial: FrozenTrial, spec_metric: str, direction: str) -> str | None:
         """Count a finished trial against the budget; why the study is done, if it now is."""
         if self.ledger is not None and self.budget.gpu_hours is not None:
             self.ledger.spend_gpu_seconds(gpu_seconds(trial))
         reached = target_reached(self.budget.target, direction, spec_metric, trial)
         if reached is not None:
-            if self.ledger is not None:
-                self.ledger.close(reached)  # from this commit on, no trial starts anywhere
-            stop_study(self.study, reason=reached, kind="target", by=self.worker)
+            stop_study(
+                self.study, reason=reached, kind="target", by=self.worker, ledger=self.ledger
+            )  # from this commit on, no trial starts anywhere
         return reached
 
-    def spent_reason(self) -> str | None:
-        """After `BudgetSpent`: what is spent (the ledger says)."""
+    def spent_reason(self) -> tuple[str | None, bool]:
+        """After `BudgetSpent`: what is spent (the ledger says), and whether the study was
+        closed for every worker (stopped, or its target reached) rather than used up."""
         state = self.ledger.state() if self.ledger is not None else None
-        return state.spent_reason(time.time()) if state is not None else None
+        if state is None:
+            return None, False
+        return state.spent_reason(time.time()), state.closed is not None
 
     def others_running(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -229,7 +239,7 @@ class StudySession:
             if self.database is not None:
                 self.database.mark_for_retry(trial_id(trial), reason, cause="stop")
             else:
-                trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr(FAIL_REASON_ATTR, reason)
         except STORAGE_ERRORS as e:
             _log.warning("trial %d not marked for a retry: %s", trial.number, e)
 
