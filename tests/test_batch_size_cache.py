@@ -127,7 +127,8 @@ def test_two_processes_writing_lose_nothing_and_never_tear_the_file(tmp_path: Pa
     reads = 0
     while any(w.poll() is None for w in writers):
         # Readers take no lock: they must never see half a file. The writers start after the
-        # first read, so reading and writing surely overlap, however the processes are scheduled.
+        # first read, so there is a read however the processes are scheduled, then more while
+        # they write.
         json.loads(cache.path.read_text())
         reads += 1
         (tmp_path / "go").touch()
