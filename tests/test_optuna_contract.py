@@ -107,9 +107,11 @@ def _emptied(rdb: ResilientRDBStorage) -> None:
 
 
 @pytest.fixture(
-    params=[(b, layer) for b in BACKENDS for layer in ("worker", "cached", "read-through")
+    params=[pytest.param((b, layer), id=f"{b}-{layer}",
+                         # `make test-fast` checks the worker's own storage; `make test` all.
+                         marks=[pytest.mark.slow] if layer != "worker" else [])
+            for b in BACKENDS for layer in ("worker", "cached", "read-through")
             if b == "sqlite" or layer == "worker"],  # the layers are the same code on each
-    ids=lambda p: f"{p[0]}-{p[1]}",
 )  # fmt: skip
 def storage(request: pytest.FixtureRequest, worker_storages: dict[str, Any]) -> BaseStorage:
     kind, layer = request.param
