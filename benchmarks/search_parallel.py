@@ -186,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for i, run in enumerate(pool.imap_unordered(_work, jobs), start=1):
             runs.append(run)
-            if i % 20 == 0 or i == len(jobs):
-                print(f"  {i}/{len(jobs)} runs, {time.perf_counter() - started:.0f}s", flush=True)
+            print(
+                f"  {i}/{len(jobs)} runs, {time.perf_counter() - started:.0f}s ({run.problem} "
+                f"{run.task} {run.method} seed {run.seed}: {run.seconds:.0f} CPU s)",
+                flush=True,
+            )
     problems = sorted({r.problem for r in runs})
     references: dict[tuple[str, str], tuple[float, float]] = {}
     for task in args.tasks:
