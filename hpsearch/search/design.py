@@ -51,11 +51,11 @@ def _value(u: float, distribution: BaseDistribution) -> Any:
             value = distribution.low + min(int(u * count), count - 1) * distribution.step
         return int(min(max(value, distribution.low), distribution.high))
     if isinstance(distribution, FloatDistribution):
-        value = _scale(u, distribution.low, distribution.high, distribution.log)
+        real = _scale(u, distribution.low, distribution.high, distribution.log)
         if distribution.step is not None:
-            steps = round((value - distribution.low) / distribution.step)
-            value = distribution.low + steps * distribution.step
-        return float(min(max(value, distribution.low), distribution.high))
+            steps = round((real - distribution.low) / distribution.step)
+            real = distribution.low + steps * distribution.step
+        return float(min(max(real, distribution.low), distribution.high))
     return None
 
 
