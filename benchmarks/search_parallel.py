@@ -90,13 +90,17 @@ def table(figures: Figures, problem: str, tasks: list[str], methods: list[str], 
     lines = [
         f"| method | {head} | compute to random@100 | wall to random@100 | trials (completed) "
         "| CPU s |",
-        "| --- |" + " ---: |" * (len(BUDGETS) + 5),
+        "| --- |" + " ---: |" * (len(BUDGETS) + 4),
     ]
     for method in methods:
         runs = [r for r in figures.runs if r.problem == problem and r.method == method]
         if not runs:
             continue
-        regrets = [statistics.fmean(figures.regret(r, b) for r in runs) for b in BUDGETS]
+        limit = 100 if method == "random" else cap
+        regrets = [
+            statistics.fmean(figures.regret(r, b) for r in runs) if b <= limit else math.nan
+            for b in BUDGETS
+        ]
         compute, wall = [], []
         for task in tasks:
             target = figures.target.get((problem, task))
@@ -107,7 +111,8 @@ def table(figures: Figures, problem: str, tasks: list[str], methods: list[str], 
             wall.append(statistics.median(wall_to(r, target) for r in mine))
         started = statistics.fmean(len(r.trials) for r in runs)
         completed = statistics.fmean(sum(v is not None for _, v in r.trials) for r in runs)
-        cells = [f"{x:.3f}" for x in regrets] + [_cell(compute, cap), _cell(wall, cap)]
+        cells = ["-" if math.isnan(x) else f"{x:.3f}" for x in regrets]
+        cells += [_cell(compute, limit), _cell(wall, limit)]
         cells += [
             f"{started:.0f} ({completed:.0f})",
             f"{statistics.fmean(r.seconds for r in runs):.1f}",
