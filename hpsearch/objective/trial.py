@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from hpsearch.budget import BudgetSpent
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import function_runner, load_function
@@ -36,7 +37,7 @@ from hpsearch.spec import (
     StudySpec,
     TrainerObjective,
 )
-from hpsearch.storage import BudgetSpent
+from hpsearch.storage.attrs import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from hpsearch.study import suggest
 
 _log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ def build(
         except Exception as e:
             # Also when the sampler fails (a missing package): the reason is on the trial.
             attrs = {} if recorded else dict(context.attrs)
-            if "fail_reason" not in trial.user_attrs:
-                attrs["fail_reason"] = f"{type(e).__name__}: {e}"[:500]
+            if FAIL_REASON_ATTR not in trial.user_attrs:
+                attrs[FAIL_REASON_ATTR] = f"{type(e).__name__}: {e}"[:500]
             record(trial, attrs)
             raise
 
@@ -130,10 +131,10 @@ def _reporter(
         except BudgetSpent:
             # The study's epoch budget is spent: this epoch is not recorded, the trial ends
             # with what it has (PRUNED keeps its curve; the sampler learns nothing false).
-            trial.set_user_attr("prune_reason", "budget.epochs spent")
+            trial.set_user_attr(PRUNE_REASON_ATTR, "budget.epochs spent")
             raise optuna.TrialPruned(f"the study's epoch budget is spent at step {step}") from None
         if trial.should_prune():
-            trial.set_user_attr("prune_reason", f"{metric}={number:.6g} at step {step}")
+            trial.set_user_attr(PRUNE_REASON_ATTR, f"{metric}={number:.6g} at step {step}")
             raise optuna.TrialPruned(f"pruned at step {step} with {metric}={number:.6g}")
 
     return report

@@ -126,12 +126,20 @@ def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
 
 def make_pruner(p: Any) -> BasePruner:
     """The Optuna pruner for a pruner spec."""
+    with warnings.catch_warnings():
+        # `wilcoxon` and `patient` are "experimental" in Optuna: a warning on every worker's
+        # start that the user, who chose the pruner by name, can do nothing about.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _pruner(p)
+
+
+def _pruner(p: Any) -> BasePruner:
     if p is None or isinstance(p, s.NoPruner):
         return optuna.pruners.NopPruner()
     if isinstance(p, s.AutoPruner):
         return search.AutoPruner()
     if isinstance(p, s.PatientPruner):
-        wrapped = None if p.wrapped is None else make_pruner(p.wrapped)
+        wrapped = None if p.wrapped is None else _pruner(p.wrapped)
         return optuna.pruners.PatientPruner(wrapped, patience=p.patience, min_delta=p.min_delta)
     options = p.model_dump(exclude={"type"})
     pruners: dict[type, Callable[..., BasePruner]] = {
