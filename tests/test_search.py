@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Container, Sequence
-from pathlib import Path
 
 import optuna
 import pytest
@@ -17,8 +16,6 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from hpsearch.search import AutoPruner, AutoSampler
-from hpsearch.spec import load_spec
-from hpsearch.study.algorithms import make_sampler
 
 Curve = Callable[[int], float]
 
@@ -285,27 +282,3 @@ def test_importing_the_search_leaves_torch_out(module: str) -> None:
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_a_fleets_start_up_trials_cover_the_space_together(
-    write_study: Callable[..., Path],
-) -> None:
-    # Two workers built from one study file as `hpsearch run` builds them (the second with a
-    # joining worker's salted seed) start 8 trials before any ends: one design for the fleet,
-    # so each eighth of the range gets exactly one of them.
-    path = write_study("""
-        name: fleet
-        metric: loss
-        objective: {function: "objective.py:run"}
-        search_space:
-          x: {type: float, low: 0.0, high: 1.0}
-    """)
-    spec = load_spec(path).spec
-    storage = InMemoryStorage()
-    first = optuna.create_study(storage=storage, study_name="fleet", sampler=make_sampler(spec))
-    second = optuna.load_study(
-        study_name="fleet", storage=storage, sampler=make_sampler(spec, salt="worker-2")
-    )
-    trials = [(first, second)[i % 2].ask() for i in range(8)]
-    eighths = sorted(int(trial.suggest_float("x", 0, 1) * 8) for trial in trials)
-    assert eighths == list(range(8))

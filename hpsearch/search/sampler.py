@@ -20,14 +20,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, GPSampler, RandomSampler, TPESampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.search.design import SobolStartup
 from hpsearch.search.mirror import Mirror
 
 # GP fits cost O(n^3) and its advantage is on small budgets (the targets are at 8-20 full
@@ -40,9 +38,6 @@ _GP_MAX_DIMS = 16
 # Random trials before the models take over: 5 rather than Optuna's 10 needed 2-4 fewer
 # trainings to reach random search's 100-training result on all 8 LCBench dev tasks.
 _N_STARTUP = 5
-# The start-up trials take the points of one scrambled Sobol design shared by the fleet
-# (hpsearch/search/design.py) rather than independent random draws (0: random).
-_SOBOL_STARTUP = 1
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -51,18 +46,11 @@ class AutoSampler(BaseSampler):
 
     Args:
         seed: makes the sequence of suggestions reproducible (one worker); None draws one.
-        design_seed: scrambles the start-up design; every worker of a study must be given
-            the same (hpsearch derives it from the study file). None: `seed`, else drawn.
     """
 
-    def __init__(self, *, seed: int | None = None, design_seed: int | None = None) -> None:
+    def __init__(self, *, seed: int | None = None) -> None:
         self._gp = GPSampler(seed=seed, n_startup_trials=0, warn_independent_sampling=False)
         self._random = RandomSampler(seed=seed)
-        if design_seed is None:
-            design_seed = (
-                seed if seed is not None else int(np.random.default_rng().integers(2**31))
-            )
-        self._startup = SobolStartup(design_seed, seed)
         with warnings.catch_warnings():
             # `group` is "experimental" since Optuna 2.8; it is what models conditional
             # parameters jointly, and the warning says nothing a user can act on.
@@ -94,7 +82,7 @@ class AutoSampler(BaseSampler):
                 self._mirror = Mirror(self._gp, study.directions)
             self._mirror.sync(trials, trial.number)
             if self._mirror.completed() < _N_STARTUP:
-                sampler = self._startup if _SOBOL_STARTUP else self._random
+                sampler = self._random
         self._chosen[trial.number] = sampler
         sampler.before_trial(study, trial)
 
@@ -150,5 +138,4 @@ class AutoSampler(BaseSampler):
     def reseed_rng(self) -> None:
         self._gp.reseed_rng()
         self._random.reseed_rng()
-        self._startup.reseed_rng()
         self._tpe.reseed_rng()

@@ -21,12 +21,7 @@ from hpsearch.study.space import grid
 
 
 def _auto(p: s.AutoSampler, spec: StudySpec) -> BaseSampler:
-    # One start-up design for every worker of the study: from the file's seed as written (`p`
-    # holds a joining worker's salted one), else from the study's name.
-    design = spec.sampler.seed
-    if design is None:
-        design = int.from_bytes(hashlib.sha256(spec.name.encode()).digest()[:4], "big")
-    return search.AutoSampler(seed=p.seed, design_seed=design)
+    return search.AutoSampler(seed=p.seed)
 
 
 def _tpe(p: s.TpeSampler, spec: StudySpec) -> BaseSampler:
