@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from hpsearch.spec._base import (
+    MAX_COUNT,
     Duration,
     KeyPath,
     Problem,
@@ -29,6 +30,7 @@ from hpsearch.spec.artifacts import ArtifactStoreSpec
 from hpsearch.spec.messages import example
 from hpsearch.spec.objectives import ObjectiveSpec, TrainerObjective
 from hpsearch.spec.params import FloatParam, Param, describe_param, param_contains
+from hpsearch.spec.tracking import Tracking
 from hpsearch.train.options import (
     METRICS,
     SEARCHABLE_OPTIONS,
@@ -43,12 +45,16 @@ from hpsearch.train.options import (
 class Budget(SpecModel):
     """Study-wide limits, for all workers together; the first one reached stops new trials."""
 
-    n_trials: int | None = Field(None, ge=1)
+    n_trials: int | None = Field(None, ge=1, le=MAX_COUNT)
     timeout: Duration | None = None
-    gpu_hours: float | None = Field(None, gt=0)
-    epochs: int | None = Field(None, ge=1)  # epochs (reported steps) trained, all trials
+    gpu_hours: float | None = Field(None, gt=0, le=MAX_COUNT)
+    epochs: int | None = Field(
+        None, ge=1, le=MAX_COUNT
+    )  # epochs (reported steps) trained, all trials
     target: float | None = None  # stop once a completed trial's metric reaches this
-    max_failures: int = Field(5, ge=1)  # a worker stops after this many failed trials in a row
+    max_failures: int = Field(
+        5, ge=1, le=MAX_COUNT
+    )  # a worker stops after this many failed trials in a row
 
     @property
     def is_unlimited(self) -> bool:
@@ -65,9 +71,9 @@ class Budget(SpecModel):
 class Workers(SpecModel):
     """How workers share a server database and recover from crashes."""
 
-    heartbeat_interval: int = Field(30, ge=1)
-    grace_period: int | None = Field(None, ge=1)  # None: 4 heartbeats
-    max_retries: int = Field(2, ge=0)
+    heartbeat_interval: int = Field(30, ge=1, le=MAX_COUNT)
+    grace_period: int | None = Field(None, ge=1, le=MAX_COUNT)  # None: 4 heartbeats
+    max_retries: int = Field(2, ge=0, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _grace_after_heartbeat(self) -> Workers:
@@ -114,6 +120,7 @@ class StudySpec(SpecModel):
     storage: str | None = None
     artifacts: str | None = None
     artifact_store: ArtifactStoreSpec | None = None
+    tracking: Tracking = Field(default_factory=Tracking)
     sampler: SamplerSpec = Field(default_factory=lambda: AutoSampler(type="auto"))
     pruner: PrunerSpec = Field(default_factory=lambda: AutoPruner(type="auto"))
     budget: Budget = Field(default_factory=Budget)

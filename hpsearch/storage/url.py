@@ -2,9 +2,10 @@
 
 Precedence, first match wins: the `--storage` flag > the `HPSEARCH_STORAGE` environment variable >
 Optuna's own `OPTUNA_STORAGE` > `storage:` in the study file > the default SQLite file
-`<home>/hpsearch.db`, where <home> is `default_home`: a `storage/` folder of the checkout holding
-the study file when it has one (hpsearch's own does), else this user's data folder, never the
-root of whatever repository the study file sits in.
+`<home>/hpsearch.db`, where <home> is `default_home`: the project's own `storage/` folder when it
+has one (hpsearch's own checkout does), else a folder of this project's own in this user's data
+folder; never the root of whatever repository the study file sits in, never an unrelated
+ancestor's `storage/`, never a file two projects share.
 
 A password never comes from the study file or the command line (both are visible: in version
 control and in `ps`). It comes from `HPSEARCH_DB_PASSWORD`, or from `HPSEARCH_STORAGE`, and is
@@ -16,7 +17,9 @@ only the constructor of Optuna's `RDBStorage` needs its braces doubled (`storage
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from hpsearch.errors import StorageError
 from hpsearch.spec import LoadedSpec
+from hpsearch.storage.url_options import check_query
 
 PASSWORD_ENV = "HPSEARCH_DB_PASSWORD"
 STORAGE_ENV = "HPSEARCH_STORAGE"
@@ -70,6 +74,24 @@ class StorageURL:
         return f"StorageURL({self.redacted!r}, source={self.source!r})"
 
 
+PROXY_PORT = 13000  # the storage proxy's default port (`grpc://host` without one)
+
+
+def require_grpc() -> None:
+    """The storage proxy (server and `grpc://` client) needs the `grpc` extra.
+
+    Raises:
+        StorageError: one line naming the extra.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("grpc") is None:
+        raise StorageError(
+            "the storage proxy (grpc://, `hpsearch storage-proxy`) needs gRPC, which is not "
+            "installed; pip install 'hpsearch[grpc]'"
+        )
+
+
 OPTUNA_STORAGE_ENV = "OPTUNA_STORAGE"  # what the optuna CLI and optuna-dashboard read
 HOME_ENV = "HPSEARCH_HOME"
 
@@ -77,18 +99,39 @@ HOME_ENV = "HPSEARCH_HOME"
 def default_home(study_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
     """Where hpsearch keeps a study's database and artifacts when nothing says otherwise.
 
-    A `storage/` folder in the study file's folder or above it, up to the root of its git
-    checkout (a project opts in by making one; hpsearch's own checkout has it), else
-    `$HPSEARCH_HOME`, else this user's data folder: `$XDG_DATA_HOME/hpsearch` or
-    `~/.local/share/hpsearch` (`~/Library/Application Support/hpsearch` on macOS,
-    `%LOCALAPPDATA%\\hpsearch` on Windows).
+    The project's own `storage/` folder, else a folder of this project's own in this user's data
+    folder. The project is the git checkout holding the study file, or, outside any checkout,
+    the study file's folder. Its `storage/` is a `storage/` folder in the study file's folder or
+    above it up to the checkout's root (a project opts in by making one; hpsearch's own checkout
+    has it); outside a checkout only the study file's own folder counts, never an ancestor that
+    happens to hold a `storage/`. Else `<data>/projects/<project>-<hash of its path>`, where
+    <data> is `$HPSEARCH_HOME`, else `$XDG_DATA_HOME/hpsearch` or `~/.local/share/hpsearch`
+    (`~/Library/Application Support/hpsearch` on macOS, `%LOCALAPPDATA%\\hpsearch` on Windows):
+    two projects never share a study by accident, whatever their studies are named.
     """
-    env = os.environ if environ is None else environ
-    for folder in (study_dir, *study_dir.parents):
+    root = checkout_root(study_dir)
+    for folder in (study_dir, *study_dir.parents) if root is not None else (study_dir,):
         if (folder / "storage").is_dir():
             return folder / "storage"
-        if (folder / ".git").exists():
-            break  # the checkout's root: a folder above belongs to something else
+        if folder == root:
+            break  # a folder above belongs to something else
+    project = root if root is not None else study_dir
+    digest = hashlib.sha256(str(project).encode()).hexdigest()[:12]
+    return data_home(environ) / "projects" / f"{_safe(project.name)}-{digest}"
+
+
+def checkout_root(folder: Path) -> Path | None:
+    """The root of the git checkout holding `folder` (where `.git` is), or None."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """This user's hpsearch data folder: `$HPSEARCH_HOME`, else the platform's (see
+    `default_home`)."""
+    env = os.environ if environ is None else environ
     if env.get(HOME_ENV):
         return Path(env[HOME_ENV]).expanduser()
     if sys.platform == "darwin":
@@ -97,6 +140,10 @@ def default_home(study_dir: Path, environ: Mapping[str, str] | None = None) -> P
         return Path(env["LOCALAPPDATA"]) / "hpsearch"
     data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data) / "hpsearch"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "project"
 
 
 def resolve(
@@ -151,12 +198,44 @@ def _password_of(raw: str) -> str | None:
 
 
 def _check_grpc(raw: str, source: str) -> None:
+    if any(c in raw for c in "?#@"):
+        raise StorageError(
+            f"{source}: a storage proxy URL takes no options, user or password; write "
+            "grpc://proxy-host:13000 (the proxy holds the database URL)"
+        )
     _, _, port = raw.removeprefix("grpc://").rstrip("/").partition(":")
     if port and not port.isdigit():
         raise StorageError(
             f"{source}: the storage proxy's port must be a number, but got {port!r}; write e.g. "
             "grpc://proxy-host:13000"
         )
+
+
+_RAW_AT = (
+    "{source}: the storage URL has more than one `@` before its host, so its password holds a "
+    "raw `@` (or `/`, `?`, `#`); percent-encode the password (`@` is %40, `/` is %2F), e.g. "
+    'with python3 -c "import getpass, urllib.parse; print(urllib.parse.quote('
+    "getpass.getpass(), safe=''))\", or set the password alone in HPSEARCH_DB_PASSWORD"
+)
+
+
+def _raw_password(raw: str) -> bool:
+    """Whether a server URL's password holds a raw `@`, `/`, `?` or `#`: SQLAlchemy would then
+    take the rest of it for the host, database or query, and print it in every log line."""
+    scheme, _, rest = raw.partition("://")
+    if scheme.startswith("sqlite") or "@" not in rest:
+        return False  # a file path may hold an `@`; only server URLs carry a password
+    userinfo, _, _ = rest.partition("@")
+    return rest.count("@") > 1 or any(c in userinfo for c in "/?#")
+
+
+def _shown(raw: str) -> str:
+    """`raw` for an error message, unless a password could be in it (a `:` or `@` after the
+    scheme): then the scheme only."""
+    scheme, sep, rest = raw.partition("://")
+    if not re.search(r"[:@]", rest if sep else raw):
+        return repr(raw)
+    return f"{scheme}://..." if sep and "@" not in scheme else "the URL given"
 
 
 def normalise(raw: str, source: str, *, base: Path, password: str | None) -> StorageURL:
@@ -171,16 +250,10 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
     if raw.startswith("grpc://"):
         _check_grpc(raw, source)
         return StorageURL(raw, source)
-    authority = raw.partition("://")[2].partition("/")[0]
-    if authority.count("@") > 1:
+    if _raw_password(raw):
         # make_url would take what follows the first `@` for the host and print it in every
         # log line: the rest of the password. The URL is not shown here for the same reason.
-        raise StorageError(
-            f"{source}: the storage URL has more than one `@` before its host, so its password "
-            "holds a raw `@`; percent-encode the password (`@` is %40), e.g. with python3 -c "
-            "\"import getpass, urllib.parse; print(urllib.parse.quote(getpass.getpass(), "
-            "safe=''))\", or set the password alone in HPSEARCH_DB_PASSWORD"
-        )
+        raise StorageError(_RAW_AT.format(source=source))
     try:
         url = make_url(raw)
     except ValueError:  # int() of the port
@@ -190,15 +263,18 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
         ) from None
     except ArgumentError:
         raise StorageError(
-            f"{source}: {raw!r} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
+            f"{source}: {_shown(raw)} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
             "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
         ) from None
+    if "@" in (url.host or ""):  # the rest of a password that held a raw `@`
+        raise StorageError(_RAW_AT.format(source=source))
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
         raise StorageError(
             f"{source}: storage {backend!r} is not supported; use sqlite, postgresql, mysql "
             "or grpc://host:port (the storage proxy)"
         )
+    check_query(backend, url.query, source)
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
     if backend == "sqlite" and url.database and url.database != ":memory:":

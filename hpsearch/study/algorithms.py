@@ -16,6 +16,7 @@ from hpsearch import search
 from hpsearch import spec as s
 from hpsearch.spec import LoadedSpec, StudySpec
 from hpsearch.study.space import grid
+from hpsearch.tracking import missing_extra
 
 # --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
 
@@ -167,7 +168,8 @@ def _missing(model: Any) -> list[str]:
 
 
 def check_requirements(loaded: LoadedSpec) -> None:
-    """The chosen sampler's and pruner's packages are installed (for `validate` and `run`).
+    """The packages of the chosen sampler, pruner and trackers are installed (for `validate`
+    and `run`, before any study is made).
 
     Raises:
         SpecError: naming the key, the missing package and the fix.
@@ -192,3 +194,6 @@ def check_requirements(loaded: LoadedSpec) -> None:
             )
         pruner = getattr(pruner, "wrapped", None)
         where = (*where, "wrapped")
+    tracker = missing_extra(spec.tracking)
+    if tracker is not None:
+        raise loaded.error(("tracking", tracker[0]), tracker[1])

@@ -33,6 +33,7 @@ MACHINE_KEYS = (
     "storage",
     "artifacts",
     "artifact_store",  # a shared folder may be mounted elsewhere on each machine
+    "tracking",  # what each worker also sends its trials to
     "objective.dataset.path",
     "objective.dataset.val_path",
     "objective.device",

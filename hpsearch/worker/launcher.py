@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -163,9 +164,9 @@ def _child_main(args: list[str], env: dict[str, str]) -> None:
         signal.signal(s, signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(env)
-    from hpsearch.cli import main  # imported by the parent already: nothing to load
-
-    sys.exit(main(args))
+    # What `python -m hpsearch ARGS` runs, in this process: its modules are loaded already.
+    sys.argv = [sys.argv[0], *args]
+    runpy.run_module("hpsearch", run_name="__main__", alter_sys=True)
 
 
 def _can_fork() -> bool:

@@ -35,6 +35,7 @@ from hpsearch.objective import TrialContext, UserFunction, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
 from hpsearch.spec import Budget, GridSampler, LoadedSpec
 from hpsearch.storage import StorageURL, first_line, give_up_after
+from hpsearch.storage.attrs import PRUNE_REASON_ATTR, WORKER_ATTR
 from hpsearch.worker import launcher, provenance
 from hpsearch.worker.session import StudySession, worker_name
 from hpsearch.worker.stopping import Failures, describe, storage_cause, storage_failed
@@ -261,7 +262,7 @@ class _Worker:
             artifacts=provenance.artifacts_dir(
                 self.loaded, self.url, session.study.study_name, self.options.artifacts
             ),
-            attrs={"worker": self.name, **provenance.worker_attrs(self.loaded)},
+            attrs={WORKER_ATTR: self.name, **provenance.worker_attrs(self.loaded)},
             observe=self.observer(session),
         )
         if session.database is not None:
@@ -300,7 +301,7 @@ class _Worker:
             if record is None:
                 return
             if record.get("kind") == "target":  # the study is done: end this trial where it is
-                trial.set_user_attr("prune_reason", record["reason"])
+                trial.set_user_attr(PRUNE_REASON_ATTR, record["reason"])
                 raise optuna.TrialPruned(f"the study is done: {record['reason']}")
             raise WorkerStopped(f"study stopped: {describe(record)}")  # handed back: resume
 
