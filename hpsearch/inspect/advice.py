@@ -20,6 +20,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.savings import Savings, describe
 from hpsearch.inspect.source import StudyView
 from hpsearch.spec import (
     CategoricalParam,
@@ -27,7 +28,6 @@ from hpsearch.spec import (
     IntParam,
     Param,
     PowerOfTwoParam,
-    TrainerObjective,
 )
 from hpsearch.study import EXPONENT_PREFIX, optuna_name
 
@@ -213,26 +213,13 @@ def _progress(finished: list[FrozenTrial], sign: float) -> str:
 
 
 def _pruning(trials: list[FrozenTrial], view: StudyView) -> str | None:
-    pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    if not pruned:
+    """`status`'s pruning figure, in the same words (`inspect.savings`)."""
+    if not any(t.state == TrialState.PRUNED for t in trials):
         return None
-    unit = "epochs" if isinstance(view.loaded.spec.objective, TrainerObjective) else "steps"
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    full = max((t.last_step or 0 for t in done), default=0) or max(
-        t.last_step or 0 for t in trials
-    )
-    saved = ran = 0.0
-    for t in pruned:
-        planned = view.user_params(t.params).get("epochs") or t.user_attrs.get("epochs") or full
-        run = float(t.last_step or 0)
-        ran += run
-        saved += max(0.0, float(planned) - run)
-    ran += sum(float(t.last_step or 0) for t in done)
-    share = saved / (saved + ran) if saved + ran else 0.0
-    return (
-        f"pruning stopped {len(pruned)} of {len(trials)} trials early and saved about "
-        f"{saved:.0f} {unit} ({share:.0%} of what the study would have trained)"
-    )
+    savings = Savings.for_view(view)
+    for t in trials:
+        savings.add(t, view.user_params(t.params) if t.state == TrialState.PRUNED else {})
+    return "pruning " + describe(savings.as_json())
 
 
 _CAUSES: list[tuple[str, re.Pattern[str], str]] = [
@@ -286,11 +273,13 @@ def _position(trial: FrozenTrial, name: str, param: Param) -> float | None:
     The trial's own distribution, not the file: it holds the fitted `high: auto` limit and
     the log scale, and a power of two as its exponent.
     """
-    key = optuna_name(name, param)
+    key = name if name in trial.params else optuna_name(name, param, exponents=True)
     dist = trial.distributions.get(key)
     if not isinstance(dist, FloatDistribution | IntDistribution) or key not in trial.params:
         return None
     low, high, value = float(dist.low), float(dist.high), float(trial.params[key])
+    if isinstance(param, PowerOfTwoParam) and key == name:  # the powers inside its bounds
+        low, high = 2.0 ** math.ceil(math.log2(low)), 2.0 ** math.floor(math.log2(high))
     if dist.log:
         low, high, value = math.log(low), math.log(high), math.log(value)
     return None if high == low else (value - low) / (high - low)

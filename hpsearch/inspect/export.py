@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.source import StudyView, curve, duration_s, is_curve_attr, utc_iso
 from hpsearch.storage.optuna_compat import trial_id
+from hpsearch.study import CURVES_ATTR, read_curves
 
 FORMATS = ("csv", "json", "parquet")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -74,11 +75,34 @@ def trial_row(view: StudyView, trial: FrozenTrial) -> dict[str, Any]:
     finite = [v for v in steps.values() if not math.isnan(v)]
     row["best_intermediate"] = min(finite, key=lambda v: sign * v) if finite else None
     row["retry_of"] = trial.system_attrs.get("failed_trial")
+    row.update(_curve_columns(view, trial, steps))
     for key in _attr_order(trial.user_attrs):
-        if not is_curve_attr(key, view.metrics):
+        if not is_curve_attr(key, view.metrics) and key != CURVES_ATTR:
             value = trial.user_attrs[key]
             row[f"user_attrs_{key}"] = value if _scalar(value) else json.dumps(value)
     return row
+
+
+def _curve_columns(view: StudyView, trial: FrozenTrial, steps: dict[int, float]) -> dict[str, str]:
+    """`curve_<metric>`: every metric's value per step, as a JSON list (`curve_step` the steps).
+
+    The study's metric from Optuna's intermediate values, the others from `hpsearch:curves`;
+    where their steps differ, the other metrics' own steps are `curve_step`.
+    """
+    curves = read_curves(trial.user_attrs)
+    out: dict[str, str] = {}
+    if steps:
+        out[f"curve_{view.metrics[0]}"] = json.dumps(
+            [None if math.isnan(v) else v for v in steps.values()]
+        )
+    if curves.get("step"):
+        out["curve_step"] = json.dumps(curves["step"])
+    elif steps:
+        out["curve_step"] = json.dumps(list(steps))
+    for name, values in curves.items():
+        if name != "step":
+            out[f"curve_{name}"] = json.dumps(values)
+    return out
 
 
 def _attr_order(attrs: dict[str, Any]) -> list[str]:

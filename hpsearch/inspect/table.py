@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from hpsearch.inspect.format import STATES, fmt_count, fmt_duration, fmt_rate, fmt_value, plural
+from hpsearch.inspect.format import STATES, fmt_duration, fmt_rate, fmt_value, plural
+from hpsearch.inspect.savings import describe
 from hpsearch.inspect.status import Status
 
 WIDTH = 100
@@ -80,20 +81,7 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         speed += " | ETA unknown"
     row("speed", speed)
 
-    pr = s.pruning
-    if pr["pruned_trials"] == 0:
-        row("pruning", "no trial pruned")
-    elif pr["counted_trials"] == 0:
-        row(
-            "pruning", f"{pr['pruned_trials']} pruned; planned epochs unknown (no completed trial)"
-        )
-    else:
-        share = pr["epochs_saved"] / pr["epochs_planned"] if pr["epochs_planned"] else 0.0
-        row(
-            "pruning",
-            f"saved {fmt_count(pr['epochs_saved'])} of {fmt_count(pr['epochs_planned'])} epochs "
-            f"({share:.0%}) on {plural(pr['counted_trials'], 'pruned trial')}",
-        )
+    row("pruning", describe(s.pruning))
 
     live = [w for w in s.workers if w.live]
     seen = f" of {len(s.workers)} seen" if len(s.workers) != len(live) else ""

@@ -37,7 +37,7 @@ from hpsearch.spec import (
     TrainerObjective,
 )
 from hpsearch.storage import BudgetSpent
-from hpsearch.study import suggest
+from hpsearch.study import MetricLog, suggest, uses_exponents
 
 _log = logging.getLogger(__name__)
 
@@ -61,29 +61,41 @@ def build(
     """
     spec = loaded.spec
     runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
-    exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+    powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+    encoding: dict[str, bool] = {}  # the study's, read once
 
     def objective(trial: optuna.Trial) -> TrialValue:
         recorded = False
+        metrics = MetricLog(spec.metrics)
         try:
+            if "exponents" not in encoding:
+                encoding["exponents"] = bool(powers) and uses_exponents(trial.study)
+            exponents = encoding["exponents"]
             values = suggest(
-                trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen)
+                trial,
+                spec,
+                limit=lambda name, chosen: runner.limit(trial, name, chosen),
+                exponents=exponents,
             )
-            # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard
-            # and exports also get the value a person means (`batch_size: 32`), in one write.
-            shown = {name: values[name] for name in exponent_params if name in values}
+            # An older study keeps powers of two as exponents (`log2_batch_size: 5`); the
+            # dashboard and exports also get the value a person means (`batch_size: 32`).
+            shown = {n: values[n] for n in powers if n in values} if exponents else {}
             record(trial, {**context.attrs, **shown})
             recorded = True
-            report = _reporter(trial, spec, context.observe)
-            return _values(spec, runner.run(trial, values, report))
+            report = _reporter(trial, spec, context.observe, metrics)
+            result = runner.run(trial, values, report)
+            value = _values(spec, result)
+            record(trial, metrics.attrs(result, trial.user_attrs))
+            return value
         except optuna.TrialPruned:
+            record(trial, metrics.attrs(None, trial.user_attrs))
             raise
         except Exception as e:
             # Also when the sampler fails (a missing package): the reason is on the trial.
             attrs = {} if recorded else dict(context.attrs)
             if "fail_reason" not in trial.user_attrs:
                 attrs["fail_reason"] = f"{type(e).__name__}: {e}"[:500]
-            record(trial, attrs)
+            record(trial, {**metrics.attrs(None, trial.user_attrs), **attrs})
             raise
 
     return objective
@@ -113,11 +125,13 @@ def _reporter(
     trial: optuna.Trial,
     spec: StudySpec,
     observe: Callable[[optuna.Trial, int, float], None] | None,
+    metrics: MetricLog,
 ) -> Report:
     metric = spec.metrics[0]
     multi = len(spec.study_directions) > 1
 
     def report(value: Metrics | float, step: int) -> None:
+        metrics.add(value, step)
         number = _pick(value, metric)
         if observe is not None:
             observe(trial, step, number)

@@ -15,6 +15,8 @@ from hpsearch.study.join import (
     read_attr,
     write_attr,
 )
+from hpsearch.study.metrics import CURVES_ATTR, MetricLog, read_curves
+from hpsearch.study.powers import ENCODING_ATTR, PowersOfTwo, uses_exponents
 from hpsearch.study.space import (
     EXPONENT_PREFIX,
     grid,
@@ -26,13 +28,18 @@ from hpsearch.study.space import (
 
 __all__ = [
     "BUDGET_CHANGES_ATTR",
+    "CURVES_ATTR",
+    "MetricLog",
+    "read_curves",
     "STOP_ATTR",
     "UID_ATTR",
     "Joined",
     "check_requirements",
     "read_attr",
     "write_attr",
+    "ENCODING_ATTR",
     "EXPONENT_PREFIX",
+    "PowersOfTwo",
     "READY_ATTR",
     "SPACE_ATTR",
     "SPEC_ATTR",
@@ -45,4 +52,5 @@ __all__ = [
     "space_document",
     "suggest",
     "to_optuna_params",
+    "uses_exponents",
 ]
