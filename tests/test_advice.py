@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import optuna
@@ -82,6 +84,12 @@ def test_advise_names_the_option_that_mattered_and_widens_the_bound_it_presses(
     page = (tmp_path / "r.html").read_text()
     assert "Advice (hpsearch advise)" in page
     assert "lr mattered most" in page
+    # One computation of importances: the chart ranks as the advice does (lr first).
+    chart = page[page.index('<section id="importances">') :]
+    bars = json.loads(re.search(r'"y":(\[[^\]]*\])', chart).group(1))  # drawn bottom-up
+    assert bars[::-1][0] == "lr"
+    assert set(bars) == {"lr", "x", "batch_size"}
+    assert "mean of fANOVA and PED-ANOVA (as the advice)" in chart
 
 
 def test_failed_trials_are_grouped_by_cause_with_the_fix(

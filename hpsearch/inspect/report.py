@@ -52,28 +52,34 @@ def build(view: StudyView) -> str:
     study = view.study()
     all_trials = study.get_trials(deepcopy=False)
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    advised, advice_html = _advice(view)
     sections = [
         Section("status", "Status", _pre(table.render(state))),
         Section("best", "Best parameters", _pre(best.render(view, trials, n_complete))),
-        Section("advice", "Advice (hpsearch advise)", _advice(view)),
-        *_figures(view, study, all_trials, complete),
+        Section("advice", "Advice (hpsearch advise)", advice_html),
+        *_figures(view, study, all_trials, complete, advised),
     ]
     return _page(view, sections)
 
 
-def _advice(view: StudyView) -> str:
+def _advice(view: StudyView) -> tuple[advice.Advice | None, str]:
     if view.multi_objective:
-        return _note("advice covers studies of one objective; see the Pareto front below.")
+        return None, _note("advice covers studies of one objective; see the Pareto front below.")
     try:
-        text = advice_text.render(advice.collect(view), study_file=str(view.loaded.path))
+        advised = advice.collect(view)
+        text = advice_text.render(advised, study_file=str(view.loaded.path))
     except Exception as e:  # the advice must not cost the rest of the report
         _log.warning("report: advice not written: %s: %s", type(e).__name__, e)
-        return _note(f"not written: {e}")
-    return _pre(text)
+        return None, _note(f"not written: {e}")
+    return advised, _pre(text)
 
 
 def _figures(
-    view: StudyView, study: optuna.Study, trials: list[FrozenTrial], complete: list[FrozenTrial]
+    view: StudyView,
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    complete: list[FrozenTrial],
+    advised: advice.Advice | None,
 ) -> list[Section]:
     metrics = view.metrics
     targets: list[tuple[str, Callable[[FrozenTrial], float] | None]] = (
@@ -117,7 +123,7 @@ def _figures(
     section(
         "importances",
         "Parameter importances",
-        lambda: _importances(study, view, targets),
+        lambda: _importances(study, view, targets, advised),
         need=MIN_TRIALS_FOR_IMPORTANCE,
     )
     section(
@@ -141,9 +147,12 @@ def _importances(
     study: optuna.Study,
     view: StudyView,
     targets: list[tuple[str, Callable[[FrozenTrial], float] | None]],
+    advised: advice.Advice | None,
 ) -> list[Any]:
     if not view.multi_objective:
-        return [vis.plot_param_importances(study, target_name=view.metrics[0])]
+        if advised is None or not advised.importances:
+            raise _NotDrawn((advised and advised.importance_note) or "no importances")
+        return [_advice_importances(advised)]
     figures = []
     with warnings.catch_warnings():
         # PED-ANOVA ranks by how parameters reach LOW targets and warns whenever a target is
@@ -155,6 +164,29 @@ def _importances(
                 vis.plot_param_importances(study, target=_objective(i, sign), target_name=metric)
             )
     return figures
+
+
+def _advice_importances(advised: advice.Advice) -> Any:
+    """The advice's own figures, in its order: one computation, one ranking on the page."""
+    import plotly.graph_objects as go
+
+    ranked = sorted(advised.importances, key=lambda i: i.score)  # plotly draws bottom-up
+    figure = go.Figure(
+        go.Bar(
+            x=[i.score for i in ranked],
+            y=[i.name for i in ranked],
+            orientation="h",
+            text=[f"{i.score:.2f}" for i in ranked],
+            customdata=[[i.fanova, i.ped_anova] for i in ranked],
+            hovertemplate="%{y}: %{x:.2f} (fANOVA %{customdata[0]:.2f}, "
+            "PED-ANOVA %{customdata[1]:.2f})<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=f"Importance for {advised.metric}: mean of fANOVA and PED-ANOVA (as the advice)",
+        xaxis_title="importance (0-1)",
+    )
+    return figure
 
 
 def _pareto(study: optuna.Study, metrics: list[str]) -> Any:
@@ -247,6 +279,15 @@ nav a { margin-right: 1rem; }
 """
 
 
+def _old_powers(view: StudyView) -> str:
+    if not view.power_of_two or not view.exponents:
+        return ""
+    return (
+        "\nThis study was made before hpsearch stored powers of two as values: they appear in "
+        "the plots as their exponent (<code>log2_&lt;name&gt;</code>)."
+    )
+
+
 def _page(view: StudyView, sections: list[Section]) -> str:
     from plotly.offline import get_plotlyjs
 
@@ -259,6 +300,7 @@ def _page(view: StudyView, sections: list[Section]) -> str:
         for s in sections
     )
     title = html.escape(f"hpsearch report: {view.name}")
+    old = _old_powers(view)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -270,8 +312,7 @@ def _page(view: StudyView, sections: list[Section]) -> str:
 </head>
 <body>
 <h1>{title}</h1>
-<p>Storage {html.escape(view.url.redacted)}, written {when} by hpsearch {__version__}.
-Power-of-two parameters appear in the plots as their exponent (<code>log2_&lt;name&gt;</code>).</p>
+<p>Storage {html.escape(view.url.redacted)}, written {when} by hpsearch {__version__}.{old}</p>
 <nav>{nav}</nav>
 {body}
 </body>

@@ -22,7 +22,7 @@ from hpsearch.errors import StorageError
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam
 from hpsearch.storage import StorageURL, open_storage
 from hpsearch.storage.optuna_compat import build_frozen_trial, models, trial_id
-from hpsearch.study import EXPONENT_PREFIX, SPACE_ATTR
+from hpsearch.study import EXPONENT_PREFIX, SPACE_ATTR, stored_as_exponents
 from hpsearch.worker.budget import Ledger, LedgerState, ledger_table
 
 # Trials read per database round trip: bounds memory for studies of tens of thousands of trials.
@@ -61,6 +61,11 @@ class StudyView:
                 if isinstance(param, Mapping) and param.get("type") == "power_of_two":
                     names.add(name)
         return frozenset(names)
+
+    @functools.cached_property
+    def exponents(self) -> bool:
+        """Whether this study stores its powers of two as `log2_<name>` (an older study)."""
+        return stored_as_exponents(self.study_attrs)
 
     def user_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Optuna parameters -> the values the objective saw (`log2_batch_size: 5` -> 32).

@@ -20,6 +20,7 @@ from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.savings import Savings
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
 from hpsearch.storage.optuna_compat import trial_id
+from hpsearch.study import STOP_ATTR
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
 STUCK_FACTOR = 3.0
@@ -69,6 +70,7 @@ class Status:
     recent_window_s: float
     workers: list[Worker]
     stuck: list[Stuck]
+    stopped: dict[str, Any] | None = None  # `hpsearch stop` (or the target): at, by, reason
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,8 +105,13 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     median = statistics.median(p.durations) if p.durations else None
     grace = float(view.loaded.spec.workers.grace_seconds)
     stuck = _stuck(p, view.heartbeat_ages(), grace, median, now)
+    # A worker whose trial's heartbeat went stale is gone (killed), however recently it finished
+    # another; once the study is stopped, only a worker still finishing its trial is live.
+    gone = {s.worker for s in stuck if s.heartbeat_age_s is not None}
+    stopped = _stop_record(view)
     for w in p.workers.values():
-        if w.last_finished_s_ago is not None and w.last_finished_s_ago <= recent_s:
+        recent = w.last_finished_s_ago is not None and w.last_finished_s_ago <= recent_s
+        if recent and stopped is None and w.worker not in gone and not w.live:
             w.live = True
     budget, started, to_start = _budget(view, p)
     running = p.counts["RUNNING"]
@@ -126,7 +133,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     window = None if p.first_start is None else (end - p.first_start).total_seconds()
     per_hour = finished / window * 3600 if finished and window and window > 0 else None
     remaining = None if to_start is None else to_start + running
-    eta, eta_by = _eta(remaining, per_hour, budget)
+    eta, eta_by = _eta(remaining, per_hour, budget) if stopped is None else (None, None)
 
     best = None
     if p.best is not None:
@@ -160,7 +167,14 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
         recent_window_s=recent_s,
         workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
         stuck=stuck,
+        stopped=stopped,
     )
+
+
+def _stop_record(view: StudyView) -> dict[str, Any] | None:
+    """The study's stop record, unless it was resumed since (`run --resume`)."""
+    record = view.study_attrs.get(STOP_ATTR)
+    return dict(record) if isinstance(record, dict) and "reason" in record else None
 
 
 def _stuck(

@@ -47,6 +47,10 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         f"GPU-hours {b['gpu_hours']:.3g}{gpu_limit}{spent}",
     )
 
+    if s.stopped is not None:
+        st = s.stopped
+        row("stopped", f"at {st.get('at')} by {st.get('by')}: {st.get('reason')}")
+
     if s.best is not None:
         value = fmt_value(s.best["values"][0])
         row("best", f"{s.metrics[0]} {value} (trial {s.best['number']})")
@@ -70,7 +74,9 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         speed = "no finished trial yet"
     if s.median_duration_s is not None:
         speed += f" | median trial {fmt_duration(s.median_duration_s)}"
-    if s.eta_s == 0 and s.remaining_trials == 0:
+    if s.stopped is not None:
+        speed += " | stopped: no ETA"
+    elif s.eta_s == 0 and s.remaining_trials == 0:
         speed += " | done"
     elif s.eta_s is not None:
         to_go = ""

@@ -16,7 +16,12 @@ from hpsearch.study.join import (
     write_attr,
 )
 from hpsearch.study.metrics import CURVES_ATTR, MetricLog, read_curves
-from hpsearch.study.powers import ENCODING_ATTR, PowersOfTwo, uses_exponents
+from hpsearch.study.powers import (
+    ENCODING_ATTR,
+    PowersOfTwo,
+    stored_as_exponents,
+    uses_exponents,
+)
 from hpsearch.study.space import (
     EXPONENT_PREFIX,
     grid,
@@ -52,5 +57,6 @@ __all__ = [
     "space_document",
     "suggest",
     "to_optuna_params",
+    "stored_as_exponents",
     "uses_exponents",
 ]

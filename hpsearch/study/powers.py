@@ -18,7 +18,7 @@ it (`uses_exponents`), so their trials and models stay whole.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -103,16 +103,16 @@ class PowersOfTwo(BaseSampler):
         self.inner.reseed_rng()
 
 
-def uses_exponents(study: optuna.Study, attrs: dict[str, Any] | None = None) -> bool:
-    """Whether the study stores powers of two as `log2_<name>` exponents (an older study).
+def uses_exponents(study: optuna.Study) -> bool:
+    """Whether the study stores powers of two as `log2_<name>` exponents (an older study)."""
+    encoding = read_attr(study, ENCODING_ATTR)
+    made_by_hpsearch = encoding is not None or read_attr(study, SPACE_ATTR) is not None
+    return stored_as_exponents({ENCODING_ATTR: encoding, SPACE_ATTR: made_by_hpsearch or None})
 
-    `attrs`: the study's system attributes when the caller has read them already.
-    """
-    if attrs is not None:
-        encoding, made_by_hpsearch = attrs.get(ENCODING_ATTR), SPACE_ATTR in attrs
-    else:
-        encoding = read_attr(study, ENCODING_ATTR)
-        made_by_hpsearch = encoding is not None or read_attr(study, SPACE_ATTR) is not None
+
+def stored_as_exponents(attrs: Mapping[str, Any]) -> bool:
+    """`uses_exponents`, from the study's attributes already read (user and system merged)."""
+    encoding = attrs.get(ENCODING_ATTR)
     # A study hpsearch made before the attribute existed stored exponents; one made by Optuna
     # itself (the benchmarks, a user's own) has no exponents to keep.
-    return encoding == EXPONENT or (encoding is None and made_by_hpsearch)
+    return encoding == EXPONENT or (encoding is None and attrs.get(SPACE_ATTR) is not None)

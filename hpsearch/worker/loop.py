@@ -56,6 +56,7 @@ from hpsearch.worker.stopping import (
     Failures,
     StopWatch,
     describe,
+    exit_reason,
     grid_exhausted,
     refuse_other_hosts,
     resume,
@@ -385,10 +386,10 @@ def _run(
         elif current:
             retry_interrupted_elsewhere(study, current[0], policy, reason)
     _log.info(
-        "worker %s done: %s%s",
+        "worker %s done: %s (%s)",
         worker,
         ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.trials.items())) or "no trials",
-        f" ({report.stopped_by})" if report.stopped_by else f" ({report.budget_reason})",
+        exit_reason(report.stopped_by, report.gave_up, stop.by, report.budget_reason),
     )
     if stopped is not None and stopped.exit_code:
         raise stopped  # run_worker turns it into the error and exit code

@@ -78,6 +78,18 @@ def resume(study: optuna.Study, *, by: str) -> dict[str, Any] | None:
     return record
 
 
+def exit_reason(
+    stopped_by: str | None, gave_up: str | None, signal: str | None, budget: str | None
+) -> str:
+    """Why a worker ended, for its last log line (never "None"): the study stopped, failures
+    in a row, a signal, else the budget."""
+    if stopped_by or gave_up:
+        return str(stopped_by or gave_up)
+    if signal:
+        return f"stopped by {signal}"
+    return budget or "nothing left to run"
+
+
 def describe(record: dict[str, Any]) -> str:
     return f"{record.get('reason', 'stopped')} (at {record.get('at')} by {record.get('by')})"
 
