@@ -86,7 +86,9 @@ def test_advise_names_the_option_that_mattered_and_widens_the_bound_it_presses(
     assert "lr mattered most" in page
     # One computation of importances: the chart ranks as the advice does (lr first).
     chart = page[page.index('<section id="importances">') :]
-    bars = json.loads(re.search(r'"y":(\[[^\]]*\])', chart).group(1))  # drawn bottom-up
+    found = re.search(r'"y":(\[[^\]]*\])', chart)
+    assert found is not None
+    bars = json.loads(found.group(1))  # drawn bottom-up
     assert bars[::-1][0] == "lr"
     assert set(bars) == {"lr", "x", "batch_size"}
     assert "mean of fANOVA and PED-ANOVA (as the advice)" in chart

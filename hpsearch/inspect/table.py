@@ -48,8 +48,8 @@ def render(s: Status, *, width: int = WIDTH) -> str:
     )
 
     if s.stopped is not None:
-        st = s.stopped
-        row("stopped", f"at {st.get('at')} by {st.get('by')}: {st.get('reason')}")
+        record = s.stopped
+        row("stopped", f"at {record.get('at')} by {record.get('by')}: {record.get('reason')}")
 
     if s.best is not None:
         value = fmt_value(s.best["values"][0])
