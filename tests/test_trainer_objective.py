@@ -96,6 +96,10 @@ def test_trials_record_batch_size_device_seed_and_keep_best_checkpoints(
         assert len(json.loads(row["curve_val_loss"])) == 1
         assert len(json.loads(row["curve_train_loss"])) == 1
         assert json.loads(row["curve_val_accuracy"]) == [float(row["value"])]
+    # Only the checkpoints that still exist are listed (keep_checkpoints: 2).
+    listed = [row["user_attrs_checkpoint"] for row in rows if row["user_attrs_checkpoint"]]
+    assert len(listed) == 2
+    assert all(Path(p).is_file() for p in listed)
     kept = sorted((tmp_path / "a" / unique_name / "checkpoints").glob("*.pt"))
     assert len(kept) == 2  # keep_checkpoints: the study's best two
 
