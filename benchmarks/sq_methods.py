@@ -22,8 +22,8 @@ import optuna
 import yaml
 from sq_problems import EPOCHS, LCBench, Tabular
 
-from hpsearch.spec import PowerOfTwoParam, StudySpec, load_spec
-from hpsearch.study import PowersOfTwo, suggest
+from hpsearch.spec import StudySpec, load_spec
+from hpsearch.study import suggest
 from hpsearch.study.algorithms import make_pruner, make_sampler
 
 
@@ -106,13 +106,10 @@ def build(
         )
         auto_pruner = pruner_spec is not None and pruner_spec["type"] == "auto"
         pruner = AutoPruner() if auto_pruner else optuna.pruners.NopPruner()
-        powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
-        if powers and not _exponents():
-            sampler = PowersOfTwo(sampler, powers)  # as make_sampler does
         return spec, sampler, pruner
     with tempfile.TemporaryDirectory() as tmp:
         spec = _seeded(load_spec(study_file(method, space, direction, Path(tmp))).spec, seed)
-    return spec, make_sampler(spec, exponents=_exponents()), make_pruner(spec.pruner)
+    return spec, make_sampler(spec), make_pruner(spec.pruner)
 
 
 def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: int) -> Run:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 import yaml
+from optuna.distributions import IntDistribution
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import FrozenTrial, TrialState
 
@@ -114,8 +115,9 @@ def _populate(kind: str, request: pytest.FixtureRequest, folder: Path) -> Popula
     storage = optuna.storages.RDBStorage(url)
     study = optuna.load_study(study_name=name, storage=storage)
     # The best trial, told by hand with the attributes the built-in trainer records.
-    study.enqueue_trial({"x": 2.0, "batch_size": 32, "epochs": 6, "optimizer": "adam"})
-    best = study.ask(study.trials[0].distributions)
+    study.enqueue_trial({"x": 2.0, "log2_batch_size": 5, "epochs": 6, "optimizer": "adam"})
+    # The value beside the exponent, as hpsearch's own trials store it.
+    best = study.ask({**study.trials[0].distributions, "batch_size": IntDistribution(32, 32)})
     assert best.number == BEST
     best.set_user_attr("checkpoint", f"/ckpt/trial-{BEST}/best.pt")
     best.set_user_attr("device", "cpu")
@@ -503,7 +505,8 @@ def test_report_is_one_offline_file_with_every_figure(
         assert f'<section id="{section}">' in page
     assert page.count('class="plotly-graph-div"') == 4 + 4  # 4 plots + one slice per parameter
     titles = ("Optimization History Plot", "Intermediate Values Plot",
-              "Hyperparameter Importances", "Parallel Coordinate Plot", "Slice Plot")  # fmt: skip
+              "Importance for loss: mean of fANOVA and PED-ANOVA (as the advice)",
+              "Parallel Coordinate Plot", "Slice Plot")  # fmt: skip
     assert all(title in page for title in titles)
     assert "(pruned)" in page  # pruned learning curves are marked
     # plotly.js is inlined once (its own code mentions CDN URLs, for maps we never draw);

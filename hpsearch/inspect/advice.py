@@ -273,13 +273,11 @@ def _position(trial: FrozenTrial, name: str, param: Param) -> float | None:
     The trial's own distribution, not the file: it holds the fitted `high: auto` limit and
     the log scale, and a power of two as its exponent.
     """
-    key = name if name in trial.params else optuna_name(name, param, exponents=True)
+    key = optuna_name(name, param)
     dist = trial.distributions.get(key)
     if not isinstance(dist, FloatDistribution | IntDistribution) or key not in trial.params:
         return None
     low, high, value = float(dist.low), float(dist.high), float(trial.params[key])
-    if isinstance(param, PowerOfTwoParam) and key == name:  # the powers inside its bounds
-        low, high = 2.0 ** math.ceil(math.log2(low)), 2.0 ** math.floor(math.log2(high))
     if dist.log:
         low, high, value = math.log(low), math.log(high), math.log(value)
     return None if high == low else (value - low) / (high - low)

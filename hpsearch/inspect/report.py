@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.inspect import advice, advice_text, best, status, table
 from hpsearch.inspect.source import StudyView, curve
+from hpsearch.study import EXPONENT_PREFIX
 from hpsearch.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -240,10 +241,17 @@ def _slices(
     complete: list[FrozenTrial],
     target: tuple[str, Callable[[FrozenTrial], float] | None],
 ) -> list[Any]:
-    # One small plot per parameter reads better on a laptop than Optuna's single wide row.
-    names = sorted({name for t in complete for name in t.params})[:MAX_SLICE_PLOTS]
+    # One small plot per parameter reads better on a laptop than Optuna's single wide row. A
+    # power of two is plotted as its value (`batch_size`), not as the exponent beside it.
+    seen = {name for t in complete for name in t.params}
+    shown = [n for n in sorted(seen) if not _shadowed(n, seen)][:MAX_SLICE_PLOTS]
     metric, fn = target
-    return [vis.plot_slice(study, params=[name], target=fn, target_name=metric) for name in names]
+    return [vis.plot_slice(study, params=[name], target=fn, target_name=metric) for name in shown]
+
+
+def _shadowed(name: str, names: set[str]) -> bool:
+    """`log2_batch_size` when `batch_size`, its value, is there too."""
+    return name.startswith(EXPONENT_PREFIX) and name.removeprefix(EXPONENT_PREFIX) in names
 
 
 def _html(figure: Any) -> str:
@@ -280,11 +288,17 @@ nav a { margin-right: 1rem; }
 
 
 def _old_powers(view: StudyView) -> str:
-    if not view.power_of_two or not view.exponents:
+    if not view.power_of_two:
         return ""
+    if view.exponents:
+        return (
+            "\nThis study was made before hpsearch stored powers of two as values: they appear "
+            "in the plots as their exponent (<code>log2_&lt;name&gt;</code>)."
+        )
     return (
-        "\nThis study was made before hpsearch stored powers of two as values: they appear in "
-        "the plots as their exponent (<code>log2_&lt;name&gt;</code>)."
+        "\nA power-of-two parameter appears twice in the plots: as its value "
+        "(<code>batch_size</code>) and as the exponent the sampler searches "
+        "(<code>log2_batch_size</code>)."
     )
 
 

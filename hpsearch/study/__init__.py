@@ -16,12 +16,7 @@ from hpsearch.study.join import (
     write_attr,
 )
 from hpsearch.study.metrics import CURVES_ATTR, MetricLog, read_curves
-from hpsearch.study.powers import (
-    ENCODING_ATTR,
-    PowersOfTwo,
-    stored_as_exponents,
-    uses_exponents,
-)
+from hpsearch.study.powers import ENCODING_ATTR, stored_as_exponents, uses_exponents
 from hpsearch.study.space import (
     EXPONENT_PREFIX,
     grid,
@@ -44,7 +39,6 @@ __all__ = [
     "write_attr",
     "ENCODING_ATTR",
     "EXPONENT_PREFIX",
-    "PowersOfTwo",
     "READY_ATTR",
     "SPACE_ATTR",
     "SPEC_ATTR",

@@ -15,7 +15,6 @@ from optuna.samplers import BaseSampler
 from hpsearch import search
 from hpsearch import spec as s
 from hpsearch.spec import LoadedSpec, StudySpec
-from hpsearch.study.powers import PowersOfTwo
 from hpsearch.study.space import grid
 
 # --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
@@ -74,8 +73,8 @@ def _qmc(p: s.QmcSampler, spec: StudySpec) -> BaseSampler:
     )
 
 
-def _grid(p: s.GridSampler, spec: StudySpec, *, exponents: bool = False) -> BaseSampler:
-    return optuna.samplers.GridSampler(grid(spec, exponents=exponents), seed=p.seed)
+def _grid(p: s.GridSampler, spec: StudySpec) -> BaseSampler:
+    return optuna.samplers.GridSampler(grid(spec), seed=p.seed)
 
 
 def _nsga2(p: s.Nsga2Sampler, spec: StudySpec) -> BaseSampler:
@@ -95,19 +94,16 @@ _SAMPLERS: dict[type, Callable[[Any, StudySpec], BaseSampler]] = {
     s.RandomSampler: _random,
     s.CmaesSampler: _cmaes,
     s.QmcSampler: _qmc,
+    s.GridSampler: _grid,
     s.Nsga2Sampler: _nsga2,
 }
 
 
-def make_sampler(
-    spec: StudySpec, *, salt: str | None = None, exponents: bool = False
-) -> BaseSampler:
+def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
     """The spec's sampler; `salt` derives a distinct seed for a worker joining the study.
 
     Workers with the same seed would draw the same "random" startup points and duplicate each
     other's trials; the study's creator keeps the seed as written, so one worker reproduces.
-    Its proposals for power-of-two parameters are rounded to powers of two (`PowersOfTwo`);
-    `exponents`: the study stores them as `log2_<name>` exponents instead (an older study).
     """
     sampler_spec = spec.sampler
     if salt is not None and sampler_spec.seed is not None:
@@ -117,11 +113,7 @@ def make_sampler(
         # TPE's `group` is "experimental" since Optuna 2.8; it is what keeps conditional spaces
         # modelled jointly, so the warning tells our users nothing they can act on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if isinstance(sampler_spec, s.GridSampler):  # its values are powers of two already
-            return _grid(sampler_spec, spec, exponents=exponents)
-        sampler = _SAMPLERS[type(sampler_spec)](sampler_spec, spec)
-    powers = [n for n, p in spec.search_space.items() if isinstance(p, s.PowerOfTwoParam)]
-    return PowersOfTwo(sampler, powers) if powers and not exponents else sampler
+        return _SAMPLERS[type(sampler_spec)](sampler_spec, spec)
 
 
 # --- pruners ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from hpsearch.study.join import (
     spec_document,
     write_attr,
 )
-from hpsearch.study.powers import ENCODING_ATTR, VALUE, uses_exponents
+from hpsearch.study.powers import ENCODING_ATTR, VALUE
 from hpsearch.study.space import to_optuna_params
 
 _log = logging.getLogger(__name__)
@@ -94,16 +94,13 @@ def create_or_load(
             directions=spec.study_directions,
         )
     except optuna.exceptions.DuplicatedStudyError:
-        salt = worker or str(uuid.uuid4())
         study = optuna.load_study(
             study_name=study_name,
             storage=storage,
-            sampler=make_sampler(spec, salt=salt),
+            sampler=make_sampler(spec, salt=worker or str(uuid.uuid4())),
             pruner=pruner,
         )
         _wait_until_ready(study)
-        if uses_exponents(study):  # an older study: its powers of two stay exponents
-            study.sampler = make_sampler(spec, salt=salt, exponents=True)
         _check_directions(loaded, study, spec)
         study_budget, changed = check_joiner(
             loaded, study, spec, change_budget=change_budget, worker=worker

@@ -1,9 +1,9 @@
 """The study file's search space as Optuna `suggest_*` calls, and back.
 
-A power of two is suggested under its own name as an integer on a log scale, which the study's
-sampler rounds to a power of two (`study.powers`); studies made before that keep its exponent
-under `log2_<name>` (`exponents=True`). Conditional parameters (`when`) are suggested only when
-their parents took one of the listed values, parents first.
+A power of two is suggested as its integer exponent, `log2_<name>`, which the sampler models,
+with its value beside it under its own name (`study.powers`; studies made before keep only the
+exponent, `exponents=True`). Conditional parameters (`when`) are suggested only when their
+parents took one of the listed values, parents first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 import optuna
 
-from hpsearch.errors import HpsearchError
 from hpsearch.spec import (
     CategoricalParam,
     FloatParam,
@@ -22,14 +21,13 @@ from hpsearch.spec import (
     PowerOfTwoParam,
     StudySpec,
 )
-from hpsearch.study.powers import value_distribution
 
 EXPONENT_PREFIX = "log2_"
 
 
-def optuna_name(name: str, param: Param, *, exponents: bool = False) -> str:
-    """The name a parameter has inside Optuna (and so in optuna-dashboard)."""
-    return EXPONENT_PREFIX + name if exponents and isinstance(param, PowerOfTwoParam) else name
+def optuna_name(name: str, param: Param) -> str:
+    """The name Optuna samples a parameter under (a power of two: its exponent)."""
+    return EXPONENT_PREFIX + name if isinstance(param, PowerOfTwoParam) else name
 
 
 def is_active(param: Param, values: Mapping[str, Any]) -> bool:
@@ -62,7 +60,7 @@ def suggest(
             worker's device holds given the values chosen so far (the batch-size fitter).
             Those parameters are suggested after every parameter that does not depend on
             them, so a searched model or precision is known when the fit is asked.
-        exponents: store powers of two as `log2_<name>` exponents (a study made so).
+        exponents: store powers of two as `log2_<name>` exponents only (a study made so).
     """
     values: dict[str, Any] = {}
     for name in suggestion_order(spec):
@@ -104,38 +102,28 @@ def _suggest_one(
         return trial.suggest_int(name, param.low, param.high, log=param.log, step=param.step)
     if isinstance(param, PowerOfTwoParam):
         high = param.high_exponent(limit)
-        if exponents:
-            return 2 ** trial.suggest_int(EXPONENT_PREFIX + name, param.low_exponent, high)
-        distribution = value_distribution(param.low_exponent, high)
-        value = trial.suggest_int(name, distribution.low, distribution.high, log=True)
-        if value & (value - 1):  # only a sampler hpsearch did not build proposes these
-            raise HpsearchError(
-                f"{name}={value} is not a power of two: wrap the study's sampler in "
-                "hpsearch.study.PowersOfTwo (hpsearch.study.make_sampler does)"
-            )
+        value = 2 ** trial.suggest_int(EXPONENT_PREFIX + name, param.low_exponent, high)
+        if not exponents:  # the value, for every Optuna tool to show; no sampler models it
+            trial.suggest_int(name, value, value)
         return value
     assert isinstance(param, CategoricalParam)
     return trial.suggest_categorical(name, param.choices)
 
 
-def to_optuna_params(
-    spec: StudySpec, values: Mapping[str, Any], *, exponents: bool = False
-) -> dict[str, Any]:
-    """User-facing values -> Optuna parameters (`batch_size: 32`, in an older study
-    `log2_batch_size: 5`)."""
+def to_optuna_params(spec: StudySpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """User-facing values (`batch_size: 32`) -> the parameters Optuna samples
+    (`log2_batch_size: 5`)."""
     out: dict[str, Any] = {}
     for name, value in values.items():
         param = spec.search_space[name]
-        if exponents and isinstance(param, PowerOfTwoParam):
+        if isinstance(param, PowerOfTwoParam):
             out[EXPONENT_PREFIX + name] = int(value).bit_length() - 1
         else:
             out[name] = value
     return out
 
 
-def grid(
-    spec: StudySpec, *, limits: Mapping[str, int] | None = None, exponents: bool = False
-) -> dict[str, list[Any]]:
+def grid(spec: StudySpec, *, limits: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
     """Every value of each (discrete) parameter, in Optuna names, for the grid sampler."""
     out: dict[str, list[Any]] = {}
     for name, param in spec.search_space.items():
@@ -143,9 +131,7 @@ def grid(
             out[name] = list(param.choices)
         elif isinstance(param, PowerOfTwoParam):
             high = param.high_exponent((limits or {}).get(name))
-            powers = range(param.low_exponent, high + 1)
-            key = optuna_name(name, param, exponents=exponents)
-            out[key] = list(powers) if exponents else [2**k for k in powers]
+            out[optuna_name(name, param)] = list(range(param.low_exponent, high + 1))
         elif isinstance(param, IntParam):
             out[name] = list(range(param.low, param.high + 1, param.step))
         else:
