@@ -29,6 +29,7 @@ from hpsearch.spec import (
     Param,
     PowerOfTwoParam,
 )
+from hpsearch.storage.attrs import FAIL_REASON_ATTR
 from hpsearch.study import EXPONENT_PREFIX, optuna_name
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -253,7 +254,7 @@ def _failures(trials: list[FrozenTrial]) -> list[FailureGroup]:
     for t in trials:
         if t.state != TrialState.FAIL:
             continue
-        reason = str(t.user_attrs.get("fail_reason") or "no reason recorded")
+        reason = str(t.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded")
         cause, fix = (
             "code",
             "an error in the objective's code: `hpsearch run -v` shows the traceback",

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.inspect.source import StudyView
 from hpsearch.spec import TrainerObjective
+from hpsearch.storage.attrs import EPOCHS_ATTR, EPOCHS_RUN_ATTR
 
 
 def _number(value: Any) -> float | None:
@@ -26,7 +27,7 @@ def _number(value: Any) -> float | None:
 
 
 def _ran(trial: FrozenTrial) -> float:
-    ran = _number(trial.user_attrs.get("epochs_run"))
+    ran = _number(trial.user_attrs.get(EPOCHS_RUN_ATTR))
     return ran if ran is not None else float(trial.last_step or 0)
 
 
@@ -53,7 +54,7 @@ class Savings:
             if trial.last_step is not None:
                 self._max_complete_step = max(self._max_complete_step or 0, trial.last_step)
         elif trial.state == TrialState.PRUNED:
-            plan = _number(params.get("epochs")) or _number(trial.user_attrs.get("epochs"))
+            plan = _number(params.get("epochs")) or _number(trial.user_attrs.get(EPOCHS_ATTR))
             self._pruned.append((plan or self.planned_option, _ran(trial)))
 
     def as_json(self) -> dict[str, Any]:

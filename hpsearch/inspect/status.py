@@ -19,6 +19,11 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.savings import Savings
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
+from hpsearch.storage.attrs import (
+    CHECKPOINT_ATTR,
+    FAILED_TRIAL_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.optuna_compat import trial_id
 from hpsearch.study import STOP_ATTR
 
@@ -141,7 +146,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
             "number": p.best.number,
             "values": list(p.best.values),
             "params": view.user_params(p.best.params),
-            "checkpoint": p.best.user_attrs.get("checkpoint"),
+            "checkpoint": p.best.user_attrs.get(CHECKPOINT_ATTR),
         }
     front = None
     if view.multi_objective:
@@ -185,7 +190,7 @@ def _stuck(
     for trial in p.running:
         age = ages.get(trial_id(trial))
         ran = (now - trial.datetime_start).total_seconds() if trial.datetime_start else None
-        worker = trial.user_attrs.get("worker")
+        worker = trial.user_attrs.get(WORKER_ATTR)
         if age is not None and age > grace:
             reason = f"no heartbeat for {fmt_duration(age)} (grace period {fmt_duration(grace)})"
             stuck.append(Stuck(trial.number, worker, reason, age, ran))
@@ -265,7 +270,7 @@ def _eta(
 def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> None:
     state = trial.state
     p.counts[state.name] += 1
-    if "failed_trial" in trial.system_attrs:
+    if FAILED_TRIAL_ATTR in trial.system_attrs:
         p.retries += 1
     start, end = trial.datetime_start, trial.datetime_complete
     if start is not None and (p.first_start is None or start < p.first_start):
@@ -287,7 +292,7 @@ def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> Non
             p.best = trial
     elif state == TrialState.RUNNING:
         p.running.append(trial)
-    worker = trial.user_attrs.get("worker")
+    worker = trial.user_attrs.get(WORKER_ATTR)
     if isinstance(worker, str):
         w = p.workers.setdefault(worker, Worker(worker))
         if state == TrialState.RUNNING:

@@ -16,7 +16,7 @@ from hpsearch.objective.command import (
     run_command,
 )
 from hpsearch.objective.function import load_function
-from hpsearch.objective.trainer import SHARED_PREFIX, StudyLimits, data_summary, trainer_options
+from hpsearch.objective.trainer import StudyLimits, data_summary, trainer_options
 from hpsearch.objective.trial import build, check
 from hpsearch.objective.types import (
     Metrics,
@@ -31,7 +31,6 @@ from hpsearch.objective.types import (
 __all__ = [
     "REPORT_PREFIX",
     "RESULT_PREFIX",
-    "SHARED_PREFIX",
     "Metrics",
     "Report",
     "Runner",

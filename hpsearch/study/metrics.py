@@ -17,7 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-CURVES_ATTR = "hpsearch:curves"
+from hpsearch.storage.attrs import CURVES_ATTR
+
 _MAX_CHARS = 50_000
 _IMPLIED = frozenset({"epoch", "step"})  # the step itself, under another name
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import optuna
 
-from hpsearch.study.join import SPACE_ATTR, read_attr
+from hpsearch.storage.attrs import POWER_OF_TWO_ATTR, SPACE_ATTR
+from hpsearch.study.join import read_attr
 
-# How a study stores its powers of two: "value" (the exponent and the value beside it) or
-# "exponent" (`log2_batch_size` only: studies made before the attribute existed).
-ENCODING_ATTR = "hpsearch:power_of_two"
+# `POWER_OF_TWO_ATTR`'s values: "value" (the exponent and the value beside it) or "exponent"
+# (`log2_batch_size` only: studies made before the attribute existed).
+ENCODING_ATTR = POWER_OF_TWO_ATTR
 VALUE, EXPONENT = "value", "exponent"
 
 

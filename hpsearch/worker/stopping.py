@@ -10,11 +10,22 @@ from collections import Counter
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.budget import Ledger, ledger_table
 from hpsearch.errors import StorageError
-from hpsearch.storage import RETRY_ATTR, STORAGE_ERRORS, StorageURL, first_line, is_permanent
-from hpsearch.study import STOP_ATTR, read_attr, write_attr
+from hpsearch.storage import (
+    RETRY_ATTR,
+    STORAGE_ERRORS,
+    ResilientRDBStorage,
+    StorageURL,
+    first_line,
+    is_permanent,
+)
+from hpsearch.storage.attrs import FAIL_REASON_ATTR, HOST_ATTR, STOP_ATTR, UID_ATTR
+from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
+from hpsearch.study import read_attr, write_attr
 
 
 class Failures:
@@ -36,7 +47,7 @@ class Failures:
             return
         if trial.system_attrs.get(RETRY_ATTR) is not None:
             return
-        reason = str(trial.user_attrs.get("fail_reason") or "no reason recorded")
+        reason = str(trial.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded")
         self.reasons.append(reason.splitlines()[0][:200])
         if len(self.reasons) >= self.limit:
             commonest, n = Counter(self.reasons).most_common(1)[0]
@@ -57,10 +68,15 @@ def grid_exhausted(study: optuna.Study) -> str | None:
 # --- a study stopped for every worker: `hpsearch stop`, or its target reached -----------------
 
 
-def stop_study(study: optuna.Study, *, reason: str, kind: str, by: str) -> None:
-    """Record on the study that its workers are to stop (`kind`: "stop" or "target")."""
+def stop_study(
+    study: optuna.Study, *, reason: str, kind: str, by: str, ledger: Ledger | None = None
+) -> None:
+    """Record on the study that its workers are to stop (`kind`: "stop" or "target"), and close
+    its budget's ledger: from that commit on no trial starts on any worker."""
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     write_attr(study, STOP_ATTR, {"at": when, "by": by, "reason": reason, "kind": kind})
+    if (ledger := ledger or ledger_of(study)) is not None:
+        ledger.close(reason)
 
 
 def stop_record(study: optuna.Study) -> dict[str, Any] | None:
@@ -69,43 +85,32 @@ def stop_record(study: optuna.Study) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def resume(study: optuna.Study, *, by: str) -> dict[str, Any] | None:
-    """Clear the study's stop record (`hpsearch run --resume`); returns the record cleared."""
+def resume(study: optuna.Study, *, by: str, ledger: Ledger | None = None) -> dict[str, Any] | None:
+    """Clear the study's stop record and open its ledger again (`hpsearch run --resume`);
+    returns the record cleared."""
     record = stop_record(study)
     if record is not None:
         when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         write_attr(study, STOP_ATTR, {"resumed": when, "by": by, "was": record})
+    if (ledger := ledger or ledger_of(study)) is not None:
+        ledger.reopen()
     return record
 
 
-def exit_reason(
-    stopped_by: str | None, gave_up: str | None, signal: str | None, budget: str | None
-) -> str:
-    """Why a worker ended, for its last log line (never "None"): the study stopped, failures
-    in a row, a signal, else the budget."""
-    if stopped_by or gave_up:
-        return str(stopped_by or gave_up)
-    if signal:
-        return f"stopped by {signal}"
-    return budget or "nothing left to run"
+def ledger_of(study: optuna.Study) -> Ledger | None:
+    """The study's budget ledger, where its storage is a SQL database that has one."""
+    backend = storage_backend(study_storage(study))
+    if not isinstance(backend, ResilientRDBStorage):
+        return None
+    if not sa.inspect(backend.engine).has_table(ledger_table.name):
+        return None
+    uid = read_attr(study, UID_ATTR)
+    return Ledger(backend.engine, study_id(study), uid=None if uid is None else str(uid),
+                  retrying=backend.retried)  # fmt: skip
 
 
 def describe(record: dict[str, Any]) -> str:
     return f"{record.get('reason', 'stopped')} (at {record.get('at')} by {record.get('by')})"
-
-
-def target_reached(
-    target: float | None, direction: str, metric: str, trial: FrozenTrial
-) -> str | None:
-    """Why the study is done: this completed trial reached `budget.target`, or None."""
-    if target is None or trial.state != TrialState.COMPLETE or trial.value is None:
-        return None
-    reached = trial.value >= target if direction == "maximize" else trial.value <= target
-    if not reached:
-        return None
-    sign = ">=" if direction == "maximize" else "<="
-    value = f"{metric} {trial.value:.6g} {sign} {target:g}"
-    return f"budget.target reached: {value} (trial {trial.number})"
 
 
 class StopWatch:
@@ -155,7 +160,7 @@ def refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
     """A SQLite study that already has trials from another host is shared across machines."""
     here = socket.gethostname()
     for trial in study.get_trials(deepcopy=False):
-        host = trial.user_attrs.get("host")
+        host = trial.user_attrs.get(HOST_ATTR)
         if host is not None and host != here:
             raise StorageError(
                 f"storage {url.redacted} is SQLite, but trial {trial.number} ran on host "
