@@ -169,6 +169,17 @@ class StudyView:
         # and reader clocks may differ, and the column is naive in the server's time zone.
         return {key: (naive(now) - naive(beat)).total_seconds() for key, beat, now in rows}
 
+    def count(self, state: TrialState) -> int | None:
+        """Trials in `state`, counted by the database (None off RDB storage)."""
+        if not isinstance(self.storage, RDBStorage):
+            return None
+        trials = models.TrialModel.__table__
+        query = sa.select(sa.func.count()).where(
+            trials.c.study_id == self.study_id, trials.c.state == state
+        )
+        with self.storage.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def close(self) -> None:
         if isinstance(self.storage, RDBStorage):
             self.storage.engine.dispose()
