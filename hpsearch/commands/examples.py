@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from importlib import resources
 from pathlib import Path
 
+from hpsearch.commands.common import check_output, write_output
 from hpsearch.errors import HpsearchError
 
 NAME = "examples"
@@ -39,13 +41,15 @@ def run(args: argparse.Namespace) -> int:
         raise HpsearchError(f"-o {folder}: is a file, not a folder; name a folder")
     folder.mkdir(parents=True, exist_ok=True)
     files = example_files()
-    existing = [name for name in files if (folder / name).exists()]
+    existing = [name for name in files if os.path.lexists(folder / name)]
     if existing and not args.force:
         raise HpsearchError(
             f"-o {folder}: {', '.join(existing)} exist already; pass --force to overwrite"
         )
+    for name in files:
+        check_output(folder / name, force=args.force)
     for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
+        write_output(folder / name, text)
         print(folder / name)
     print(f"then: hpsearch run {folder / 'quickstart.yaml'}")
     return 0
