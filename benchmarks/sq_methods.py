@@ -11,6 +11,7 @@ Runs use Optuna's in-memory storage: the search is measured here, not the databa
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,13 @@ from sq_problems import EPOCHS, LCBench, Tabular
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.study import suggest
 from hpsearch.study.algorithms import make_pruner, make_sampler
+
+
+# `--powers exponent`: power-of-two parameters stored as `log2_<name>` exponents, as studies
+# made before hpsearch stored the values (`--powers value`) were.
+def _exponents() -> bool:
+    return os.environ.get("HPSEARCH_SQ_POWERS") == "exponent"
+
 
 # method -> (sampler, pruner) as a study file writes them; None: the key is left out.
 METHODS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
@@ -133,7 +141,7 @@ def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: in
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal spent
-        values = suggest(trial, spec)
+        values = suggest(trial, spec, exponents=_exponents())
         trial.set_user_attr("epochs", EPOCHS)  # what the trainer records before it trains
         curve = bench.curves(task, [values])[0]
         for epoch in range(1, EPOCHS + 1):
@@ -171,7 +179,7 @@ def run_tabular(table: Tabular, method: str, seed: int, trainings: int) -> Run:
     result = Run("tabular", table.dataset, method, seed)
 
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, spec)
+        values = suggest(trial, spec, exponents=_exponents())
         observed = float(bench(table.params(values))["val_acc"])
         result.trials.append((1, table.true_value(values)))
         trial.set_user_attr("observed", observed)

@@ -162,12 +162,20 @@ class LCBench:
         return [{name: float(col[i]) for name, col in columns.items()} for i in range(n)]
 
     def study_space(self) -> dict[str, dict[str, Any]]:
-        """The search space as a study file writes it."""
+        """The search space as a study file writes it.
+
+        With `HPSEARCH_SQ_POWERS` set (`--powers`), the log-scale integers whose bounds are
+        powers of two (batch_size 16-512, max_units 64-1024) are `power_of_two` parameters.
+        """
+        powers = os.environ.get("HPSEARCH_SQ_POWERS", "none") != "none"
         out: dict[str, dict[str, Any]] = {}
         for r in self.space:
             kind = "int" if r.integer else "float"
             low: float | int = int(r.low) if r.integer else r.low
             high: float | int = int(r.high) if r.integer else r.high
+            if powers and r.integer and r.log and _power(low) and _power(high):
+                out[r.name] = {"type": "power_of_two", "low": low, "high": high}
+                continue
             out[r.name] = {"type": kind, "low": low, "high": high, "log": r.log}
         return out
 
@@ -179,6 +187,10 @@ class LCBench:
         for name, param in self.study_space().items():
             out[name] = {**param, "when": {CHOICE: CHOICES[0]}} if name == "momentum" else param
         return out
+
+
+def _power(value: float) -> bool:
+    return int(value) == value and int(value) > 0 and int(value) & (int(value) - 1) == 0
 
 
 class Tabular:

@@ -23,6 +23,7 @@ from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.types import Metrics
 from hpsearch.spec import StudySpec
 from hpsearch.storage.attrs import PRUNE_REASON_ATTR
+from hpsearch.study import MetricLog
 from hpsearch.tracking import Trackers, TrialInfo
 
 Observe = Callable[[optuna.Trial, int, float], None]
@@ -40,8 +41,10 @@ class TrialReporter:
         trackers: Trackers | None = None,
         info: TrialInfo | None = None,
         artifacts: Path | None = None,
+        metrics: MetricLog | None = None,
     ) -> None:
         self._trial = trial
+        self._metrics = metrics  # every metric reported, kept with the trial when it ends
         self._metric = spec.metrics[0]
         self._multi = len(spec.study_directions) > 1
         self._observe = observe
@@ -70,6 +73,8 @@ class TrialReporter:
     def __call__(self, value: Metrics | float, step: int) -> None:
         if self.pruned is not None:
             raise self.pruned  # reported again after the prune: still pruned
+        if self._metrics is not None:
+            self._metrics.add(value, step)
         number = pick(value, self._metric)
         if self._observe is not None:
             self._observe(self._trial, step, number)

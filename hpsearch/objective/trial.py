@@ -37,7 +37,7 @@ from hpsearch.spec import (
     TrainerObjective,
 )
 from hpsearch.storage.attrs import FAIL_REASON_ATTR
-from hpsearch.study import suggest
+from hpsearch.study import MetricLog, suggest, uses_exponents
 from hpsearch.tracking import Trackers, TrialInfo, TrialState, open_trackers
 
 _log = logging.getLogger(__name__)
@@ -67,32 +67,43 @@ def build(
     """
     spec = loaded.spec
     runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
-    exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+    powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
     trackers = open_trackers(spec.tracking, loaded.directory)
+    encoding: dict[str, bool] = {}  # the study's, read once
 
     def objective(trial: optuna.Trial) -> TrialValue:
         recorded = False
         tracked = _Tracked(trackers, trial)
+        metrics = MetricLog(spec.metrics)
         try:
+            if "exponents" not in encoding:
+                encoding["exponents"] = bool(powers) and uses_exponents(trial.study)
+            exponents = encoding["exponents"]
             values = suggest(
-                trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen)
+                trial,
+                spec,
+                limit=lambda name, chosen: runner.limit(trial, name, chosen),
+                exponents=exponents,
             )
-            # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard
-            # and exports also get the value a person means (`batch_size: 32`), in one write.
-            shown = {name: values[name] for name in exponent_params if name in values}
+            # An older study keeps powers of two as exponents only (`log2_batch_size: 5`); the
+            # dashboard and exports also get the value a person means (`batch_size: 32`).
+            shown = {n: values[n] for n in powers if n in values} if exponents else {}
             record(trial, {**context.attrs, **shown})
             recorded = True
             info = tracked.start(values, context.attrs)
             report = TrialReporter(
                 trial, spec, observe=context.observe, trackers=trackers, info=info,
-                artifacts=context.artifacts,
+                artifacts=context.artifacts, metrics=metrics,
             )  # fmt: skip
-            result = _values(spec, runner.run(trial, values, report))
+            returned = runner.run(trial, values, report)
+            result = _values(spec, returned)
             if report.pruned is not None:
                 raise report.pruned  # the trial's code stopped cleanly after the prune
+            record(trial, metrics.attrs(returned, trial.user_attrs))
             tracked.finish("COMPLETE", result)
             return result
         except optuna.TrialPruned:
+            record(trial, metrics.attrs(None, trial.user_attrs))
             tracked.finish("PRUNED")
             raise
         except Exception as e:
@@ -100,7 +111,7 @@ def build(
             attrs = {} if recorded else dict(context.attrs)
             if FAIL_REASON_ATTR not in trial.user_attrs:
                 attrs[FAIL_REASON_ATTR] = f"{type(e).__name__}: {e}"[:500]
-            record(trial, attrs)
+            record(trial, {**metrics.attrs(None, trial.user_attrs), **attrs})
             tracked.finish("FAIL")
             raise
         except BaseException:

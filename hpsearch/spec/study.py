@@ -135,6 +135,12 @@ class StudySpec(SpecModel):
     def _no_empty_values(cls, data: Any) -> Any:
         # `direction:` with nothing after it is YAML null: most likely a value left out.
         if isinstance(data, Mapping):
+            if isinstance(data.get("direction"), list):  # one per metric: the plural key
+                raise Problem(
+                    "direction",
+                    "must be maximize or minimize, but got a list; for one direction per "
+                    "metric write `directions:` (with an s)",
+                )
             for key, value in data.items():
                 if value is None and key in cls.model_fields:
                     raise Problem(

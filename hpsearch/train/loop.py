@@ -286,6 +286,10 @@ def fit(
         metrics = {**setup.evaluate(_val_batches(data, device)), "train_loss": train_loss}
         metrics["epoch"] = float(epoch)
         seconds = time.perf_counter() - start
+        # Kept with the trial beside the losses (`hpsearch:curves`): what the schedule and the
+        # hardware did this epoch.
+        metrics["lr"] = float(setup.optimizer.param_groups[0]["lr"])
+        metrics["train_images_per_s"] = seen / max(seconds, 1e-9)
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS)
         log.info(
             f"epoch {epoch}/{options.epochs}: {shown} ({seconds:.1f}s, "
