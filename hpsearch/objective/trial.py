@@ -17,14 +17,16 @@ import optuna
 
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.command import check_command, command_runner
-from hpsearch.objective.function import function_runner, load_function
+from hpsearch.objective.function import call_user, function_runner, load_function
 from hpsearch.objective.record import record
+from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
 from hpsearch.objective.trainer import trainer_runner
 from hpsearch.objective.types import (
     Metrics,
     Report,
     Runner,
     TrialContext,
+    TrialInfo,
     TrialValue,
     UserFunction,
 )
@@ -37,6 +39,8 @@ from hpsearch.spec import (
     TrainerObjective,
 )
 from hpsearch.storage import BudgetSpent
+from hpsearch.storage.artifacts import open_store
+from hpsearch.storage.optuna_compat import trial_intermediate_values
 from hpsearch.study import suggest
 
 _log = logging.getLogger(__name__)
@@ -60,7 +64,11 @@ def build(
     its `params` hold the file's fixed objective options too, as a `function:` objective's do.
     """
     spec = loaded.spec
-    runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
+    runner = (
+        Runner(_call(function, loaded, context))
+        if function is not None
+        else _runner(loaded, context)
+    )
     exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
 
     def objective(trial: optuna.Trial) -> TrialValue:
@@ -89,22 +97,22 @@ def build(
     return objective
 
 
-def _call(function: UserFunction, loaded: LoadedSpec) -> Callable[..., Any]:
+def _call(function: UserFunction, loaded: LoadedSpec, context: TrialContext) -> Callable[..., Any]:
     options = getattr(loaded.spec.objective, "options", {})
     fixed = {} if isinstance(loaded.spec.objective, TrainerObjective) else dict(options)
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
-        return function({**fixed, **values}, report)
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: TrialInfo) -> Any:
+        return call_user(function, {**fixed, **values}, report, info)
 
-    return run
+    return with_checkpoints(run, context.artifacts / RESUME_DIR, open_store(loaded))
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     objective = loaded.spec.objective
     if isinstance(objective, FunctionObjective):
-        return function_runner(loaded, objective)
+        return function_runner(loaded, objective, context)
     if isinstance(objective, CommandObjective):
-        return command_runner(loaded, objective)
+        return command_runner(loaded, objective, context)
     assert isinstance(objective, TrainerObjective)
     return trainer_runner(loaded, objective, context)
 
@@ -119,6 +127,10 @@ def _reporter(
 
     def report(value: Metrics | float, step: int) -> None:
         number = _pick(value, metric)
+        if _recorded(trial, step, f"{metric}@{step}" if multi else None):
+            # A resumed trial reporting again an epoch that its earlier try recorded (copied
+            # into it when it was queued): recorded once, claimed from the budget once.
+            return
         if observe is not None:
             observe(trial, step, number)
         if multi:
@@ -137,6 +149,12 @@ def _reporter(
             raise optuna.TrialPruned(f"pruned at step {step} with {metric}={number:.6g}")
 
     return report
+
+
+def _recorded(trial: optuna.Trial, step: int, attr: str | None) -> bool:
+    if attr is not None:
+        return attr in trial.user_attrs
+    return step in trial_intermediate_values(trial)
 
 
 def _pick(value: Any, metric: str) -> float:

@@ -62,6 +62,7 @@ __all__ = [
     "study_storage",
     "told_trial",
     "trial_id",
+    "trial_intermediate_values",
     "upsert_user_attrs",
 ]
 
@@ -104,6 +105,12 @@ def told_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The storage's id of a live or frozen trial (not its per-study `number`)."""
     return int(trial._trial_id)
+
+
+def trial_intermediate_values(trial: optuna.Trial) -> Mapping[int, float]:
+    """The steps a live trial holds, as `Trial.report` sees them (no storage read)."""
+    values: Mapping[int, float] = trial._cached_frozen_trial.intermediate_values
+    return values
 
 
 def refresh_cached_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

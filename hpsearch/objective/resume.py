@@ -1,0 +1,213 @@
+"""Where a trial's resume checkpoints live across the fleet, and what a retry continues from.
+
+One folder per trial, shared by its retries: `<artifacts>/resume/trial-00012/`, where 12 is the
+trial first run (a retry's `failed_trial`, also for a retry of a retry). So a retry on the same
+machine finds the folder as its predecessor left it. With a shared artifact store
+(`artifact_store:`), each file written there is also uploaded as an artifact of the trial that
+wrote it (Optuna's artifact API), and a retry on any machine downloads what the trials it
+retries (`retry_history`) uploaded last. Retention (docs/trainer.md): only the latest two resume
+checkpoints of a trial exist; a retry removes its predecessors' uploads once it has saved its
+own; a trial that completes, is pruned or fails by itself loses them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpsearch.objective.types import Metrics, Report, TrialInfo
+from hpsearch.storage import RETRY_HISTORY
+from hpsearch.storage.artifacts import SharedStore
+from hpsearch.storage.optuna_compat import study_storage, trial_id
+from hpsearch.train import resume as train_resume
+
+_log = logging.getLogger(__name__)
+RESUME_DIR = "resume"
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes under `folder` (0 when it does not exist)."""
+    if not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+class TrialFiles:
+    """One trial's resume folder on this machine, mirrored to the shared store when there is one.
+
+    Used by the built-in trainer (through `TrainerResume`) and by user code (the folder it is
+    given, synced after each reported step).
+    """
+
+    def __init__(self, trial: optuna.Trial, base: Path, shared: SharedStore | None) -> None:
+        self.trial = trial
+        storage = study_storage(trial.study)
+        system = storage.get_trial_system_attrs(trial_id(trial))
+        self.root = int(system.get("failed_trial", trial.number))
+        self.folder = base / f"trial-{self.root:05d}"
+        self.shared = shared
+        # The trials this one retries, oldest first, as the study recorded them.
+        numbers = [int(n) for n in system.get(RETRY_HISTORY, [])]
+        trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+        self.earlier: list[FrozenTrial] = [trials[n] for n in numbers if n in trials]
+        self._uploaded: dict[str, tuple[str, int, int]] = {}  # name: (artifact id, size, mtime)
+
+    @property
+    def resumed_step(self) -> int:
+        """The last step the study holds for this trial (copied from the trials it retries)."""
+        steps = self.trial.storage.get_trial(trial_id(self.trial)).intermediate_values
+        return max(steps, default=0)
+
+    # --- the shared store -------------------------------------------------------------------
+
+    def download(self, wanted: Callable[[str], bool] = lambda name: True) -> None:
+        """Fetch what the earlier trials uploaded last, for the names `wanted` says."""
+        if self.shared is None or not self.earlier:
+            return
+        from optuna.artifacts import get_all_artifact_meta
+
+        latest: dict[str, str] = {}
+        for earlier in self.earlier:  # oldest first: a later upload of a name wins
+            for meta in get_all_artifact_meta(earlier, storage=self.trial.storage):
+                if wanted(meta.filename):
+                    latest[meta.filename] = meta.artifact_id
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, artifact_id in latest.items():
+            self._fetch(name, artifact_id)
+
+    def _fetch(self, name: str, artifact_id: str) -> None:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        assert self.shared is not None
+        tmp = self.folder / f".{name}.{os.getpid()}.download"
+        try:
+            with self.shared.store.open_reader(artifact_id) as reader, tmp.open("wb") as f:
+                shutil.copyfileobj(reader, f)
+            os.replace(tmp, self.folder / name)
+        except ArtifactNotFound:
+            pass  # removed since (a later checkpoint replaced it): the others will do
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def upload(self, names: Iterable[str] | None = None) -> None:
+        """Upload the folder's files that changed since their last upload (`names`: only
+        those, in that order); remove the uploads of files that are gone."""
+        if self.shared is None:
+            return
+        from optuna.artifacts import upload_artifact
+
+        present = sorted(p.name for p in self._files())
+        for name in names if names is not None else present:
+            path = self.folder / name
+            if not path.is_file():
+                continue
+            stat = path.stat()
+            before = self._uploaded.get(name)
+            if before is not None and before[1:] == (stat.st_size, stat.st_mtime_ns):
+                continue
+            artifact_id = upload_artifact(
+                artifact_store=self.shared.store, file_path=str(path), study_or_trial=self.trial
+            )
+            self._uploaded[name] = (artifact_id, stat.st_size, stat.st_mtime_ns)
+            if before is not None:
+                self._remove(before[0])
+        for name in [n for n in self._uploaded if n not in present]:
+            self._remove(self._uploaded.pop(name)[0])
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return [p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+
+    def release_earlier(self) -> None:
+        """This trial saved its own state: the trials it retries need theirs no more."""
+        if self.shared is None:
+            return
+        from optuna.artifacts import get_all_artifact_meta
+
+        for earlier in self.earlier:
+            for meta in get_all_artifact_meta(earlier, storage=self.trial.storage):
+                self._remove(meta.artifact_id)
+        self.earlier = []
+
+    def _remove(self, artifact_id: str) -> None:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        assert self.shared is not None
+        with contextlib.suppress(ArtifactNotFound):
+            self.shared.store.remove(artifact_id)
+
+    def discard(self) -> None:
+        """The trial ended for good (complete, pruned, failed by itself): remove everything."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.shared is None:
+            return
+        try:
+            for artifact_id, _, _ in self._uploaded.values():
+                self._remove(artifact_id)
+            self._uploaded.clear()
+            self.release_earlier()
+        except Exception as e:  # a storage hiccup must not fail a finished trial
+            _log.warning("resume checkpoints not removed from the store: %s", e)
+
+
+class TrainerResume:
+    """The built-in trainer's `ResumeStore`: verified checkpoints in the trial's `TrialFiles`."""
+
+    def __init__(self, files: TrialFiles) -> None:
+        self.files = files
+        self.local = train_resume.ResumeFolder(files.folder)
+
+    def latest(self) -> Path | None:
+        def wanted(name: str) -> bool:
+            return train_resume.epoch_of(name.removesuffix(train_resume.DIGEST_SUFFIX)) is not None
+
+        self.files.download(wanted)
+        return self.local.latest()
+
+    def save(self, epoch: int, write: Callable[[Path], None]) -> None:
+        self.local.save(epoch, write)
+        name = train_resume.file_name(epoch)
+        # The checkpoint, then its checksum: a reader trusts no checkpoint before its sidecar.
+        self.files.upload([name, name + train_resume.DIGEST_SUFFIX])
+        self.files.upload()  # drops the uploads of the epochs the folder no longer keeps
+        self.files.release_earlier()
+
+
+UserRun = Callable[[optuna.Trial, dict[str, Any], Report, TrialInfo], Any]
+
+
+def with_checkpoints(
+    run: UserRun, base: Path, shared: SharedStore | None
+) -> Callable[[optuna.Trial, dict[str, Any], Report], Any]:
+    """A user objective's run with a per-trial checkpoint folder (`TrialInfo`): filled from the
+    shared store before the trial, each file uploaded when it changed before each reported
+    step, and emptied when the trial ends for good (see the module docstring)."""
+
+    def wrapped(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
+        files = TrialFiles(trial, base, shared)
+        files.download()
+        files.folder.mkdir(parents=True, exist_ok=True)
+        info = TrialInfo(trial.number, files.folder, files.resumed_step)
+
+        def synced(value: Metrics | float, step: int) -> None:
+            files.upload()  # what the code saved for this step, before the step is recorded
+            report(value, step)
+
+        try:
+            result = run(trial, values, synced, info)
+        except Exception:
+            files.discard()  # pruned or failed by itself: it is not retried
+            raise
+        files.discard()
+        return result
+
+    return wrapped
