@@ -208,6 +208,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         gpu_limit = ledger.gpu_seconds_limit
         # Workers add device time to the ledger only when `gpu_hours` limits it.
         gpu_s = ledger.gpu_seconds if gpu_limit is not None else p.finished_s
+        epochs = {"epochs_used": ledger.epochs_used, "epoch_limit": ledger.epoch_limit}
         to_start = None if limit is None else max(0, limit + retry_slots - ledger.claimed)
         spent = ledger.spent_reason(time.time())
     else:
@@ -217,6 +218,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         gpu_s = p.finished_s
         gpu_limit = None if spec.gpu_hours is None else spec.gpu_hours * 3600
         to_start = None if limit is None else max(0, limit - claimed)
+        epochs = {"epochs_used": None, "epoch_limit": spec.epochs}
         spent = None
     budget = {
         "source": "ledger" if ledger is not None else "study file",
@@ -228,6 +230,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         "gpu_hours": gpu_s / 3600,
         "gpu_hours_limit": None if gpu_limit is None else gpu_limit / 3600,
         "spent": spent,
+        **epochs,
     }
     return budget, started, 0 if spent is not None else to_start
 
