@@ -146,8 +146,12 @@ def _result(path: Path, url: str, name: str, capsys: pytest.CaptureFixture[str])
     saved = load_checkpoint(Path(trial.user_attrs["checkpoint"]))
     capsys.readouterr()
     assert main(["status", str(path), "--storage", url, "--json"]) == 0
-    budget = json.loads(capsys.readouterr().out)["budget"]
+    status = json.loads(capsys.readouterr().out)
+    budget = status["budget"]
     shared = sorted(p.name for p in (path.parent / "shared").iterdir())
+    # `hpsearch status` says how much the study's checkpoints take in the shared store.
+    kept = Path(trial.user_attrs["checkpoint"])
+    assert status["checkpoints"]["shared_bytes"] == kept.stat().st_size
     return Result(
         trial, dict(trial.intermediate_values), saved["model"], saved["metrics"],
         budget["epochs_used"], shared,

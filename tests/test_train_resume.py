@@ -16,7 +16,8 @@ from data_factory import make_image_folder
 from hpsearch.train.checkpoints import load_checkpoint
 from hpsearch.train.loop import fit
 from hpsearch.train.options import TrainerOptions
-from hpsearch.train.resume import ResumeFolder, file_name, load_state, verify
+from hpsearch.train.resume import load_state
+from hpsearch.train.resume_files import ResumeFolder, file_name, verify
 
 EPOCHS = 5
 
@@ -63,7 +64,7 @@ def _last_state(folder: Path) -> dict[str, Any]:
 def _resume_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage() for r in caplog.records
-        if r.levelno == logging.WARNING and r.name == "hpsearch.train.resume"
+        if r.levelno == logging.WARNING and r.name == "hpsearch.train.resume_files"
     ]  # fmt: skip
 
 
@@ -102,7 +103,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
     latest = folder / file_name(3)
     latest.write_bytes(latest.read_bytes()[:-100])  # a copy cut short
     assert verify(latest) is not None
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="hpsearch.train.loop")
     resumed = Recorder()
     _run(options, tmp_path, resumed)
     warnings = _resume_warnings(caplog)

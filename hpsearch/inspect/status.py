@@ -16,9 +16,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.disk import checkpoint_usage
 from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
-from hpsearch.storage.optuna_compat import trial_id
+from hpsearch.storage.optuna_compat import artifact_ids, trial_id
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
 STUCK_FACTOR = 3.0
@@ -68,6 +69,7 @@ class Status:
     recent_window_s: float
     workers: list[Worker]
     stuck: list[Stuck]
+    checkpoints: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,6 +94,7 @@ class _Pass:
     pruned: list[tuple[float | None, float]] = field(default_factory=list)
     running: list[FrozenTrial] = field(default_factory=list)
     workers: dict[str, Worker] = field(default_factory=dict)
+    artifacts: set[str] = field(default_factory=set)  # ids of what the trials uploaded
 
 
 def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
@@ -161,6 +164,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
         recent_window_s=recent_s,
         workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
         stuck=stuck,
+        checkpoints=checkpoint_usage(view, p.artifacts),
     )
 
 
@@ -278,6 +282,7 @@ def _add(
 ) -> None:
     state = trial.state
     p.counts[state.name] += 1
+    p.artifacts.update(artifact_ids(trial))
     if "failed_trial" in trial.system_attrs:
         p.retries += 1
     start, end = trial.datetime_start, trial.datetime_complete

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
-from hpsearch.inspect.format import STATES, fmt_count, fmt_duration, fmt_rate, fmt_value, plural
+from hpsearch.inspect.format import (
+    STATES,
+    fmt_bytes,
+    fmt_count,
+    fmt_duration,
+    fmt_rate,
+    fmt_value,
+    plural,
+)
 from hpsearch.inspect.status import Status
 
 WIDTH = 100
@@ -45,6 +54,8 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         f"trials {b['trials_claimed']}{limit} | time {elapsed}{timeout} | "
         f"GPU-hours {b['gpu_hours']:.3g}{gpu_limit}{spent}",
     )
+
+    row("disk", _disk(s.checkpoints))
 
     if s.best is not None:
         value = fmt_value(s.best["values"][0])
@@ -126,3 +137,12 @@ def render(s: Status, *, width: int = WIDTH) -> str:
     else:
         row("stuck", "none")
     return "\n".join(lines)
+
+
+def _disk(c: dict[str, Any]) -> str:
+    """`checkpoints 12.3 MB here (/artifacts/demo) | 40.1 MB in /shared/ckpt`."""
+    text = f"checkpoints {fmt_bytes(c['local_bytes'])} here ({c['local_dir']})"
+    if c.get("shared"):
+        size = "not measured" if c["shared_bytes"] is None else fmt_bytes(c["shared_bytes"])
+        text += f" | {size} in {c['shared']}"
+    return text

@@ -64,8 +64,8 @@ def takes_trial(function: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):  # a builtin or an odd callable: the documented two
         return False
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    kinds = [p.kind for p in parameters]
-    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(k in positional for k in kinds) >= 3
+    # Named parameters only: a `(*args, **kwargs)` wrapper may pass on to a two-argument one.
+    return sum(p.kind in positional for p in parameters) >= 3
 
 
 def call_user(

@@ -27,17 +27,10 @@ from hpsearch.objective.types import Metrics, Report, TrialInfo
 from hpsearch.storage import RETRY_HISTORY
 from hpsearch.storage.artifacts import SharedStore
 from hpsearch.storage.optuna_compat import study_storage, trial_id
-from hpsearch.train import resume as train_resume
+from hpsearch.train import resume_files
 
 _log = logging.getLogger(__name__)
 RESUME_DIR = "resume"
-
-
-def folder_size(folder: Path) -> int:
-    """Bytes under `folder` (0 when it does not exist)."""
-    if not folder.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 class TrialFiles:
@@ -69,21 +62,25 @@ class TrialFiles:
     # --- the shared store -------------------------------------------------------------------
 
     def download(self, wanted: Callable[[str], bool] = lambda name: True) -> None:
-        """Fetch what the earlier trials uploaded last, for the names `wanted` says."""
+        """Fetch what the earlier trials uploaded last, for the names `wanted` says.
+
+        A file uploaded again replaced its earlier upload, which was removed from the store
+        (Optuna keeps its entry, in no particular order): the one copy still there is fetched.
+        """
         if self.shared is None or not self.earlier:
             return
         from optuna.artifacts import get_all_artifact_meta
 
-        latest: dict[str, str] = {}
-        for earlier in self.earlier:  # oldest first: a later upload of a name wins
+        candidates: dict[str, list[str]] = {}
+        for earlier in reversed(self.earlier):  # the latest trial's uploads first
             for meta in get_all_artifact_meta(earlier, storage=self.trial.storage):
                 if wanted(meta.filename):
-                    latest[meta.filename] = meta.artifact_id
+                    candidates.setdefault(meta.filename, []).append(meta.artifact_id)
         self.folder.mkdir(parents=True, exist_ok=True)
-        for name, artifact_id in latest.items():
-            self._fetch(name, artifact_id)
+        for name, ids in candidates.items():
+            any(self._fetch(name, artifact_id) for artifact_id in ids)
 
-    def _fetch(self, name: str, artifact_id: str) -> None:
+    def _fetch(self, name: str, artifact_id: str) -> bool:
         from optuna.artifacts.exceptions import ArtifactNotFound
 
         assert self.shared is not None
@@ -92,8 +89,9 @@ class TrialFiles:
             with self.shared.store.open_reader(artifact_id) as reader, tmp.open("wb") as f:
                 shutil.copyfileobj(reader, f)
             os.replace(tmp, self.folder / name)
+            return True
         except ArtifactNotFound:
-            pass  # removed since (a later checkpoint replaced it): the others will do
+            return False  # removed since (replaced, or an old checkpoint): another copy will do
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -164,20 +162,20 @@ class TrainerResume:
 
     def __init__(self, files: TrialFiles) -> None:
         self.files = files
-        self.local = train_resume.ResumeFolder(files.folder)
+        self.local = resume_files.ResumeFolder(files.folder)
 
     def latest(self) -> Path | None:
         def wanted(name: str) -> bool:
-            return train_resume.epoch_of(name.removesuffix(train_resume.DIGEST_SUFFIX)) is not None
+            return resume_files.epoch_of(name.removesuffix(resume_files.DIGEST_SUFFIX)) is not None
 
         self.files.download(wanted)
         return self.local.latest()
 
     def save(self, epoch: int, write: Callable[[Path], None]) -> None:
         self.local.save(epoch, write)
-        name = train_resume.file_name(epoch)
+        name = resume_files.file_name(epoch)
         # The checkpoint, then its checksum: a reader trusts no checkpoint before its sidecar.
-        self.files.upload([name, name + train_resume.DIGEST_SUFFIX])
+        self.files.upload([name, name + resume_files.DIGEST_SUFFIX])
         self.files.upload()  # drops the uploads of the epochs the folder no longer keeps
         self.files.release_earlier()
 

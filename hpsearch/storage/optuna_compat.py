@@ -44,6 +44,7 @@ OPTUNA_VERSION = "5.0.0"
 
 __all__ = [
     "CACHE_LAYER_CALLS",
+    "artifact_ids",
     "OPTUNA_VERSION",
     "OVERRIDDEN_HOOKS",
     "FrozenStudy",
@@ -105,6 +106,13 @@ def told_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The storage's id of a live or frozen trial (not its per-study `number`)."""
     return int(trial._trial_id)
+
+
+def artifact_ids(trial: FrozenTrial) -> list[str]:
+    """The ids of the artifacts uploaded for `trial` (`optuna.artifacts.upload_artifact` keeps
+    them in its system attributes), read without a query of its own."""
+    prefix = "artifacts:"  # optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX
+    return [key.removeprefix(prefix) for key in trial.system_attrs if key.startswith(prefix)]
 
 
 def trial_intermediate_values(trial: optuna.Trial) -> Mapping[int, float]:
