@@ -23,6 +23,8 @@ from optuna.trial import TrialState
 
 from hpsearch.cli import main
 from hpsearch.objective.function import takes_trial
+from hpsearch.objective.resume import sweep
+from hpsearch.storage import RETRY_ATTR
 
 RESUMABLE = '''
 import json, os, signal, time
@@ -132,3 +134,29 @@ def test_a_two_argument_function_is_called_as_before() -> None:
     assert takes_trial(new)
     assert not takes_trial(lambda *args: 0)  # a wrapper may pass on to a two-argument one
     assert not takes_trial(max)  # a builtin without a signature: the documented two
+
+
+def test_a_machine_sweeps_the_resume_folders_of_trials_that_ended_for_good(
+    tmp_path: Path,
+) -> None:
+    """What a killed worker left on its machine goes once its retry finished elsewhere; what a
+    trial waiting for its retry (or running, or queued) may still need stays."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(state: TrialState, **system: object) -> None:
+        value = 1.0 if state == TrialState.COMPLETE else None
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, params={"x": 0.5}, distributions=dist, system_attrs=system,
+        ))  # fmt: skip
+
+    add(TrialState.FAIL, **{RETRY_ATTR: "crash"})  # 0: killed, retried by 1
+    add(TrialState.COMPLETE, failed_trial=0, retry_history=[0])  # 1: its retry, done
+    add(TrialState.FAIL, **{RETRY_ATTR: "stop"})  # 2: handed back, its retry not queued yet
+    add(TrialState.WAITING)  # 3: queued
+    add(TrialState.PRUNED)  # 4
+    base = tmp_path / "resume"
+    for number in (0, 2, 3, 4, 9):  # 9: no such trial here (left alone)
+        (base / f"trial-{number:05d}").mkdir(parents=True)
+    sweep(base, study)
+    assert sorted(p.name for p in base.iterdir()) == ["trial-00002", "trial-00003", "trial-00009"]

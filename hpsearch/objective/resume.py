@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.objective.types import Metrics, Report, TrialInfo
-from hpsearch.storage import RETRY_HISTORY
+from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY
 from hpsearch.storage.artifacts import SharedStore
 from hpsearch.storage.optuna_compat import study_storage, trial_id
 from hpsearch.train import resume_files
@@ -180,6 +180,30 @@ class TrainerResume:
         self.files.release_earlier()
 
 
+def sweep(base: Path, study: optuna.Study) -> None:
+    """Remove this machine's resume folders of trials that ended for good.
+
+    A trial removes its own folder when it ends; this catches what a killed worker left on its
+    machine once the retry, wherever it ran, has finished. A folder stays while its trial runs,
+    waits, or failed for a retry not yet queued (or refused: `workers.max_retries`).
+    """
+    if not base.is_dir():
+        return
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, [])}
+    roots, open_roots = set(), set()
+    for t in trials:
+        root = int(t.system_attrs.get("failed_trial", t.number))
+        roots.add(root)
+        waits = t.state == TrialState.FAIL and RETRY_ATTR in t.system_attrs
+        if not t.state.is_finished() or (waits and t.number not in retried):
+            open_roots.add(root)
+    for folder in base.glob("trial-*"):
+        number = folder.name.removeprefix("trial-")
+        if number.isdigit() and int(number) in roots - open_roots:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 UserRun = Callable[[optuna.Trial, dict[str, Any], Report, TrialInfo], Any]
 
 
@@ -206,6 +230,7 @@ def with_checkpoints(
             files.discard()  # pruned or failed by itself: it is not retried
             raise
         files.discard()
+        sweep(base, trial.study)
         return result
 
     return wrapped

@@ -19,7 +19,7 @@ from hpsearch import batch_size as bs
 from hpsearch.errors import BatchSizeError
 from hpsearch.objective.checkpoints import CHECKPOINT_ATTR, Checkpoints
 from hpsearch.objective.record import record
-from hpsearch.objective.resume import RESUME_DIR, TrainerResume, TrialFiles
+from hpsearch.objective.resume import RESUME_DIR, TrainerResume, TrialFiles, sweep
 from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
 from hpsearch.storage.artifacts import open_store
@@ -186,9 +186,11 @@ def _prune(
     study: optuna.Study,
     finishing: tuple[int, Sequence[float]] | None = None,
 ) -> None:
-    """Remove what fell out of the best N; a storage hiccup here must not fail the trial."""
+    """Remove what fell out of the best N, and resume checkpoints of trials that ended for good
+    (`resume.sweep`); a storage hiccup here must not fail the trial."""
     try:
         checkpoints.prune(study, finishing)
+        sweep(checkpoints.directory.parent / RESUME_DIR, study)
     except Exception as e:  # the next trial's prune catches up
         _log.warning("checkpoints not pruned this time: %s: %s", type(e).__name__, e)
 
