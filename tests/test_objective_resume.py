@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from hpsearch.cli import main
@@ -142,7 +143,7 @@ def test_a_machine_sweeps_the_resume_folders_of_trials_that_ended_for_good(
     """What a killed worker left on its machine goes once its retry finished elsewhere; what a
     trial waiting for its retry (or running, or queued) may still need stays."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    dist: dict[str, BaseDistribution] = {"x": FloatDistribution(0, 1)}
 
     def add(state: TrialState, **system: object) -> None:
         value = 1.0 if state == TrialState.COMPLETE else None
