@@ -87,4 +87,6 @@ def function_runner(
     def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: TrialInfo) -> Any:
         return call_user(function, {**options, **values}, report, info)
 
-    return Runner(with_checkpoints(run, context.artifacts / RESUME_DIR, open_store(loaded)))
+    resumes = takes_trial(function)
+    base, shared = context.artifacts / RESUME_DIR, open_store(loaded) if resumes else None
+    return Runner(with_checkpoints(run, base, shared, enabled=resumes))

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.objective.types import Metrics, Report, TrialInfo
 from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY
 from hpsearch.storage.artifacts import SharedStore
-from hpsearch.storage.optuna_compat import study_storage, trial_id
+from hpsearch.storage.optuna_compat import study_id, trial_intermediate_values, trial_system_attrs
 from hpsearch.train import resume_files
 
 _log = logging.getLogger(__name__)
@@ -42,22 +42,29 @@ class TrialFiles:
 
     def __init__(self, trial: optuna.Trial, base: Path, shared: SharedStore | None) -> None:
         self.trial = trial
-        storage = study_storage(trial.study)
-        system = storage.get_trial_system_attrs(trial_id(trial))
+        system = trial_system_attrs(trial)  # as the trial started: no storage read
         self.root = int(system.get("failed_trial", trial.number))
         self.folder = base / f"trial-{self.root:05d}"
         self.shared = shared
-        # The trials this one retries, oldest first, as the study recorded them.
-        numbers = [int(n) for n in system.get(RETRY_HISTORY, [])]
-        trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
-        self.earlier: list[FrozenTrial] = [trials[n] for n in numbers if n in trials]
+        self._history = [int(n) for n in system.get(RETRY_HISTORY, [])]  # the trials it retries
+        self._earlier: list[FrozenTrial] | None = None
         self._uploaded: dict[str, tuple[str, int, int]] = {}  # name: (artifact id, size, mtime)
+
+    @property
+    def earlier(self) -> list[FrozenTrial]:
+        """The trials this one retries, oldest first (read once, when first needed)."""
+        if self._earlier is None:
+            storage, sid = self.trial.storage, study_id(self.trial.study)
+            self._earlier = [
+                storage.get_trial(storage.get_trial_id_from_study_id_trial_number(sid, n))
+                for n in self._history
+            ]
+        return self._earlier
 
     @property
     def resumed_step(self) -> int:
         """The last step the study holds for this trial (copied from the trials it retries)."""
-        steps = self.trial.storage.get_trial(trial_id(self.trial)).intermediate_values
-        return max(steps, default=0)
+        return max(trial_intermediate_values(self.trial), default=0)
 
     # --- the shared store -------------------------------------------------------------------
 
@@ -67,7 +74,7 @@ class TrialFiles:
         A file uploaded again replaced its earlier upload, which was removed from the store
         (Optuna keeps its entry, in no particular order): the one copy still there is fetched.
         """
-        if self.shared is None or not self.earlier:
+        if self.shared is None or not self._history:
             return
         from optuna.artifacts import get_all_artifact_meta
 
@@ -127,14 +134,14 @@ class TrialFiles:
 
     def release_earlier(self) -> None:
         """This trial saved its own state: the trials it retries need theirs no more."""
-        if self.shared is None:
+        if self.shared is None or not self._history:
             return
         from optuna.artifacts import get_all_artifact_meta
 
         for earlier in self.earlier:
             for meta in get_all_artifact_meta(earlier, storage=self.trial.storage):
                 self._remove(meta.artifact_id)
-        self.earlier = []
+        self._history, self._earlier = [], []
 
     def _remove(self, artifact_id: str) -> None:
         from optuna.artifacts.exceptions import ArtifactNotFound
@@ -187,7 +194,8 @@ def sweep(base: Path, study: optuna.Study) -> None:
     machine once the retry, wherever it ran, has finished. A folder stays while its trial runs,
     waits, or failed for a retry not yet queued (or refused: `workers.max_retries`).
     """
-    if not base.is_dir():
+    folders = list(base.glob("trial-*")) if base.is_dir() else []
+    if not folders:  # the usual case: each trial removed its own
         return
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, [])}
@@ -198,7 +206,7 @@ def sweep(base: Path, study: optuna.Study) -> None:
         waits = t.state == TrialState.FAIL and RETRY_ATTR in t.system_attrs
         if not t.state.is_finished() or (waits and t.number not in retried):
             open_roots.add(root)
-    for folder in base.glob("trial-*"):
+    for folder in folders:
         number = folder.name.removeprefix("trial-")
         if number.isdigit() and int(number) in roots - open_roots:
             shutil.rmtree(folder, ignore_errors=True)
@@ -208,11 +216,18 @@ UserRun = Callable[[optuna.Trial, dict[str, Any], Report, TrialInfo], Any]
 
 
 def with_checkpoints(
-    run: UserRun, base: Path, shared: SharedStore | None
+    run: UserRun, base: Path, shared: SharedStore | None, *, enabled: bool = True
 ) -> Callable[[optuna.Trial, dict[str, Any], Report], Any]:
     """A user objective's run with a per-trial checkpoint folder (`TrialInfo`): filled from the
     shared store before the trial, each file uploaded when it changed before each reported
-    step, and emptied when the trial ends for good (see the module docstring)."""
+    step, and emptied when the trial ends for good (see the module docstring).
+
+    `enabled=False` (a function that takes no `trial`): no folder, nothing to sync.
+    """
+
+    def plain(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
+        folder = base / f"trial-{trial.number:05d}"
+        return run(trial, values, report, TrialInfo(trial.number, folder, 0))
 
     def wrapped(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
         files = TrialFiles(trial, base, shared)
@@ -233,4 +248,4 @@ def with_checkpoints(
         sweep(base, trial.study)
         return result
 
-    return wrapped
+    return wrapped if enabled else plain

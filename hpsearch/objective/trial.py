@@ -17,7 +17,12 @@ import optuna
 
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.command import check_command, command_runner
-from hpsearch.objective.function import call_user, function_runner, load_function
+from hpsearch.objective.function import (
+    call_user,
+    function_runner,
+    load_function,
+    takes_trial,
+)
 from hpsearch.objective.record import record
 from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
 from hpsearch.objective.trainer import trainer_runner
@@ -104,7 +109,9 @@ def _call(function: UserFunction, loaded: LoadedSpec, context: TrialContext) -> 
     def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: TrialInfo) -> Any:
         return call_user(function, {**fixed, **values}, report, info)
 
-    return with_checkpoints(run, context.artifacts / RESUME_DIR, open_store(loaded))
+    resumes = takes_trial(function)
+    base, shared = context.artifacts / RESUME_DIR, open_store(loaded) if resumes else None
+    return with_checkpoints(run, base, shared, enabled=resumes)
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:

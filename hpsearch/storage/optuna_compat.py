@@ -64,6 +64,7 @@ __all__ = [
     "told_trial",
     "trial_id",
     "trial_intermediate_values",
+    "trial_system_attrs",
     "upsert_user_attrs",
 ]
 
@@ -119,6 +120,13 @@ def trial_intermediate_values(trial: optuna.Trial) -> Mapping[int, float]:
     """The steps a live trial holds, as `Trial.report` sees them (no storage read)."""
     values: Mapping[int, float] = trial._cached_frozen_trial.intermediate_values
     return values
+
+
+def trial_system_attrs(trial: optuna.Trial) -> Mapping[str, Any]:
+    """A live trial's system attributes as it started (no storage read, no deprecation warning:
+    Optuna deprecated them for users, and uses them for `failed_trial` and `retry_history`)."""
+    attrs: Mapping[str, Any] = trial._cached_frozen_trial.system_attrs
+    return attrs
 
 
 def refresh_cached_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
