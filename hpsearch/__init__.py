@@ -14,9 +14,9 @@ from hpsearch.version import __version__
 
 if TYPE_CHECKING:
     from hpsearch.api import create_study, load, run, storage_url
+    from hpsearch.budget import BudgetSpent
     from hpsearch.errors import HpsearchError, SpecError, StorageError
     from hpsearch.spec import LoadedSpec, StudySpec
-    from hpsearch.storage import BudgetSpent
 
 __all__ = [
     "BudgetSpent",
@@ -42,7 +42,7 @@ _HOMES = {
     "StorageError": "hpsearch.errors",
     "LoadedSpec": "hpsearch.spec",
     "StudySpec": "hpsearch.spec",
-    "BudgetSpent": "hpsearch.storage",
+    "BudgetSpent": "hpsearch.budget",
 }
 
 

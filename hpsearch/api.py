@@ -9,18 +9,18 @@ process, with the file's objective or a Python function `objective(params, repor
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
+from typing import Any
 
 import optuna
 
+from hpsearch.budget import BudgetSpent, for_run
 from hpsearch.errors import StorageError
 from hpsearch.objective import UserFunction
 from hpsearch.spec import Budget, LoadedSpec, load_spec
-from hpsearch.storage import ResilientRDBStorage, StorageURL, open_storage, resolve
-from hpsearch.storage.optuna_compat import study_id
-from hpsearch.study import check_requirements, create_or_load
-from hpsearch.worker import Ledger, Limits, RunOptions, run_worker
+from hpsearch.storage import StorageURL, resolve
+from hpsearch.storage.optuna_compat import study_storage
+from hpsearch.worker import RunOptions, StudySession, run_worker, worker_name
 
 __all__ = ["create_study", "load", "run", "storage_url"]
 
@@ -45,13 +45,24 @@ def storage_url(study_file: StudyFile, storage: str | None = None) -> StorageURL
     return resolve(_loaded(study_file), flag=storage)
 
 
-def _budget(loaded: LoadedSpec, n_trials: int | None, timeout: float | None) -> Budget:
-    update: dict[str, object] = {}
-    if n_trials is not None:
-        update["n_trials"] = n_trials
-    if timeout is not None:
-        update["timeout"] = float(timeout)
-    return loaded.spec.budget.model_copy(update=update)
+def _budget(
+    loaded: LoadedSpec, n_trials: int | None, timeout: float | None, change: bool
+) -> tuple[Budget, bool]:
+    return for_run(loaded.spec.budget, n_trials=n_trials, timeout=timeout, change=change)
+
+
+class BudgetedStudy(optuna.Study):
+    """A plain `optuna.Study` whose `optimize` ends when the study-wide budget is spent, as it
+    ends under Optuna's `MaxTrialsCallback`, instead of raising `BudgetSpent` out of the loop.
+
+    `ask()` still raises `BudgetSpent` (a hand-written ask/tell loop needs to know).
+    """
+
+    def optimize(self, func: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().optimize(func, *args, **kwargs)
+        except BudgetSpent:
+            return
 
 
 def create_study(
@@ -66,8 +77,9 @@ def create_study(
     """Create the file's study, or join it, and return it as a plain `optuna.Study`.
 
     The study-wide budget is attached to the storage: `study.optimize` run by hand claims a
-    slot for each trial, and `ask()` raises `hpsearch.BudgetSpent` once the budget is spent,
-    however many processes share the study. `n_trials` / `timeout` (seconds) are the
+    slot for each trial and returns once the budget is spent (as under Optuna's
+    `MaxTrialsCallback`), however many processes share the study; `ask()` raises
+    `hpsearch.BudgetSpent` then. `n_trials` / `timeout` (seconds) are the
     `--n-trials` / `--timeout` of `hpsearch run`.
 
     Raises:
@@ -75,27 +87,16 @@ def create_study(
         hpsearch.StorageError: the storage cannot be reached.
     """
     loaded = _loaded(study_file)
-    check_requirements(loaded)
-    url = resolve(loaded, flag=storage)
-    spec = loaded.spec
-    rdb = open_storage(url, heartbeat_interval=spec.workers.heartbeat_interval,
-                       grace_period=spec.workers.grace_seconds)  # fmt: skip
-    budget = _budget(loaded, n_trials, timeout)
-    explicit = change_budget or n_trials is not None or timeout is not None
-    worker = f"{socket.gethostname()}:{os.getpid()}#api"
-    joined = create_or_load(
-        loaded, rdb, name=name, worker=worker, budget=budget, change_budget=explicit
-    )
-    if isinstance(rdb, ResilientRDBStorage):
-        sid = study_id(joined.study)
-        ledger = Ledger(rdb.engine, sid, uid=joined.uid, max_wait=rdb.max_wait)
-        limits = Limits.of(joined.budget)
-        if joined.created or joined.budget_changed:
-            ledger.set_limits(limits)
-        else:
-            ledger.ensure(limits)
-        rdb.use_budget(sid, ledger)
-    return joined.study
+    budget, change = _budget(loaded, n_trials, timeout, change_budget)
+    session = StudySession.open(
+        loaded, resolve(loaded, flag=storage), worker=worker_name("api"), name=name,
+        budget=budget, change_budget=change,
+    )  # fmt: skip
+    study = session.study
+    return BudgetedStudy(
+        study_name=study.study_name, storage=study_storage(study),
+        sampler=study.sampler, pruner=study.pruner,
+    )  # fmt: skip
 
 
 def run(
@@ -122,9 +123,10 @@ def run(
     """
     loaded = _loaded(study_file)
     url = resolve(loaded, flag=storage)
+    budget, change = _budget(loaded, n_trials, timeout, change_budget)
     run_options = RunOptions(
-        budget=_budget(loaded, n_trials, timeout),
-        change_budget=change_budget or n_trials is not None or timeout is not None,
+        budget=budget,
+        change_budget=change,
         study_name=name,
         worker_id="api",
         artifacts=artifacts,

@@ -5,13 +5,17 @@ from __future__ import annotations
 import pickle
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
-from hpsearch.storage import BudgetSpent, ResilientRDBStorage, StorageURL, open_storage
+import hpsearch
+from hpsearch.budget import BudgetSpent, Ledger, Limits
+from hpsearch.storage import ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage.optuna_compat import study_id
-from hpsearch.worker.budget import Ledger, Limits
 
 
 @pytest.fixture
@@ -146,3 +150,50 @@ def test_a_storage_with_a_budget_pickles(storage_url: str) -> None:
     state = budget.state()  # its own engine, not the original's
     assert state is not None
     assert state.claimed == 1
+
+
+def _study(
+    write_study: Callable[..., Path], unique_name: str, budget: str, extra: str = ""
+) -> Path:
+    return write_study(f"""
+        name: {unique_name}
+        metric: loss
+        direction: minimize
+        sampler: {{type: random, seed: 3}}
+        pruner: {{type: none}}
+        budget: {budget}
+        objective: {{function: objective.py:quadratic}}
+        search_space:
+          x: {{type: float, low: -5, high: 5}}
+        {extra}
+        """)  # fmt: skip
+
+
+def test_a_target_as_the_only_budget_ends_and_no_trial_starts_after_it(
+    write_study: Callable[..., Path], unique_name: str, storage_url: str
+) -> None:
+    """A target-only study ran for ever; after the target, other workers went on starting
+    trials (each pruned at its first step) because their between-trials look was rate-limited.
+    The target now closes the ledger: no worker's claim succeeds after that commit."""
+    path = _study(write_study, unique_name, "{target: 4.0}")
+    study = hpsearch.run(path, storage=storage_url)  # returns: the target ends it
+    reached = [t for t in study.trials if t.value is not None and t.value <= 4.0]
+    assert len(reached) == 1
+    assert study.trials[-1].number == reached[0].number  # nothing started after it
+    other = hpsearch.create_study(path, storage=storage_url)  # another worker, joining
+    with pytest.raises(hpsearch.BudgetSpent):
+        other.ask()
+    assert len(study.trials) == len(other.trials)
+
+
+def test_queued_trials_that_can_no_longer_start_fail_with_why(
+    write_study: Callable[..., Path], unique_name: str, storage_url: str
+) -> None:
+    """A trial queued after the budget is spent (an enqueued trial, a crashed trial's retry)
+    stayed WAITING for ever."""
+    enqueue = "enqueue: [{x: 1.0}, {x: 2.0}, {x: 3.0}]"
+    path = _study(write_study, unique_name, "{n_trials: 2}", enqueue)
+    study = hpsearch.run(path, storage=storage_url)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[2].user_attrs["fail_reason"] == "n_trials reached (2/2)"

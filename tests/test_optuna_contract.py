@@ -26,10 +26,10 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.testing.pytest_storages import StorageTestCase
 from optuna.trial import TrialState
 
+from hpsearch.budget import Ledger, Limits
 from hpsearch.inspect.dashboard import ReadOnlyStorage
 from hpsearch.storage import ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage.optuna_compat import models, trial_id
-from hpsearch.worker.budget import Ledger, Limits
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 

@@ -16,11 +16,11 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from hpsearch.budget import Ledger, Limits
 from hpsearch.spec import load_spec
 from hpsearch.storage import ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage.optuna_compat import study_id, trial_id
-from hpsearch.worker import Ledger, RunOptions, run_worker
-from hpsearch.worker.budget import Limits
+from hpsearch.worker import RunOptions, run_worker
 from hpsearch.worker.launcher import JOINED_ENV, WAIT_ENV, joined, wait_for_first
 
 

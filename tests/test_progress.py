@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
+from hpsearch.budget import LedgerState
 from hpsearch.commands.progress import BarHandler, Progress
-from hpsearch.worker import LedgerState
 
 
 def _state(

@@ -16,8 +16,8 @@ from typing import IO, Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpsearch.budget import Ledger, LedgerState
 from hpsearch.inspect.format import fmt_duration
-from hpsearch.worker import Ledger, LedgerState
 
 _log = logging.getLogger("hpsearch")
 

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from hpsearch.budget import for_run
 from hpsearch.commands.common import add_study_arguments, load, preflight
 from hpsearch.commands.progress import Progress, install
 from hpsearch.errors import HpsearchError
@@ -46,29 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
 
 
-def budget_from(args: argparse.Namespace, budget: Budget) -> Budget:
-    """The study-wide budget of this run: the flags override the file's `budget:`."""
+def budget_from(args: argparse.Namespace, budget: Budget) -> tuple[Budget, bool]:
+    """The study-wide budget of this run (the flags override the file's `budget:`), and
+    whether it changes a joined study's budget (`budget.for_run`)."""
     if args.n_trials is not None and args.n_trials < 1:
         raise HpsearchError(f"--n-trials must be >= 1, but got {args.n_trials}")
-    update: dict[str, object] = {}
+    timeout = None
     if args.timeout is not None:
         try:
-            update["timeout"] = parse_duration(args.timeout)
+            timeout = parse_duration(args.timeout)
         except ValueError as e:
             raise HpsearchError(f"--timeout: {e}") from None
-    if args.n_trials is not None:
-        update["n_trials"] = args.n_trials
-    return budget.model_copy(update=update)
-
-
-def _budget_flags(args: argparse.Namespace) -> bool:
-    """A budget on the command line is an explicit change of a joined study's budget."""
-    return args.change_budget or args.n_trials is not None or args.timeout is not None
+    return for_run(budget, n_trials=args.n_trials, timeout=timeout, change=args.change_budget)
 
 
 def run(args: argparse.Namespace) -> int:
     loaded, url = load(args)
-    budget = budget_from(args, loaded.spec.budget)
+    budget, change_budget = budget_from(args, loaded.spec.budget)
     if args.workers < 1:
         raise HpsearchError(f"--workers must be >= 1, but got {args.workers}")
     if args.gpus and args.workers > 1:
@@ -87,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ.pop(name, None)
     options = RunOptions(
         budget=budget,
-        change_budget=_budget_flags(args),
+        change_budget=change_budget,
         study_name=args.name,
         worker_id=args.worker_id or "0",
         artifacts=args.artifacts,

@@ -18,12 +18,12 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.budget import Ledger, LedgerState, ledger_table
 from hpsearch.errors import StorageError
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam
 from hpsearch.storage import StorageURL, open_storage
 from hpsearch.storage.optuna_compat import build_frozen_trial, models, trial_id
 from hpsearch.study import EXPONENT_PREFIX, SPACE_ATTR
-from hpsearch.worker.budget import Ledger, LedgerState, ledger_table
 
 # Trials read per database round trip: bounds memory for studies of tens of thousands of trials.
 PAGE_SIZE = 500

@@ -23,8 +23,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.budget import RETRY_HISTORY
 from hpsearch.objective.types import Metrics, Report, TrialInfo
-from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY
+from hpsearch.storage import RETRY_ATTR
 from hpsearch.storage.artifacts import SharedStore
 from hpsearch.storage.optuna_compat import study_id, trial_intermediate_values, trial_system_attrs
 from hpsearch.train import resume_files

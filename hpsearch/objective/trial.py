@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from hpsearch.budget import BudgetSpent
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import (
@@ -43,7 +44,6 @@ from hpsearch.spec import (
     StudySpec,
     TrainerObjective,
 )
-from hpsearch.storage import BudgetSpent
 from hpsearch.storage.artifacts import open_store
 from hpsearch.storage.optuna_compat import trial_intermediate_values
 from hpsearch.study import suggest

@@ -3,9 +3,9 @@
 `url` (the storage URL's precedence, password and redaction), `engine` (the one set of engine
 settings), `retry` (what counts as a lost connection, and the backoff), `resilient` (Optuna's
 RDB storage made to ride out database restarts, with hpsearch's one-transaction steps),
-`claims` (the budget's protocol), `sqlite` (the embedded default), `mysql`, `open`
+`sqlite` (the embedded default), `mysql`, `open`
 (`open_storage`), `proxy` / `proxy_server` (Optuna's gRPC proxy, client and server), and
-`optuna_compat`, which holds every use of Optuna's private API. Nothing here knows about trials'
+`optuna_compat`, which holds every use of Optuna's private API. The study-wide budget's ledger (`hpsearch.budget`) is claimed in its transactions. Nothing here knows about trials'
 contents, workers or the trainer.
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from hpsearch.storage.engine import check_reachable, create_engine, engine_kwargs
 from hpsearch.storage.open import StaleCallback, open_storage
-from hpsearch.storage.claims import BudgetClaim, BudgetSpent
-from hpsearch.storage.resilient import RETRY_ATTR, RETRY_HISTORY, ResilientRDBStorage
+from hpsearch.storage.resilient import RETRY_ATTR, ResilientRDBStorage
 from hpsearch.storage.retry import (
     BACKOFF_SECONDS,
     STORAGE_ERRORS,
@@ -43,11 +42,8 @@ __all__ = [
     "OPTUNA_STORAGE_ENV",
     "PASSWORD_ENV",
     "RETRY_ATTR",
-    "RETRY_HISTORY",
     "STORAGE_ENV",
     "STORAGE_ERRORS",
-    "BudgetClaim",
-    "BudgetSpent",
     "ResilientRDBStorage",
     "StaleCallback",
     "StorageURL",

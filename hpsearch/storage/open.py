@@ -51,25 +51,36 @@ def open_storage(
     check_reachable(url, wait=wait)
     if url.sqlite_path is not None and create_tables:
         enable_wal(url.sqlite_path)  # set by the workers; a reader leaves the file as it is
+
+    def make() -> ResilientRDBStorage:
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely on
+            # for crashed workers, so the warning would only be noise for our users.
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return ResilientRDBStorage(
+                # The one place braces are doubled: RDBStorage runs str.format over its URL.
+                url.secret_url.replace("{", "{{").replace("}", "}}"),
+                engine_kwargs=engine_kwargs(url, pool_size),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_callback,
+                skip_table_creation=not create_tables,
+                skip_compatibility_check=not create_tables,
+                # A reader (status, the dashboard) takes no write lock; a worker does.
+                serialize_sqlite=create_tables,
+            )
+
+    return _riding_out_races(make, url, create_tables=create_tables, wait=wait)
+
+
+def _riding_out_races(
+    make: Callable[[], ResilientRDBStorage], url: StorageURL, *, create_tables: bool, wait: float
+) -> ResilientRDBStorage:
+    """`make()`, again while the database restarts or other workers create its tables."""
     started, races, pause = time.monotonic(), 0, 0.5
     while True:
         try:
-            with warnings.catch_warnings():
-                # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely
-                # on for crashed workers, so the warning would only be noise for our users.
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                return ResilientRDBStorage(
-                    # The one place braces are doubled: RDBStorage runs str.format over its URL.
-                    url.secret_url.replace("{", "{{").replace("}", "}}"),
-                    engine_kwargs=engine_kwargs(url, pool_size),
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period,
-                    heartbeat_stale_trial_callback=stale_callback,
-                    skip_table_creation=not create_tables,
-                    skip_compatibility_check=not create_tables,
-                    # A reader (status, the dashboard) takes no write lock; a worker does.
-                    serialize_sqlite=create_tables,
-                )
+            return make()
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             if is_disconnect(e):
                 # The database went away after answering `check_reachable` (it restarts while

@@ -13,6 +13,8 @@ why the public API does not do, so an upgrade can replace it when Optuna offers 
   (`CACHE_LAYER_CALLS`), which must retry like the public ones.
 - `study_id`, `trial_id`, `study_storage`, `storage_backend`, `refresh_cached_user_attrs`: the
   ids and storage behind a `Study` / `Trial` (private attributes; Optuna has no public getter).
+- `forget_finished`: the cache layer holds a finished trial for good; a trial revived after a
+  wrong stale judgement (`TrialFates.revive`) must be read again.
 - `told_trial`: a finished trial through the cache layer's own read of the study (what the
   cache holds after `get_all_trials` is its behaviour, not its API).
 - `build_frozen_trial`: the row-to-`FrozenTrial` builder, for reading trials a page at a time
@@ -44,10 +46,10 @@ OPTUNA_VERSION = "5.0.0"
 
 __all__ = [
     "CACHE_LAYER_CALLS",
-    "artifact_ids",
     "OPTUNA_VERSION",
     "OVERRIDDEN_HOOKS",
     "FrozenStudy",
+    "artifact_ids",
     "build_frozen_trial",
     "create_new_trial",
     "create_scoped_session",
@@ -127,6 +129,20 @@ def trial_system_attrs(trial: optuna.Trial) -> Mapping[str, Any]:
     Optuna deprecated them for users, and uses them for `failed_trial` and `retry_history`)."""
     attrs: Mapping[str, Any] = trial._cached_frozen_trial.system_attrs
     return attrs
+
+
+def forget_finished(study: optuna.Study, trial_id: int) -> None:
+    """Make the study's cache layer read trial `trial_id` again (it was revived: RUNNING)."""
+    cache = study._storage
+    if not isinstance(cache, optuna.storages._CachedStorage):
+        return
+    with cache._lock:
+        known = cache._trial_id_to_study_id_and_number.get(trial_id)
+        if known is None:
+            return
+        info = cache._studies[known[0]]
+        info.trials[known[1]] = cache._backend.get_trial(trial_id)
+        info.unfinished_trial_ids.add(trial_id)
 
 
 def refresh_cached_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

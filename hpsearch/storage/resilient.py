@@ -41,30 +41,26 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.budget import BudgetSpent, Ledger, counts_as_new_trial
+from hpsearch.storage.fates import RETRY_ATTR, TrialFates
+from hpsearch.storage.mysql import mysql_microseconds
 from hpsearch.storage.optuna_compat import (
     CACHE_LAYER_CALLS,
     create_new_trial,
     create_scoped_session,
     models,
     prepared_new_trial,
-    set_attr_in_session,
     set_intermediate_value_in_session,
     stale_trial_ids,
     upsert_user_attrs,
 )
-from hpsearch.storage.retry import call_with_retries, first_line
-from hpsearch.storage.claims import BudgetClaim, BudgetSpent
-from hpsearch.storage.mysql import mysql_microseconds
+from hpsearch.storage.retry import first_line
 from hpsearch.storage.sqlite import reading, serialize_writes
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-# A FAIL trial with this system attribute failed because of its worker (`crash`: stopped sending
-# heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
-RETRY_ATTR = "hpsearch:retry"
-RETRY_HISTORY = "retry_history"  # Optuna's own attribute on a retry: the numbers it retries
 _STALE_EVERY = 5.0  # seconds between two stale checks of Optuna's, at the most
 # A beat written with the trial's start is not repeated while younger than this (seconds, and
 # share of the heartbeat interval).
@@ -83,18 +79,20 @@ def _retrying(method: F) -> F:
     return call  # type: ignore[return-value]
 
 
-class ResilientRDBStorage(RDBStorage):
+class ResilientRDBStorage(TrialFates):
     """`RDBStorage` whose calls survive a database restart (see the module docstring)."""
 
     def __init__(self, *args: Any, serialize_sqlite: bool = True, **kwargs: Any) -> None:
         # Set before Optuna's constructor, which already makes (retried) calls.
-        self._budgets: dict[int, BudgetClaim] = {}
+        self._budgets: dict[int, Ledger] = {}
         self._outage = -float("inf")  # when this process last reconnected (stale_trial_ids)
         self._stale: set[int] = set()  # found stale for Optuna's `fail_stale_trials`
         self._stale_asked = -float("inf")
         self.taken: int | None = None  # the trial this process last started, for a signal
         # When this process wrote the first heartbeat of `taken`, with the trial's start.
         self._first_beat = -float("inf")
+        self._beat_ok = -float("inf")
+        self.on_revive: list[Callable[[int], None]] = []
         self._trial_attrs: dict[str, Any] = {}  # written on every trial this process starts
         self._serialize_sqlite = serialize_sqlite
         super().__init__(*args, **kwargs)
@@ -113,28 +111,14 @@ class ResilientRDBStorage(RDBStorage):
         if self._serialize_sqlite and self.engine.dialect.name == "sqlite":
             serialize_writes(self.engine)
         for budget in self._budgets.values():
-            budget.bind(self.engine)
-
-    # --- retries ------------------------------------------------------------------------
-
-    def _retry(self, call: Callable[[], T], what: str) -> T:
-        return call_with_retries(
-            call, what=what, on_retry=self.reconnect, max_wait=getattr(self, "max_wait", None)
-        )
-
-    def reconnect(self) -> None:
-        """Drop every pooled connection (after a restart they all died together)."""
-        self._outage = time.monotonic()
-        self.engine.dispose()
+            budget.bind(self.engine, self.retried)
 
     # --- the budget, claimed with the trial -------------------------------------------------
 
-    def use_budget(self, study_id: int, ledger: BudgetClaim) -> None:
-        """Claim a slot of `ledger` in the same transaction as each trial this process starts.
-
-        A fresh trial claims one; a queued one claims one unless it is a retry (a retry takes the
-        place of the trial it retries). When no slot is left, `ask()` raises `BudgetSpent`.
-        """
+    def use_budget(self, study_id: int, ledger: Ledger) -> None:
+        """Claim from `ledger` in the same transaction as each trial this process starts, and
+        each epoch it records (what counts: `budget.rules`). When no slot is left, `ask()`
+        raises `BudgetSpent`."""
         self._budgets[study_id] = ledger
 
     def stamp_trials(self, attrs: Mapping[str, Any]) -> None:
@@ -149,7 +133,7 @@ class ResilientRDBStorage(RDBStorage):
         if self._trial_attrs:
             upsert_user_attrs(session, self.engine.dialect.name, trial_id, self._trial_attrs)
         self.taken = trial_id
-        self._first_beat = time.monotonic()
+        self._first_beat = self._beat_ok = time.monotonic()
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
@@ -229,12 +213,10 @@ class ResilientRDBStorage(RDBStorage):
                 return False
             budget = self._budgets.get(trial.study_id)
             if budget is not None:
-                is_retry = (
-                    session.query(models.TrialSystemAttributeModel.trial_system_attribute_id)
-                    .filter_by(trial_id=trial_id, key=RETRY_HISTORY)
-                    .first()
+                keys = session.query(models.TrialSystemAttributeModel.key).filter_by(
+                    trial_id=trial_id
                 )
-                if not budget.claim_in(session, count=is_retry is None):
+                if not budget.claim_in(session, count=counts_as_new_trial(k for (k,) in keys)):
                     return False  # left WAITING: Optuna's ask() tries the next, then a new one
             trial.state = TrialState.RUNNING
             trial.datetime_start = datetime.datetime.now()
@@ -263,86 +245,7 @@ class ResilientRDBStorage(RDBStorage):
                 self, session, trial_id, step, intermediate_value, before_new_step=claim
             )
 
-    # --- failing and retrying -------------------------------------------------------------
-
-    def fail_trial(
-        self, trial_id: int, reason: str, *, cause: str, only_if_stale: bool = False
-    ) -> bool:
-        """Fail a RUNNING trial with its reason and retry mark, in one transaction.
-
-        `only_if_stale`: only while its heartbeat is still older than the grace period (its
-        worker may have beaten since the stale trials were listed). False when the trial was
-        not failed by this call (finished, or not stale after all).
-        """
-
-        def fail() -> bool:
-            with create_scoped_session(self.scoped_session) as session:
-                trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-                if trial.state != TrialState.RUNNING:
-                    return False
-                if only_if_stale and not self._still_stale(session, trial_id):
-                    return False
-                user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
-                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
-                set_attr_in_session(self, session, system, trial_id, RETRY_ATTR, cause)
-                trial.state = TrialState.FAIL
-                trial.datetime_complete = datetime.datetime.now()
-            return True
-
-        return self._retry(fail, "fail trial")
-
-    def stale_reason(self, trial_id: int) -> str:
-        """The `fail_reason` of a trial whose worker stopped sending heartbeats."""
-        worker = self.get_trial_user_attrs(trial_id).get("worker", "?")
-        return f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
-
-    def _still_stale(self, session: Any, trial_id: int) -> bool:
-        beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
-        if beat is None:
-            return False
-        now = session.execute(sa.func.now()).scalar().replace(tzinfo=None)
-        return bool(now - beat.heartbeat > datetime.timedelta(seconds=self._grace()))
-
-    def mark_for_retry(self, trial_id: int, reason: str, *, cause: str) -> None:
-        """Record why a still-RUNNING trial is about to fail because of its worker."""
-
-        def mark() -> None:
-            with create_scoped_session(self.scoped_session, True) as session:
-                user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
-                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
-                set_attr_in_session(self, session, system, trial_id, RETRY_ATTR, cause)
-
-        self._retry(mark, "mark trial")
-
-    def requeue(self, study_id: int, failed_number: int, retry: FrozenTrial) -> bool:
-        """Queue `retry` unless the study already holds a retry of trial `failed_number`.
-
-        Under the study's lock, so two workers (or one repeating a call whose reply was lost)
-        never queue two retries of one trial.
-        """
-
-        def add() -> bool:
-            with create_scoped_session(self.scoped_session) as session:
-                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-                histories = (
-                    session.query(models.TrialSystemAttributeModel.value_json)
-                    .join(models.TrialModel)
-                    .filter(models.TrialModel.study_id == study_id)
-                    .filter(models.TrialSystemAttributeModel.key == RETRY_HISTORY)
-                    .all()
-                )
-                if any(json.loads(h)[-1:] == [failed_number] for (h,) in histories):
-                    return False
-                prepared_new_trial(self, study_id, retry, session)
-            return True
-
-        return self._retry(add, "queue retry")
-
     # --- heartbeats -----------------------------------------------------------------------
-
-    def _grace(self) -> int:
-        assert self.heartbeat_interval is not None
-        return self.grace_period or 2 * self.heartbeat_interval
 
     def stale_trial_ids(self, study_id: int) -> list[int]:
         """The trials whose heartbeat stopped (what Optuna's own check would fail).
@@ -399,8 +302,12 @@ class ResilientRDBStorage(RDBStorage):
         if trial_id == self.taken and time.monotonic() - self._first_beat < young:
             self._first_beat = -float("inf")  # only the thread's first beat
             return
+        self.keep_alive(trial_id)  # a beat after a starved while: failed as stale meanwhile?
+        sent = time.monotonic()
         try:
             super().record_heartbeat(trial_id)
+            if trial_id == self.taken:
+                self._beat_ok = sent
         except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
             # A missed beat is harmless while shorter than the grace period; a dead heartbeat
             # thread would get this live trial failed and run twice.
@@ -441,3 +348,23 @@ for _name in (*_RETRIED, *CACHE_LAYER_CALLS):
         _name,
         _retrying(getattr(ResilientRDBStorage, _name)),
     )
+
+
+def _revivable(method: F) -> F:
+    # A write to this process's trial that finds it finished: failed as stale while this
+    # worker was starved? Revived, the write is made (`TrialFates.keep_alive`).
+    @functools.wraps(method)
+    def call(self: ResilientRDBStorage, trial_id: int, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, trial_id, *args, **kwargs)
+        except UpdateFinishedTrialError:
+            if not self.keep_alive(trial_id):
+                raise
+            return method(self, trial_id, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+for _name in ("set_trial_intermediate_value", "set_trial_user_attrs", "set_trial_user_attr",
+              "set_trial_system_attr", "set_trial_param"):  # fmt: skip
+    setattr(ResilientRDBStorage, _name, _revivable(getattr(ResilientRDBStorage, _name)))

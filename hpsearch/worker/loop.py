@@ -3,8 +3,9 @@
 Each trial runs inside Optuna's own `study.optimize(n_trials=1)`, so heartbeats and the
 sampler/pruner lifecycle are Optuna's. What hpsearch adds:
 
-- an exact study-wide budget (`worker.budget`), claimed in the transaction that starts each
-  trial (`ask()` raises `BudgetSpent` when none is left);
+- the study behind one object (`worker.session`): storage, the exact study-wide budget
+  (`hpsearch.budget`, claimed in the transaction that starts each trial: `ask()` raises
+  `BudgetSpent` when none is left), heartbeats and stop checks;
 - SIGTERM/SIGINT: the running trial ends FAIL and is queued again for another worker, then the
   worker exits 0; a second signal exits at once;
 - a retry policy for trials whose worker died: exactly one retry per such trial, bounded, and
@@ -19,51 +20,24 @@ Every step that must survive a kill or a database restart at any moment is one t
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from hpsearch.budget import BudgetSpent, Ledger, Limits
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import TrialContext, UserFunction, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
 from hpsearch.spec import Budget, GridSampler, LoadedSpec
-from hpsearch.storage import (
-    STORAGE_ERRORS,
-    ResilientRDBStorage,
-    StorageURL,
-    first_line,
-    give_up_after,
-    open_storage,
-    refuse_sqlite_across_machines,
-)
-from hpsearch.storage.optuna_compat import study_id, told_trial, trial_id
-from hpsearch.study import check_requirements, create_or_load
+from hpsearch.storage import StorageURL, first_line, give_up_after
 from hpsearch.worker import launcher, provenance
-from hpsearch.worker.budget import BudgetSpent, Ledger, Limits
-from hpsearch.worker.retry_policy import (
-    RetryPolicy,
-    retry_interrupted,
-    retry_interrupted_elsewhere,
-)
-from hpsearch.worker.stopping import (
-    Failures,
-    StopWatch,
-    describe,
-    grid_exhausted,
-    refuse_other_hosts,
-    resume,
-    stop_study,
-    storage_cause,
-    storage_failed,
-    target_reached,
-)
+from hpsearch.worker.session import StudySession, worker_name
+from hpsearch.worker.stopping import Failures, describe, storage_cause, storage_failed
 
 _log = logging.getLogger(__name__)
 # A worker started while its database is down (a restart, a failover) waits this long for it.
@@ -166,7 +140,7 @@ def run_worker(
     report = WorkerReport(options.study_name or loaded.spec.name, created=False)
     with _graceful_signals(report) as stop:
         try:
-            _run(loaded, url, options, report, stop, on_trial, on_step)
+            _Worker(loaded, url, options, report, stop, on_trial, on_step).run()
         except WorkerStopped as stopped:
             if stopped.exit_code:
                 raise HpsearchError(stopped.reason) from None
@@ -190,208 +164,188 @@ def run_worker(
     return report
 
 
-def _run(
-    loaded: LoadedSpec,
-    url: StorageURL,
-    options: RunOptions,
-    report: WorkerReport,
-    stop: _Stop,
-    on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None,
-    on_step: Callable[[optuna.Trial, int, float], None] | None,
-) -> None:
-    spec = loaded.spec
-    check_requirements(loaded)  # before any trial: a study that cannot succeed says so now
-    policy = RetryPolicy(spec.workers.max_retries)
-    storage = open_storage(
-        url,
-        heartbeat_interval=spec.workers.heartbeat_interval if url.kind != "grpc" else None,
-        grace_period=spec.workers.grace_seconds,
-        stale_callback=policy,
-        wait=STARTUP_WAIT_SECONDS,
-    )
-    worker = f"{socket.gethostname()}:{os.getpid()}#{options.worker_id}"
-    launcher.wait_for_first(lambda: stop.requested)  # started by `--workers N`: no race
-    joined = create_or_load(
-        loaded, storage, name=options.study_name, worker=worker, budget=options.budget,
-        change_budget=options.change_budget,
-    )  # fmt: skip
-    study, report.created = joined.study, joined.created
-    report.study_name = study.study_name
-    if url.kind == "sqlite":
-        refuse_sqlite_across_machines(url)
-        refuse_other_hosts(study, url)
-    limits = Limits.of(joined.budget)
-    if limits == Limits() and not isinstance(spec.sampler, GridSampler):  # a grid ends
-        _log.warning(
-            "study %r has no budget: it runs until it is stopped (Ctrl-C, SIGTERM); set "
-            "budget: {n_trials: N} or another limit in the file", study.study_name
-        )  # fmt: skip
-    resilient = storage if isinstance(storage, ResilientRDBStorage) else None
-    ledger = None
-    if resilient is not None:
-        ledger = Ledger(
-            resilient.engine, study_id(study), uid=joined.uid, max_wait=resilient.max_wait
-        )
-        if joined.created or joined.budget_changed:
-            ledger.set_limits(limits)
-        else:
-            ledger.ensure(limits)  # the study's budget, as stored; made here if missing
-        resilient.use_budget(study_id(study), ledger)  # a slot is claimed with each trial
-    launcher.joined()  # the study and its budget exist: the launcher's other workers may start
-    watch = StopWatch(study)
-    if options.resume:
-        cleared = resume(study, by=worker)
-        if cleared is not None:
-            _log.warning("study %r resumed (it was %s)", study.study_name, describe(cleared))
-    elif (stopped_before := watch.check(now=True)) is not None:
-        report.stopped_by = describe(stopped_before)
-        _log.warning(
-            "study %r was stopped: %s; to go on, run `hpsearch run %s --resume`",
-            study.study_name, report.stopped_by, loaded.path,
-        )  # fmt: skip
-        return
+class _Worker:
+    """One worker's run: join the study, then one trial after another (`run`)."""
 
-    def observe(trial: optuna.Trial, step: int, value: float) -> None:
-        if on_step is not None:
-            on_step(trial, step, value)
-        record = watch.check()
-        if record is None:
+    def __init__(
+        self,
+        loaded: LoadedSpec,
+        url: StorageURL,
+        options: RunOptions,
+        report: WorkerReport,
+        stop: _Stop,
+        on_trial: Callable[[optuna.Study, FrozenTrial, Ledger | None], None] | None,
+        on_step: Callable[[optuna.Trial, int, float], None] | None,
+    ) -> None:
+        self.loaded, self.url, self.options, self.report, self.stop = (
+            loaded, url, options, report, stop,
+        )  # fmt: skip
+        self.on_trial, self.on_step = on_trial, on_step
+        self.name = worker_name(options.worker_id)
+        heartbeat = loaded.spec.workers.heartbeat_interval
+        self.poll = options.linger_poll if options.linger_poll is not None else min(heartbeat, 5.0)
+
+    def run(self) -> None:
+        """The loop: a trial while the budget lasts and nobody asked this worker to stop."""
+        session = self.join()
+        if session is None:
             return
-        if record.get("kind") == "target":  # the study is done: end this trial where it is
-            trial.set_user_attr("prune_reason", record["reason"])
-            raise optuna.TrialPruned(f"the study is done: {record['reason']}")
-        raise WorkerStopped(f"study stopped: {describe(record)}")  # handed back for a resume
-
-    context = TrialContext(
-        artifacts=provenance.artifacts_dir(loaded, url, study.study_name, options.artifacts),
-        attrs={"worker": worker, **provenance.worker_attrs(loaded)},
-        observe=observe,
-    )
-    if resilient is not None:
-        resilient.stamp_trials(context.attrs)  # with each trial's start, not a write of their own
-    run_trial = build(loaded, context, function=options.function)
-    report.study = study
-
-    current: list[int] = []  # the trial this worker runs now, for storages without `taken`
-
-    def objective(trial: optuna.Trial) -> float | list[float]:
-        current[:] = [trial_id(trial)]
-        stop.in_objective = True
+        objective = self.objective(session)
+        failures = Failures(session.budget.max_failures)
+        linger = _LINGER_FIRST  # seconds until a lingering worker looks at the others again
+        stopped: WorkerStopped | None = None  # raised by a signal, or by the objective itself
         try:
-            if stop.requested:  # the signal came while this trial was being started
-                raise WorkerStopped(f"worker stopped by {stop.by}")
-            return run_trial(trial)
-        except WorkerStopped as stopped:
-            stop.in_objective = False
-            # Written while the trial still runs: a finished trial's attributes are read-only.
-            try:
-                if resilient is not None:
-                    resilient.mark_for_retry(trial_id(trial), stopped.reason, cause="stop")
-                else:
-                    trial.set_user_attr("fail_reason", stopped.reason)
-            except STORAGE_ERRORS as e:
-                _log.warning("trial %d not marked for a retry: %s", trial.number, e)
-            raise
-        finally:
-            stop.in_objective = False
-
-    poll = options.linger_poll
-    if poll is None:
-        poll = min(spec.workers.heartbeat_interval, 5.0)
-    failures = Failures(joined.budget.max_failures)
-
-    def record(study: optuna.Study, trial: FrozenTrial) -> None:
-        state = trial.state.name
-        report.trials[state] = report.trials.get(state, 0) + 1
-        if ledger is not None and limits.gpu_hours is not None and trial.duration is not None:
-            ledger.spend_gpu_seconds(trial.duration.total_seconds())  # one device per worker
-        failures.add(trial)
-        reached = target_reached(
-            joined.budget.target, spec.study_directions[0], spec.metrics[0], trial
-        )
-        if reached is not None:
-            stop_study(study, reason=reached, kind="target", by=worker)
-            report.stopped_by = reached  # this worker stops at once; the others see the record
-            _log.info("study %r: %s; every worker stops", study.study_name, reached)
-        if on_trial is not None:
-            on_trial(study, trial, ledger)
-
-    heartbeat = resilient is not None and bool(resilient.get_heartbeat_interval())
-    last_stale_check = -float("inf")
-    linger = _LINGER_FIRST  # seconds until a lingering worker looks at the others again
-    stopped: WorkerStopped | None = None  # raised by a signal, or by the objective itself
-    try:
-        while not stop.requested and report.stopped_by is None:
-            if heartbeat and time.monotonic() - last_stale_check >= poll:
-                # A trial is stale only after `grace_period`, so checking more often than
-                # every few seconds finds nothing new; fast trials skip the query.
-                policy.fail_stale(study, resilient)  # type: ignore[arg-type]
-                last_stale_check = time.monotonic()
-            if ledger is None and _count_done(study) >= (limits.n_trials or float("inf")):
-                report.budget_reason = "n_trials reached"
-                break
-            if failures.gave_up is not None:
-                report.gave_up = failures.gave_up
-                break
-            if (stopped_now := watch.check()) is not None:  # at most every 2 s: a query
-                report.stopped_by = describe(stopped_now)
-                break
-            exhausted = grid_exhausted(study)
-            if exhausted is not None:
-                report.budget_reason = exhausted
-                break
-            ran_before = current[:]
-            try:
-                # Not `callbacks=[record]`: Optuna reads the finished trial for a callback in a
-                # way that the next ask() reads it again (`told_trial`).
-                study.optimize(objective, n_trials=1, catch=(Exception,))
-            except BudgetSpent:
-                assert ledger is not None
-                state = ledger.state()
-                report.budget_reason = state.spent_reason(time.time()) if state else None
-                if _others_running(study):
-                    # Linger: a crashed trial may still need a retry. Looking again soon at
-                    # first, since the other trials often end within moments (the end of a
-                    # study), then every `poll` seconds: no worker exits long after the last.
-                    _sleep(min(linger, poll), stop)
-                    linger *= 2
-                    continue
-                if heartbeat and policy.requeue_missing(study):
-                    continue  # a stopped worker's trial had no retry yet: run it here
-                break
-            except (ValueError, UpdateFinishedTrialError) as e:
-                if not _taken_away(e):
-                    raise
-                # Another worker judged this trial stale (this one could not reach the
-                # database for longer than the grace period) and retries it.
-                _log.warning("the trial was failed as stale meanwhile; its retry redoes it: %s", e)
-            else:
+            while not self.stop.requested and self.report.stopped_by is None:
+                session.fail_stale(every=self.poll)
+                if (why := session.why_not_start()) is not None:
+                    self.report.budget_reason = why
+                    break
+                if failures.gave_up is not None:
+                    self.report.gave_up = failures.gave_up
+                    break
+                try:
+                    trial = session.run_trial(objective)
+                except BudgetSpent:
+                    if self.linger(session, linger):
+                        linger *= 2
+                        continue
+                    break
                 linger = _LINGER_FIRST
-                if current != ran_before:  # a trial ran and was told
-                    record(study, told_trial(study, current[0]))
-    except WorkerStopped as e:
-        stopped = e
-    except Exception as e:
-        if not stop.requested:
-            raise
-        # The database stayed away while this worker stopped: Optuna could not tell the trial
-        # (and its bookkeeping then fails with whatever error). It is failed below if the
-        # database is back, or else by another worker once its heartbeat is stale.
-        _log.warning("stopping without the database: %s: %s", type(e).__name__, e)
-    if stop.requested or stopped is not None:
-        reason = stopped.reason if stopped is not None else f"worker stopped by {stop.by}"
-        if resilient is not None:
-            retry_interrupted(study, resilient, policy, reason)
-        elif current:
-            retry_interrupted_elsewhere(study, current[0], policy, reason)
-    _log.info(
-        "worker %s done: %s%s",
-        worker,
-        ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.trials.items())) or "no trials",
-        f" ({report.stopped_by})" if report.stopped_by else f" ({report.budget_reason})",
-    )
-    if stopped is not None and stopped.exit_code:
-        raise stopped  # run_worker turns it into the error and exit code
+                if trial is not None:
+                    failures.add(trial)
+                    self.finished(session, trial)
+        except WorkerStopped as e:
+            stopped = e
+        except Exception as e:
+            if not self.stop.requested:
+                raise
+            # The database stayed away while this worker stopped: Optuna could not tell the
+            # trial (and its bookkeeping then fails with whatever error). It is failed below if
+            # the database is back, or else by another worker once its heartbeat is stale.
+            _log.warning("stopping without the database: %s: %s", type(e).__name__, e)
+        self.leave(session, stopped)
+
+    def join(self) -> StudySession | None:
+        """Create or join the study; None when it was stopped and this run does not resume."""
+        options, report, loaded = self.options, self.report, self.loaded
+        launcher.wait_for_first(lambda: self.stop.requested)  # `--workers N`: no race
+        session = StudySession.open(
+            loaded, self.url, worker=self.name, name=options.study_name, budget=options.budget,
+            change_budget=options.change_budget, wait=STARTUP_WAIT_SECONDS,
+        )  # fmt: skip
+        launcher.joined()  # the study and its budget exist: the launcher's others may start
+        report.study, report.created = session.study, session.created
+        report.study_name = session.study.study_name
+        grid = isinstance(loaded.spec.sampler, GridSampler)  # a grid ends by itself
+        if Limits.of(session.budget).unlimited and not grid:
+            _log.warning(
+                "study %r has no budget: it runs until it is stopped (Ctrl-C, SIGTERM); set "
+                "budget: {n_trials: N} or another limit in the file", report.study_name
+            )  # fmt: skip
+        if options.resume:
+            if (cleared := session.resume()) is not None:
+                _log.warning("study %r resumed (it was %s)", report.study_name, cleared)
+        elif (stopped := session.stopped(now=True)) is not None:
+            report.stopped_by = stopped
+            _log.warning(
+                "study %r was stopped: %s; to go on, run `hpsearch run %s --resume`",
+                report.study_name, stopped, loaded.path,
+            )  # fmt: skip
+            return None
+        return session
+
+    def objective(self, session: StudySession) -> Callable[[optuna.Trial], Any]:
+        """The Optuna objective of this worker's trials: the file's (or the API's) objective,
+        watching for a stop, and handing its trial back when this worker is stopped."""
+        context = TrialContext(
+            artifacts=provenance.artifacts_dir(
+                self.loaded, self.url, session.study.study_name, self.options.artifacts
+            ),
+            attrs={"worker": self.name, **provenance.worker_attrs(self.loaded)},
+            observe=self.observer(session),
+        )
+        if session.database is not None:
+            session.database.stamp_trials(context.attrs)  # with each trial's start
+        run_trial = build(self.loaded, context, function=self.options.function)
+        stop = self.stop
+
+        def objective(trial: optuna.Trial) -> Any:
+            session.started(trial)
+            stop.in_objective = True
+            try:
+                if stop.requested:  # the signal came while this trial was being started
+                    raise WorkerStopped(f"worker stopped by {stop.by}")
+                try:
+                    return run_trial(trial)
+                finally:
+                    session.before_tell(trial)
+            except WorkerStopped as stopped:
+                stop.in_objective = False
+                # Written while the trial still runs: a finished trial's attributes are final.
+                session.mark_for_retry(trial, stopped.reason)
+                raise
+            finally:
+                stop.in_objective = False
+
+        return objective
+
+    def observer(self, session: StudySession) -> Callable[[optuna.Trial, int, float], None]:
+        """At each reported step: a study stopped for every worker ends this trial here."""
+        on_step = self.on_step
+
+        def observe(trial: optuna.Trial, step: int, value: float) -> None:
+            if on_step is not None:
+                on_step(trial, step, value)
+            record = session.stop_record()
+            if record is None:
+                return
+            if record.get("kind") == "target":  # the study is done: end this trial where it is
+                trial.set_user_attr("prune_reason", record["reason"])
+                raise optuna.TrialPruned(f"the study is done: {record['reason']}")
+            raise WorkerStopped(f"study stopped: {describe(record)}")  # handed back: resume
+
+        return observe
+
+    def finished(self, session: StudySession, trial: FrozenTrial) -> None:
+        state = trial.state.name
+        self.report.trials[state] = self.report.trials.get(state, 0) + 1
+        spec = self.loaded.spec
+        reached = session.finished(trial, spec.metrics[0], spec.study_directions[0])
+        if reached is not None:
+            self.report.stopped_by = reached  # this worker stops at once; the others see it
+            _log.info("study %r: %s; every worker stops", self.report.study_name, reached)
+        if self.on_trial is not None:
+            self.on_trial(session.study, trial, session.ledger)
+
+    def linger(self, session: StudySession, wait: float) -> bool:
+        """The budget is spent: whether to stay, for a trial that may still need a retry."""
+        self.report.budget_reason, closed = session.spent_reason()
+        if closed:  # stopped for every worker: nothing here to wait for
+            self.report.stopped_by = session.stopped(now=True) or self.report.budget_reason
+            return False
+        if session.others_running():
+            # A crashed trial may still need a retry. Looking again soon at first, since the
+            # other trials often end within moments (the end of a study), then every `poll`
+            # seconds: no worker exits long after the last.
+            _sleep(min(wait, self.poll), self.stop)
+            return True
+        if session.requeue_missing():
+            return True  # a stopped worker's trial had no retry yet: run it here
+        if self.report.budget_reason is not None:
+            session.fail_waiting(self.report.budget_reason)  # nothing can start them any more
+        return False
+
+    def leave(self, session: StudySession, stopped: WorkerStopped | None) -> None:
+        """Hand back the running trial if this worker was stopped; say what it did."""
+        report = self.report
+        if self.stop.requested or stopped is not None:
+            reason = stopped.reason if stopped is not None else f"worker stopped by {self.stop.by}"
+            session.hand_back(reason)
+        done = ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.trials.items()))
+        why = report.stopped_by or report.budget_reason or "stopped"
+        _log.info("worker %s done: %s (%s)", self.name, done or "no trials", why)
+        if stopped is not None and stopped.exit_code:
+            raise stopped  # run_worker turns it into the error and exit code
 
 
 # How long a stopping worker tries to fail and re-queue its trial while the database is away;
@@ -400,23 +354,8 @@ _STOP_SECONDS = 10.0
 _LINGER_FIRST = 0.05  # then doubling, up to the poll interval
 
 
-def _others_running(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-
-def _count_done(study: optuna.Study) -> int:
-    """Trials started, for storages without a ledger (the gRPC proxy): may overshoot."""
-    # A retry takes its crashed trial's place; reading the trials once per check, not twice.
-    return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" not in t.system_attrs)
-
-
 def _sleep(seconds: float, stop: _Stop) -> None:
     """Sleep, waking early for a stop signal (the handler does not raise outside a trial)."""
     end = time.monotonic() + seconds
     while not stop.requested and time.monotonic() < end:
         time.sleep(min(0.1, max(0.0, end - time.monotonic())))
-
-
-def _taken_away(error: Exception) -> bool:
-    """Whether Optuna failed to tell a trial because another worker had failed it already."""
-    return isinstance(error, UpdateFinishedTrialError) or str(error).startswith("Cannot tell a")

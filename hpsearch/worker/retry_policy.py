@@ -7,7 +7,8 @@ import logging
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage import RETRY_ATTR, RETRY_HISTORY, STORAGE_ERRORS, ResilientRDBStorage
+from hpsearch.budget import RETRY_HISTORY
+from hpsearch.storage import RETRY_ATTR, STORAGE_ERRORS, ResilientRDBStorage
 from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
 
 _log = logging.getLogger(__name__)

@@ -10,11 +10,21 @@ from collections import Counter
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.budget import Ledger, ledger_table
 from hpsearch.errors import StorageError
-from hpsearch.storage import RETRY_ATTR, STORAGE_ERRORS, StorageURL, first_line, is_permanent
-from hpsearch.study import STOP_ATTR, read_attr, write_attr
+from hpsearch.storage import (
+    RETRY_ATTR,
+    STORAGE_ERRORS,
+    ResilientRDBStorage,
+    StorageURL,
+    first_line,
+    is_permanent,
+)
+from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
+from hpsearch.study import STOP_ATTR, UID_ATTR, read_attr, write_attr
 
 
 class Failures:
@@ -57,10 +67,15 @@ def grid_exhausted(study: optuna.Study) -> str | None:
 # --- a study stopped for every worker: `hpsearch stop`, or its target reached -----------------
 
 
-def stop_study(study: optuna.Study, *, reason: str, kind: str, by: str) -> None:
-    """Record on the study that its workers are to stop (`kind`: "stop" or "target")."""
+def stop_study(
+    study: optuna.Study, *, reason: str, kind: str, by: str, ledger: Ledger | None = None
+) -> None:
+    """Record on the study that its workers are to stop (`kind`: "stop" or "target"), and close
+    its budget's ledger: from that commit on no trial starts on any worker."""
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     write_attr(study, STOP_ATTR, {"at": when, "by": by, "reason": reason, "kind": kind})
+    if (ledger := ledger or ledger_of(study)) is not None:
+        ledger.close(reason)
 
 
 def stop_record(study: optuna.Study) -> dict[str, Any] | None:
@@ -69,31 +84,32 @@ def stop_record(study: optuna.Study) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def resume(study: optuna.Study, *, by: str) -> dict[str, Any] | None:
-    """Clear the study's stop record (`hpsearch run --resume`); returns the record cleared."""
+def resume(study: optuna.Study, *, by: str, ledger: Ledger | None = None) -> dict[str, Any] | None:
+    """Clear the study's stop record and open its ledger again (`hpsearch run --resume`);
+    returns the record cleared."""
     record = stop_record(study)
     if record is not None:
         when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         write_attr(study, STOP_ATTR, {"resumed": when, "by": by, "was": record})
+    if (ledger := ledger or ledger_of(study)) is not None:
+        ledger.reopen()
     return record
+
+
+def ledger_of(study: optuna.Study) -> Ledger | None:
+    """The study's budget ledger, where its storage is a SQL database that has one."""
+    backend = storage_backend(study_storage(study))
+    if not isinstance(backend, ResilientRDBStorage):
+        return None
+    if not sa.inspect(backend.engine).has_table(ledger_table.name):
+        return None
+    uid = read_attr(study, UID_ATTR)
+    return Ledger(backend.engine, study_id(study), uid=None if uid is None else str(uid),
+                  retrying=backend.retried)  # fmt: skip
 
 
 def describe(record: dict[str, Any]) -> str:
     return f"{record.get('reason', 'stopped')} (at {record.get('at')} by {record.get('by')})"
-
-
-def target_reached(
-    target: float | None, direction: str, metric: str, trial: FrozenTrial
-) -> str | None:
-    """Why the study is done: this completed trial reached `budget.target`, or None."""
-    if target is None or trial.state != TrialState.COMPLETE or trial.value is None:
-        return None
-    reached = trial.value >= target if direction == "maximize" else trial.value <= target
-    if not reached:
-        return None
-    sign = ">=" if direction == "maximize" else "<="
-    value = f"{metric} {trial.value:.6g} {sign} {target:g}"
-    return f"budget.target reached: {value} (trial {trial.number})"
 
 
 class StopWatch:

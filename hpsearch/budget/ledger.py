@@ -1,4 +1,4 @@
-"""The study-wide budget: one ledger row per study that every worker claims trials from.
+"""The ledger: one row per study that every worker claims its trials and epochs from.
 
 Optuna counts `n_trials` per process, and `MaxTrialsCallback` only looks after a trial ends, so
 N workers overshoot by up to N - 1 trials. Here a slot is claimed with one conditional UPDATE
@@ -13,7 +13,9 @@ a slot never exists without its trial, so a worker killed, or a reply lost, betw
 cannot lose a slot. A fresh or enqueued trial takes a slot; the retry of a crashed trial does not
 (it takes the place of the trial it retries), so `claimed` is the number of distinct trials
 started. Epochs are claimed the same way, one reported step at a time, in the transaction that
-records the step (`claim_epochs_in`): the study never trains more epochs than its budget.
+records the step (`claim_epochs_in`): the study never trains more epochs than its budget. A
+reached target closes the row (`close`): from that commit on no trial starts anywhere, whatever
+each worker last looked at. What counts, and why, is `budget.rules`.
 
 The row belongs to one study: `study_uid` is the uid hpsearch stores on the study when it
 creates it, so a row left by a deleted study (whose id SQLite hands to the next one) is reset,
@@ -27,16 +29,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from hpsearch.spec import Budget
-from hpsearch.storage import BudgetSpent, call_with_retries
+from hpsearch.budget.rules import BudgetSpent, LedgerState, Limits
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
+
+
+class Retrying(Protocol):
+    """How the ledger's own statements ride out a lost connection: the storage's retries."""
+
+    def __call__(self, call: Callable[[], T], what: str) -> T: ...
+
+
+def _once(call: Callable[[], T], what: str) -> T:
+    return call()
+
 
 _metadata = sa.MetaData()
 # Double, not Float: MySQL's FLOAT is single precision, which turns a Unix time into minutes of
@@ -55,59 +66,16 @@ ledger_table = sa.Table(
     sa.Column("epochs_used", sa.Integer, nullable=False, default=0),
     sa.Column("epoch_limit", sa.Integer, nullable=True),
     sa.Column("study_uid", sa.String(64), nullable=True),
+    sa.Column("closed", sa.String(500), nullable=True),
 )
 # Columns added after the first release, with the DDL that adds them to an older table.
 _ADDED = {
     "epochs_used": "INTEGER NOT NULL DEFAULT 0",
     "epoch_limit": "INTEGER",
     "study_uid": "VARCHAR(64)",
+    "closed": "VARCHAR(500)",
 }
 _DOUBLES = ("started_at", "timeout_s", "gpu_seconds", "gpu_seconds_limit")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The budget a run asks for; None means unlimited."""
-
-    n_trials: int | None = None
-    timeout_s: float | None = None
-    gpu_hours: float | None = None
-    epochs: int | None = None
-
-    @classmethod
-    def of(cls, budget: Budget) -> Limits:
-        return cls(budget.n_trials, budget.timeout, budget.gpu_hours, budget.epochs)
-
-
-@dataclass(frozen=True)
-class LedgerState:
-    """A snapshot of the ledger, for progress lines and `hpsearch status`."""
-
-    claimed: int
-    retry_slots: int
-    trial_limit: int | None
-    started_at: float | None
-    timeout_s: float | None
-    gpu_seconds: float
-    gpu_seconds_limit: float | None
-    epochs_used: int = 0
-    epoch_limit: int | None = None
-
-    def spent_reason(self, now: float) -> str | None:
-        """Why no slot can be claimed now, or None while the budget lasts."""
-        if self.trial_limit is not None and self.claimed >= self.trial_limit + self.retry_slots:
-            return f"n_trials reached ({self.claimed - self.retry_slots}/{self.trial_limit})"
-        if (
-            self.timeout_s is not None
-            and self.started_at is not None
-            and now - self.started_at >= self.timeout_s
-        ):
-            return f"timeout reached ({self.timeout_s:.0f}s since the first trial)"
-        if self.gpu_seconds_limit is not None and self.gpu_seconds >= self.gpu_seconds_limit:
-            return f"gpu_hours reached ({self.gpu_seconds / 3600:.2f} h)"
-        if self.epoch_limit is not None and self.epochs_used >= self.epoch_limit:
-            return f"epochs reached ({self.epochs_used}/{self.epoch_limit})"
-        return None
 
 
 class Ledger:
@@ -119,12 +87,12 @@ class Ledger:
         study_id: int,
         *,
         uid: str | None = None,
-        max_wait: float | None = None,
+        retrying: Retrying = _once,
     ) -> None:
         self._engine = engine
         self._study_id = study_id
         self._uid = uid
-        self._max_wait = max_wait
+        self._retrying = retrying
         try:
             self._retry(self._create_table, "create table")
         except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError):
@@ -134,11 +102,12 @@ class Ledger:
 
     def __getstate__(self) -> dict[str, Any]:
         # An engine does not pickle; the storage that holds this ledger binds a new one.
-        return {k: v for k, v in self.__dict__.items() if k != "_engine"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_engine", "_retrying")}
 
-    def bind(self, engine: sa.Engine) -> None:
+    def bind(self, engine: sa.Engine, retrying: Retrying = _once) -> None:
         """Use `engine` from now on (after unpickling, the storage's new engine)."""
         self._engine = engine
+        self._retrying = retrying
 
     def _create_table(self) -> None:
         _metadata.create_all(self._engine, checkfirst=True)
@@ -156,12 +125,7 @@ class Ledger:
                         )
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
-        return call_with_retries(
-            call,
-            what=f"budget ledger {what}",
-            on_retry=lambda: self._engine.dispose(),
-            max_wait=self._max_wait,
-        )
+        return self._retrying(call, f"budget ledger {what}")
 
     def _values(self, limits: Limits) -> dict[str, Any]:
         return {
@@ -188,7 +152,7 @@ class Ledger:
         t = ledger_table
         values = self._values(limits)
         row = {"study_id": self._study_id, "claimed": 0, "retry_slots": 0, "gpu_seconds": 0.0,
-               "epochs_used": 0, "study_uid": self._uid}  # fmt: skip
+               "epochs_used": 0, "study_uid": self._uid, "closed": None}  # fmt: skip
         mine = t.c.study_id == self._study_id
 
         def upsert() -> None:
@@ -223,10 +187,10 @@ class Ledger:
         return self._update(self._claim_statement(now, count=True), "claim") == 1
 
     def claim_in(self, session: Any, *, count: bool, now: float | None = None) -> bool:
-        """Claim inside `session`'s transaction (the one creating the trial); False if spent.
+        """Claim inside `session`'s transaction (the one starting the trial); False if spent.
 
-        `count=False` (a retry) claims no slot of `n_trials` but still needs time, GPU hours
-        and epochs left.
+        `count=False` (a retry, `rules.counts_as_new_trial`) claims no slot of `n_trials` but
+        still needs time, GPU hours and epochs left, and the study open.
         """
         statement = self._claim_statement(now, count=count)
         statement = statement.where(ledger_table.c.study_id == self._study_id)
@@ -266,6 +230,7 @@ class Ledger:
         now = time.time() if now is None else now
         t = ledger_table
         statement = sa.update(t).where(
+            t.c.closed.is_(None),
             sa.or_(
                 t.c.timeout_s.is_(None),
                 t.c.started_at.is_(None),
@@ -284,6 +249,14 @@ class Ledger:
     def spend_gpu_seconds(self, seconds: float) -> None:
         t = ledger_table
         self._update(sa.update(t).values(gpu_seconds=t.c.gpu_seconds + seconds), "spend")
+
+    def close(self, reason: str) -> None:
+        """No trial starts any more, on any worker (the target was reached); `reopen` undoes."""
+        self._update(sa.update(ledger_table).values(closed=reason[:500]), "close")
+
+    def reopen(self) -> None:
+        """Trials may start again (`hpsearch run --resume`)."""
+        self._update(sa.update(ledger_table).values(closed=None), "reopen")
 
     def _update(self, statement: sa.Update, what: str) -> int:
         statement = statement.where(ledger_table.c.study_id == self._study_id)
@@ -314,4 +287,5 @@ class Ledger:
             gpu_seconds_limit=row.gpu_seconds_limit,
             epochs_used=row.epochs_used,
             epoch_limit=row.epoch_limit,
+            closed=row.closed,
         )

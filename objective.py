@@ -1,0 +1,2 @@
+def square(p, report):
+    return p["x"] ** 2
