@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,9 +105,25 @@ def _worker(
     if gate is not None:
         gate.mkdir()
         env = {**os.environ, "HPSEARCH_TEST_GATE": f"6:{gate}", "PYTHONPATH": str(HERE)}
-    return subprocess.Popen(
+    worker = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
+    _STARTED.append(worker)
+    return worker
+
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left() -> Iterator[None]:
+    """A failed test leaves no worker behind (one held at its gate would wait 10 minutes)."""
+    yield
+    while _STARTED:
+        worker = _STARTED.pop()
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
 
 
 def _held(gates: dict[Path, subprocess.Popen[str]]) -> tuple[Path, subprocess.Popen[str]]:
