@@ -157,7 +157,7 @@ def _finish(worker: subprocess.Popen[str]) -> str:
 def _result(path: Path, url: str, name: str, capsys: pytest.CaptureFixture[str]) -> Result:
     study = optuna.load_study(study_name=name, storage=url)
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    assert len(done) == 1, [t.state for t in study.trials]
+    assert len(done) == 1, [(t.state, t.user_attrs.get("fail_reason")) for t in study.trials]
     trial = done[0]
     saved = load_checkpoint(Path(trial.user_attrs["checkpoint"]))
     capsys.readouterr()
