@@ -73,5 +73,11 @@ EXPOSE 8080 13000
 # No HEALTHCHECK: one image plays three roles with different probes (a worker serves no port; its
 # liveness is its heartbeat in the database). Compose and Kubernetes define one per service.
 HEALTHCHECK NONE
-ENTRYPOINT ["hpsearch"]
+# dumb-init as PID 1 (from the locks, deploy/image/pins.in): it reaps the orphaned children of a
+# trial's processes (a command objective's, the DataLoader's), which hpsearch as PID 1 would
+# leave as zombies, and passes SIGTERM on to hpsearch. --single-child: to hpsearch alone, which
+# hands it to each of its own processes (`--gpus all`); a signal to the whole process group would
+# reach them twice, and a second signal means "exit now". Compose's `init: true` and
+# `docker run --init` add their own init in front, which is harmless.
+ENTRYPOINT ["dumb-init", "--single-child", "--", "hpsearch"]
 CMD ["--help"]

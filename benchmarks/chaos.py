@@ -38,19 +38,21 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path(os.environ.get("HPSEARCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # its helpers, also when loaded from a file path (tests)
+
+from chaos_checks import ChaosConfig, ChaosResult, Invariants, Proc  # noqa: E402
+
+# PG_BIN is re-exported: tests/test_chaos.py skips without the server binaries it names.
+from chaos_databases import PG_BIN, PrivateMariaDB, PrivatePostgres  # noqa: E402, F401
 
 OBJECTIVE = '''
 import json, os, time
@@ -85,193 +87,6 @@ enqueue: {enqueue}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster on a free port, that can be killed with -9 and restarted."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.data = folder / "pgdata"
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.as_postgres = os.geteuid() == 0  # postgres refuses to run as root
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.as_postgres:
-            shutil.chown(folder, "postgres")
-        self._run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-             "--no-sync", "-E", "UTF8"],
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _argv(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *argv] if self.as_postgres else argv
-
-    def _run(self, argv: list[str]) -> None:
-        subprocess.run(self._argv(argv), check=True, capture_output=True)
-
-    def start(self, timeout: float = 30) -> None:
-        # fsync=off: only the server process is killed, never the machine, so the page cache
-        # keeps every commit; it makes restarts and commits fast.
-        argv = [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                "-c", "max_connections=200"]  # fmt: skip
-        log = open(self.folder / "postgres.log", "ab")  # noqa: SIM115 - the server keeps it
-        self.process = subprocess.Popen(
-            self._argv(argv), stdout=log, stderr=log, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.accepts():
-                return
-            if self.process.poll() is not None:
-                time.sleep(0.5)  # the old postmaster's shared memory may linger a moment
-                self.process = subprocess.Popen(
-                    self._argv(argv),
-                    stdout=open(self.folder / "postgres.log", "ab"),  # noqa: SIM115
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            time.sleep(0.1)
-        raise RuntimeError(f"private postgres did not start; see {self.folder / 'postgres.log'}")
-
-    def accepts(self) -> bool:
-        import psycopg
-
-        try:
-            with psycopg.connect(
-                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-                connect_timeout=2,
-            ) as c:  # fmt: skip
-                c.execute("SELECT 1")
-            return True
-        except psycopg.Error:
-            return False
-
-    def kill(self) -> None:
-        """kill -9 the server and all its backends (its own process group), like a crash."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-        self.process = None
-        # Backends notice the postmaster's death and exit; wait until none holds the port.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self._port_busy():
-            time.sleep(0.05)
-
-    def _port_busy(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    @property
-    def up(self) -> bool:
-        return self.process is not None
-
-    def close(self) -> None:
-        self.kill()
-
-    def query(self, sql: str) -> list[tuple[Any, ...]] | None:
-        """Run a query on the private server; None while it is down (or the table missing)."""
-        import psycopg
-
-        try:
-            with psycopg.connect(
-                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-                connect_timeout=2,
-            ) as c:  # fmt: skip
-                return list(c.execute(sql).fetchall())
-        except psycopg.Error:
-            return None
-
-
-class PrivateMariaDB:
-    """A throwaway MariaDB server on a free port, that can be killed with -9 and restarted."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.data = folder / "data"
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={self.data}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"mysql+pymysql://root@127.0.0.1:{self.port}/chaos"
-
-    def start(self, timeout: float = 60) -> None:
-        # Commits flushed to the OS only: the server process is killed, never the machine.
-        argv = ["mariadbd", "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-                "--bind-address=127.0.0.1", f"--socket={self.folder / 'sock'}", "--user=root",
-                "--skip-grant-tables", "--innodb-flush-log-at-trx-commit=2",
-                "--max-connections=300", f"--log-error={self.folder / 'mariadb.log'}"]  # fmt: skip
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._execute("CREATE DATABASE IF NOT EXISTS chaos", database=None) is not None:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"private mariadb did not start; see {self.folder / 'mariadb.log'}")
-
-    def kill(self) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-        self.process = None
-
-    @property
-    def up(self) -> bool:
-        return self.process is not None
-
-    def close(self) -> None:
-        self.kill()
-
-    def query(self, sql: str) -> list[tuple[Any, ...]] | None:
-        return self._execute(sql, database="chaos")
-
-    def _execute(self, sql: str, database: str | None) -> list[tuple[Any, ...]] | None:
-        import pymysql
-
-        try:
-            c = pymysql.connect(
-                host="127.0.0.1", port=self.port, user="root", database=database,
-                connect_timeout=2, autocommit=True,
-            )  # fmt: skip
-        except pymysql.Error:
-            return None
-        try:
-            with c.cursor() as cursor:
-                cursor.execute(sql)
-                return list(cursor.fetchall())
-        except pymysql.Error:
-            return None
-        finally:
-            c.close()
-
-
 FINISHED_SQL = """
 SELECT t.number, t.state, v.value FROM trials t
 JOIN studies s ON s.study_id = t.study_id AND s.study_name = 'chaos'
@@ -286,65 +101,7 @@ WHERE t.state = 'RUNNING' AND a.key = 'worker'
 """
 
 
-@dataclass
-class Proc:
-    """One `hpsearch run` process of a worker slot, and what the chaos did to it."""
-
-    slot: int
-    popen: subprocess.Popen[bytes]
-    log: Path
-    started: float
-    killed_at: float | None = None  # SIGKILL sent
-    termed_at: float | None = None  # SIGTERM sent
-    code: int | None = None
-    ended: float | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-
-@dataclass
-class ChaosConfig:
-    seed: int = 1
-    db: str = "postgresql"  # or mysql (a private MariaDB server)
-    workers: int = 6
-    n_trials: int = 120
-    chaos_s: float = 60.0
-    drain_s: float = 100.0
-    db_kills: int = 4
-    steps: int = 4
-    step_s: float = 0.2
-    event_gap: tuple[float, float] = (0.4, 1.6)
-    db_down: tuple[float, float] = (0.5, 6.0)
-    # A fixed schedule instead of the random one: (seconds after the first trial, action), the
-    # action one of sigkill, sigterm, db (kill -9 and restart), refill (restart dead workers).
-    script: tuple[tuple[float, str], ...] = ()
-    enqueue: int = 3  # trials queued by the study file (run first, exactly once)
-
-
-@dataclass
-class ChaosResult:
-    config: ChaosConfig
-    seconds: float = 0.0
-    sigkills: int = 0
-    sigterms: int = 0
-    db_restarts: int = 0
-    worker_starts: int = 0
-    start_refused: int = 0  # a worker started while the database was down exits at once
-    states: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    counted: int = 0
-    ledger: str = ""
-    violations: dict[str, list[str]] = field(default_factory=dict)
-    term_outside: int = 0  # SIGTERMed before its handler existed, or after it had finished
-    lost_to_kills: int = 0  # objective returned, worker killed before it could tell: recomputed
-
-    def violate(self, kind: str, detail: str) -> None:
-        self.violations.setdefault(kind, []).append(detail)
-
-
-class Chaos:
+class Chaos(Invariants):
     def __init__(self, config: ChaosConfig, folder: Path, code: Path = ROOT) -> None:
         self.config = config
         self.folder = folder
@@ -549,130 +306,6 @@ class Chaos:
                     p.popen.wait()
                     p.code = -9
                     p.killed_at = time.monotonic()
-
-    # --- the invariants -------------------------------------------------------------------
-
-    def check(self) -> None:
-        import optuna
-
-        r = self.result
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name="chaos", storage=self.db.url)
-        trials = study.get_trials(deepcopy=False)
-        by_number = {t.number: t for t in trials}
-        r.states = Counter(t.state.name for t in trials)
-        with open(self.folder / "trials.txt", "w") as f:  # for reading a violation afterwards
-            for t in trials:
-                f.write(
-                    f"{t.number} {t.state.name} value={t.value} x={t.params.get('x')} "
-                    f"worker={t.user_attrs.get('worker')} start={t.datetime_start} "
-                    f"end={t.datetime_complete} retry_of={t.system_attrs.get('retry_history')} "
-                    f"reason={t.user_attrs.get('fail_reason')}\n"
-                )
-        retried = {t.system_attrs["retry_history"][-1] for t in trials
-                   if t.system_attrs.get("retry_history")}  # fmt: skip
-        r.retries = sum(1 for t in trials if t.system_attrs.get("retry_history"))
-        finished = ("COMPLETE", "PRUNED")
-        r.counted = sum(
-            1 for t in trials
-            if t.state.name in finished or t.state.name == "FAIL" and t.number not in retried
-        )  # fmt: skip
-        n = self.config.n_trials
-        if r.counted != n:
-            r.violate("budget", f"{r.counted} trials counted as finished, budget {n}")
-        roots = [t for t in trials if not t.system_attrs.get("retry_history")]
-        if len(roots) != n:
-            r.violate("budget", f"{len(roots)} distinct trials (retries excluded), budget {n}")
-        ledger = self.db.query(
-            "SELECT claimed, retry_slots, trial_limit FROM hpsearch_ledger"
-        ) or [(None, None, None)]
-        claimed, retry_slots, limit = ledger[0]
-        r.ledger = f"{claimed}-{retry_slots}/{limit}"
-        if claimed is None or claimed - retry_slots != n:
-            r.violate("ledger", f"ledger says {r.ledger} (claimed-retry_slots/limit)")
-        for t in trials:
-            if t.state.name in ("RUNNING", "WAITING"):
-                r.violate(t.state.name.lower(), f"trial {t.number} {t.state.name}")
-        for number, (state, value) in self.seen.items():
-            final = by_number.get(number)
-            now = None if final is None else (final.state.name, final.value)
-            if now is None or now[0] != state or (value is not None and now[1] != value):
-                r.violate("lost", f"trial {number} was {state} {value}, now {now}")
-        # Parameters completed twice: a retry of a trial that had in fact finished.
-        completed = Counter(t.params.get("x") for t in trials if t.state.name == "COMPLETE")
-        for x, count in completed.items():
-            if count > 1:
-                r.violate("duplicate", f"x={x} COMPLETE {count} times")
-        self._check_returns(trials)
-        self._check_stale(trials)
-        self._check_exits()
-
-    def _check_returns(self, trials: list[Any]) -> None:
-        r = self.result
-        recorded = {
-            (t.params.get("x"), t.user_attrs.get("worker", "").split(":")[-1].split("#")[0])
-            for t in trials
-            if t.state.name == "COMPLETE"
-        }
-        by_pid = {p.pid: p for p in self.procs}
-        lines = self.returns.read_text().splitlines() if self.returns.exists() else []
-        entries = [json.loads(line) for line in lines]
-        last_by_pid: dict[int, float] = {}
-        for e in entries:
-            last_by_pid[e["pid"]] = max(last_by_pid.get(e["pid"], 0), e["t"])
-        for e in entries:
-            if (e["x"], str(e["pid"])) in recorded:
-                continue
-            proc = by_pid.get(e["pid"])
-            # Killed (or stopped) after its objective returned, before its next trial: the value
-            # never reached the database and the trial's retry computes it again. Expected.
-            stopped = proc is not None and (proc.killed_at or proc.termed_at) is not None
-            if stopped and last_by_pid[e["pid"]] == e["t"]:
-                r.lost_to_kills += 1
-                continue
-            r.violate(
-                "unrecorded",
-                f"pid {e['pid']} returned {e['value']:.4g} for x={e['x']:.6g}, not COMPLETE in "
-                "the study",
-            )
-
-    def _check_stale(self, trials: list[Any]) -> None:
-        """A trial failed for missed heartbeats while its worker lived: a database outage
-        mistaken for a crash (the worker's result would be thrown away)."""
-        by_pid = {str(p.pid): p for p in self.procs}
-        for t in trials:
-            reason = t.user_attrs.get("fail_reason") or ""
-            if "stopped sending heartbeats" not in reason:
-                continue
-            pid = (t.user_attrs.get("worker") or "").split(":")[-1].split("#")[0]
-            proc = by_pid.get(pid)
-            if proc is None or proc.killed_at is not None or proc.termed_at is not None:
-                continue  # it did die (or was stopped, maybe while the database was away)
-            if proc.code not in (0, None):
-                continue  # it crashed: reported by _check_exits
-            self.result.violate("false_stale", f"trial {t.number} failed, worker {pid} alive")
-
-    def _check_exits(self) -> None:
-        r = self.result
-        for p in self.procs:
-            if p.killed_at is not None:
-                continue
-            text = p.log.read_text(errors="replace")
-            if "cannot reach storage" in text or "cannot open storage" in text:
-                r.start_refused += 1  # started while the database was down: exits at once
-                continue
-            if p.termed_at is not None:
-                if p.code == -signal.SIGTERM and "study 'chaos' on" not in text:
-                    r.term_outside += 1  # still importing: no handler yet, no trial to fail
-                elif p.code == -signal.SIGTERM and " done: " in text:
-                    r.term_outside += 1  # it had finished and was exiting: nothing left to stop
-                elif p.code != 0:
-                    r.violate("sigterm", f"worker {p.pid} exited {p.code} after SIGTERM")
-                continue
-            if p.code == 0:
-                continue
-            tail = " | ".join(text.strip().splitlines()[-3:])[-400:]
-            r.violate("crash", f"worker {p.pid} exited {p.code} on its own: {tail}")
 
     def close(self) -> None:
         for p in self.procs:

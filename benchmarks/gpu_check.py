@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +45,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # this checkout's hpsearch, then the sections
 
-from gpu_check_sections import Context, Row, run_section  # noqa: E402
+import gpu_check_sections as sections  # noqa: E402
+import gpu_check_speed as speed  # noqa: E402
+from gpu_check_sections import Context, Row  # noqa: E402
 
 BUDGET = 450.0  # seconds for the whole run: under the issue's 8 minutes with room to write
 
@@ -78,6 +81,20 @@ SECTIONS = (
     ),
 )  # fmt: skip
 RESERVE = 20.0  # seconds kept for each later section, so that a slow one cannot starve them
+
+
+def run_section(name: str, ctx: Context) -> int:
+    """The child's side: print each row as it comes; a section's exception is a row too."""
+    run = {"fit": sections.fit, "oom_trial": sections.oom_trial, "study": sections.study,
+           "throughput": speed.throughput}[name]  # fmt: skip
+    try:
+        for row in run(ctx):
+            print(row.line(), flush=True)
+    except Exception as e:
+        detail = textwrap.shorten(f"{type(e).__name__}: {e}", 400)
+        print(Row(name, "section", "error", detail).line(), flush=True)
+        return 1
+    return 0
 
 
 # --- the versions section (no child: it touches no GPU) --------------------------------------

@@ -4,7 +4,7 @@
 allocator capped or fragmented by one section, a crash or a hang cannot spoil the next. A
 section yields a `Row` per check as soon as it knows it, and the child prints each at once, so
 a section stopped by the watchdog keeps the rows it had. The throughput section lives in
-`gpu_check_speed.py`.
+`gpu_check_speed.py`; `gpu_check.run_section` picks one by name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -366,18 +365,3 @@ def study(ctx: Context) -> Iterator[Row]:
         else "FAIL",
         f"fitted limit {limits}; batch sizes {sizes}; val_accuracy {values}; states {states}",
     )  # fmt: skip
-
-
-def run_section(name: str, ctx: Context) -> int:
-    """The child's side: print each row as it comes; a section's exception is a row too."""
-    from gpu_check_speed import throughput
-
-    sections = {"fit": fit, "oom_trial": oom_trial, "study": study, "throughput": throughput}
-    try:
-        for row in sections[name](ctx):
-            print(row.line(), flush=True)
-    except Exception as e:
-        detail = textwrap.shorten(f"{type(e).__name__}: {e}", 400)
-        print(Row(name, "section", "error", detail).line(), flush=True)
-        return 1
-    return 0

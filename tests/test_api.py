@@ -116,7 +116,9 @@ def test_the_installed_wheel_runs_from_any_folder(tmp_path: Path) -> None:
     assert not data.exists()  # validate writes nothing
     ran = hpsearch_("run", "quickstart.yaml", "-q")
     assert ran.returncode == 0, ran.stderr
-    assert (data / "hpsearch" / "hpsearch.db").is_file()
+    # This project's own database in this user's data folder (projects/<folder>-<hash>/).
+    (db,) = (data / "hpsearch" / "projects").glob("project-*/hpsearch.db")
+    assert db.is_file()
     assert sorted(p.name for p in work.iterdir()) == before
     script = (
         "import json, optuna, hpsearch\n"

@@ -197,3 +197,20 @@ def test_queued_trials_that_can_no_longer_start_fail_with_why(
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[2].user_attrs["fail_reason"] == "n_trials reached (2/2)"
+
+
+def test_joining_a_study_whose_budget_is_spent_says_so(
+    write_study: Callable[..., Path], unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second `run` of a finished study ran 0 trials and exited 0 without a word."""
+    path = _study(write_study, unique_name, "{n_trials: 2}")
+    url = f"sqlite:///{path.parent / 'spent.db'}"
+    hpsearch.run(path, storage=url)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hpsearch"):
+        hpsearch.run(path, storage=url)
+    lines = [r.getMessage() for r in caplog.records if "already spent" in r.getMessage()]
+    assert len(lines) == 1
+    assert "n_trials reached (2/2)" in lines[0]
+    assert "2 trials, best loss " in lines[0]
+    assert "--n-trials N" in lines[0]

@@ -196,7 +196,13 @@ def test_dockerfile_copy_sources_exist_and_are_in_the_build_context(
 
 def test_dockerfile_runs_hpsearch_as_a_non_root_user(dockerfile: list[Instruction]) -> None:
     entrypoints = [i for i in dockerfile if i.keyword == "ENTRYPOINT"]
-    assert [json.loads(i.value) for i in entrypoints] == [["hpsearch"]]
+    # An init process first (it reaps orphans and passes signals on), then hpsearch.
+    assert [json.loads(i.value) for i in entrypoints] == [
+        ["dumb-init", "--single-child", "--", "hpsearch"]
+    ]
+    pins = (LOCKS / "pins.in").read_text()
+    assert re.search(r"^dumb-init==\S+", pins, re.M)  # from the hash-checked locks
+    assert "dumb-init" in _locked(LOCKS / "requirements.txt")
     users = [i.value for i in dockerfile if i.keyword == "USER"]
     assert users
     assert users[-1].split(":")[0] not in ("root", "0")
@@ -224,7 +230,9 @@ def _locked(path: Path) -> dict[str, tuple[str, int]]:
 def test_the_locks_pin_every_dependency_within_pyproject_with_hashes() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     wanted = [Requirement(r) for r in pyproject["project"]["dependencies"]]
-    wanted += [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["s3"]]
+    extras = pyproject["project"]["optional-dependencies"]
+    # The image plays every role: S3 checkpoints, the gRPC storage proxy, Parquet export.
+    wanted += [Requirement(r) for extra in ("s3", "grpc", "parquet") for r in extras[extra]]
     rest = _locked(LOCKS / "requirements.txt")
     for variant in TORCH_VARIANTS:
         torch = _locked(LOCKS / f"torch-{variant}.txt")
@@ -433,6 +441,14 @@ def test_compose_runs_one_worker_per_machine_with_all_its_gpus(compose: dict[str
     assert worker["restart"] == "on-failure"  # exit 0 = budget spent: not restarted
 
 
+def test_compose_runs_every_hpsearch_service_behind_an_init_process(
+    compose: dict[str, Any],
+) -> None:
+    """PID 1 reaps orphaned processes (a command objective's children) and passes SIGTERM on."""
+    for name in ("worker", "dashboard"):
+        assert compose["services"][name]["init"] is True, name
+
+
 def test_compose_keeps_checkpoints_where_the_dashboard_reads_them(compose: dict[str, Any]) -> None:
     store = _default(compose["x-hpsearch"]["environment"]["HPSEARCH_ARTIFACT_STORE"])
     for name in ("worker", "dashboard"):
@@ -563,8 +579,27 @@ def test_k8s_kustomization_builds_without_the_secret() -> None:
         ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
     )
     assert built.returncode == 0, built.stderr
-    kinds = sorted(d["kind"] for d in yaml.safe_load_all(built.stdout) if d)
-    assert kinds == ["Deployment", "Job", "PersistentVolumeClaim", "Service"]
+    documents = [d for d in yaml.safe_load_all(built.stdout) if d]
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == ["ConfigMap", "Deployment", "Job", "PersistentVolumeClaim", "Service"]
+    # The study's ConfigMap is generated from deploy/k8s/study/ (no manual `kubectl create`),
+    # named by its content, and every pod mounts that name.
+    (config,) = [d for d in documents if d["kind"] == "ConfigMap"]
+    assert config["metadata"]["name"].startswith("hpsearch-study-")
+    assert config["data"] == {"study.yaml": (K8S / "study" / "study.yaml").read_text()}
+    for d in documents:
+        if d["kind"] in ("Job", "Deployment"):
+            volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+            assert volumes["studies"]["configMap"]["name"] == config["metadata"]["name"]
+
+
+def test_k8s_the_generated_study_is_a_valid_study_file() -> None:
+    from hpsearch.spec import load_spec
+
+    generator = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"]
+    assert generator == [{"name": "hpsearch-study", "files": ["study/study.yaml"]}]
+    loaded = load_spec(K8S / "study" / "study.yaml")
+    assert loaded.spec.storage is None  # the pods take it from the Secret
 
 
 def test_k8s_secret_holds_example_values_only() -> None:

@@ -11,7 +11,7 @@ import pydantic
 
 from hpsearch import spec as spec_module
 from hpsearch.cli import build_parser
-from hpsearch.train.options import DatasetOptions, TrainerOptions
+from hpsearch.train.options import MODEL_NAMES, DatasetOptions, TrainerOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,14 +83,41 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_the_architecture_page_names_every_package_and_only_real_ones() -> None:
+def _tree() -> set[str]:
+    """Every package (`worker/`) and module (`worker/loop`, top level: `cli`) under hpsearch/."""
+    names = set()
+    for path in (ROOT / "hpsearch").rglob("*.py"):
+        parts = path.relative_to(ROOT / "hpsearch").with_suffix("").parts
+        if parts[-1] != "__init__":
+            names.add("/".join(parts))
+        elif len(parts) > 1:
+            names.add("/".join(parts[:-1]) + "/")
+    return names
+
+
+def _architecture_names() -> set[str]:
+    """What the Packages section names: each bullet's package, and its modules in bold."""
     page = (ROOT / "docs" / "architecture.md").read_text()
     section = page.split("## Packages", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"^- \*\*`([a-z_]+)/`\*\*", section, re.M))
-    packages = {p.parent.name for p in (ROOT / "hpsearch").glob("*/__init__.py")}
-    assert named == packages, (
-        f"not described: {sorted(packages - named)}; no such package: {sorted(named - packages)}"
-    )
-    modules = {p.stem for p in (ROOT / "hpsearch").glob("*.py")} - {"__init__", "__main__"}
-    missing = sorted(m for m in modules if f"`{m}`" not in section)
-    assert not missing, f"top-level modules not described: {missing}"
+    names = set()
+    for bullet in re.split(r"^- ", section, flags=re.M)[1:]:
+        package = re.match(r"\*\*`([a-z_]+)/`\*\*", bullet)
+        prefix = f"{package.group(1)}/" if package else ""
+        if package:
+            names.add(prefix)
+            bullet = bullet[package.end() :]
+        names |= {prefix + m for m in re.findall(r"\*\*`([A-Za-z_]+)`\*\*", bullet)}
+    return names
+
+
+def test_the_architecture_page_names_every_module_and_only_real_ones() -> None:
+    named, tree = _architecture_names(), _tree()
+    assert not tree - named, f"not on docs/architecture.md: {sorted(tree - named)}"
+    assert not named - tree, f"no such module or package: {sorted(named - tree)}"
+
+
+def test_the_trainer_page_lists_exactly_the_models_of_the_table() -> None:
+    page = (ROOT / "docs" / "trainer.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `model` "))
+    listed = re.findall(r"`([a-z0-9_]+)`", row.split("|")[3].split("(a closed list")[0])
+    assert listed == list(MODEL_NAMES), f"docs/trainer.md lists {listed}, the table {MODEL_NAMES}"

@@ -23,6 +23,7 @@ from hpsearch.storage import (
     OPTUNA_STORAGE_ENV,
     PASSWORD_ENV,
     STORAGE_ENV,
+    default_home,
     open_storage,
     resolve,
 )
@@ -63,12 +64,61 @@ def test_the_default_storage_is_never_an_unrelated_repository(
     loaded = load_spec(write_study(BODY))
     data = tmp_path / "xdg-data"
     url = resolve(loaded, environ={"XDG_DATA_HOME": str(data)})
-    assert url.secret_url == f"sqlite:///{data}/hpsearch/hpsearch.db"
+    project = default_home(tmp_path, {"XDG_DATA_HOME": str(data)})
+    assert project.parent == data / "hpsearch" / "projects"  # this project's own folder
+    assert project.name.startswith(f"{tmp_path.name}-")
+    assert url.secret_url == f"sqlite:///{project}/hpsearch.db"
     assert url.source == "default"
     home = resolve(loaded, environ={"HPSEARCH_HOME": str(tmp_path / "h")})
-    assert home.secret_url == f"sqlite:///{tmp_path}/h/hpsearch.db"
+    assert home.secret_url == f"sqlite:///{tmp_path}/h/projects/{project.name}/hpsearch.db"
     assert not data.exists()  # resolving writes nothing
     assert not (tmp_path / "storage").exists()
+
+
+def test_two_projects_never_share_the_default_study_by_accident(tmp_path: Path) -> None:
+    """A copied project with the same study name joined the other's finished study (one shared
+    file in the data folder) and ran 0 trials; now each project folder has its own database."""
+    env = {"HPSEARCH_HOME": str(tmp_path / "data")}
+    urls = []
+    for project in ("alice/tuning", "bob/tuning"):  # the same study file, in two folders
+        folder = tmp_path / project
+        folder.mkdir(parents=True)
+        (folder / "study.yaml").write_text(BODY)
+        urls.append(resolve(load_spec(folder / "study.yaml"), environ=env).secret_url)
+    assert urls[0] != urls[1]
+    # Within one project (one checkout), every study file shares the project's database.
+    checkout = tmp_path / "repo"
+    (checkout / ".git").mkdir(parents=True)
+    for sub in ("a", "b/c"):
+        (checkout / sub).mkdir(parents=True)
+        (checkout / sub / "study.yaml").write_text(BODY)
+    a, b = (resolve(load_spec(checkout / s / "study.yaml"), environ=env) for s in ("a", "b/c"))
+    assert a.secret_url == b.secret_url
+
+
+def test_only_the_projects_own_storage_folder_is_used(tmp_path: Path) -> None:
+    """Outside a checkout, any ancestor folder named `storage` (say /home/me/storage, full of
+    photos) captured the database of every study below it."""
+    env = {"HPSEARCH_HOME": str(tmp_path / "data")}
+    (tmp_path / "storage").mkdir()  # someone's unrelated folder
+    project = tmp_path / "work" / "tuning"
+    project.mkdir(parents=True)
+    (project / "study.yaml").write_text(BODY)
+    url = resolve(load_spec(project / "study.yaml"), environ=env)
+    assert url.secret_url.startswith(f"sqlite:///{tmp_path}/data/projects/tuning-")
+    (project / "storage").mkdir()  # the project's own: used
+    url = resolve(load_spec(project / "study.yaml"), environ=env)
+    assert url.secret_url == f"sqlite:///{project}/storage/hpsearch.db"
+    # In a checkout: its storage/ (at its root or nearer the file), never one above the root.
+    checkout = tmp_path / "repo"
+    (checkout / ".git").mkdir(parents=True)
+    (checkout / "studies").mkdir()
+    (checkout / "studies" / "study.yaml").write_text(BODY)
+    loaded = load_spec(checkout / "studies" / "study.yaml")
+    assert resolve(loaded, environ=env).secret_url.startswith(f"sqlite:///{tmp_path}/data/")
+    (checkout / "storage").mkdir()
+    url = resolve(loaded, environ=env)
+    assert url.secret_url == f"sqlite:///{checkout}/storage/hpsearch.db"
 
 
 def test_password_comes_from_the_environment_and_is_never_shown(

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 import hpsearch.train.loop
 from hpsearch.cli import main
-from hpsearch.objective.trainer import SHARED_PREFIX
+from hpsearch.storage.attrs import BATCH_SIZE_LIMIT_PREFIX
 from hpsearch.storage.optuna_compat import study_id, study_storage
 from hpsearch.study import write_attr
 
@@ -105,7 +105,7 @@ def test_mid_trial_oom_fails_the_trial_and_lowers_the_shared_limit(
     first, *rest = study.trials
     assert first.state == TrialState.FAIL  # FAIL, not PRUNED: the settings were not weak
     assert first.user_attrs["fail_reason"].startswith("oom: ")
-    limits = {k: v for k, v in _limits(study).items() if k.startswith(SHARED_PREFIX)}
+    limits = {k: v for k, v in _limits(study).items() if k.startswith(BATCH_SIZE_LIMIT_PREFIX)}
     # Each OOM lowered the shared limit below the size that failed (64 -> 32, then 32 -> 16 when
     # a 32 failed too); the worker went on, and trials after the last OOM stayed within it.
     assert [v["limit"] for v in limits.values()] == [16]
@@ -125,11 +125,13 @@ def test_a_smaller_device_in_the_fleet_bounds_fleet_min_only(
     path, url = trainer_study(n_trials=1, policy=policy)
     assert main(["run", str(path), "--storage", url, "-q"]) == 0  # this CPU: limit 64
     study = optuna.load_study(study_name=unique_name, storage=url)
-    ((key, entry),) = [(k, v) for k, v in _limits(study).items() if k.startswith(SHARED_PREFIX)]
+    ((key, entry),) = [
+        (k, v) for k, v in _limits(study).items() if k.startswith(BATCH_SIZE_LIMIT_PREFIX)
+    ]
     # A second worker with a smaller GPU joined and shared its limit for the same configuration.
     write_attr(
         study,
-        SHARED_PREFIX + "small-gpu",
+        BATCH_SIZE_LIMIT_PREFIX + "small-gpu",
         {**entry, "limit": 16, "device": "cuda (RTX 3050, 8 GiB)"},
     )
     assert main(["run", str(path), "--storage", url, "--n-trials", "12", "-q"]) == 0
@@ -165,7 +167,9 @@ def test_fit_batch_prints_and_stores_this_machines_limit(
     assert out.startswith("cpu (")
     assert "largest batch size 64 (cpu_estimate)" in out
     study = optuna.load_study(study_name=unique_name, storage=url)
-    assert [v["limit"] for k, v in _limits(study).items() if k.startswith(SHARED_PREFIX)] == [64]
+    assert [
+        v["limit"] for k, v in _limits(study).items() if k.startswith(BATCH_SIZE_LIMIT_PREFIX)
+    ] == [64]
 
 
 def test_a_searched_memory_option_gets_a_fit_of_its_own(
@@ -180,6 +184,6 @@ def test_a_searched_memory_option_gets_a_fit_of_its_own(
     study = optuna.load_study(study_name=unique_name, storage=url)
     used = {t.params["optimizer"] for t in study.trials}
     assert used == {"sgd", "adam"}  # seed 3 samples both
-    limits = {k: v for k, v in _limits(study).items() if k.startswith(SHARED_PREFIX)}
+    limits = {k: v for k, v in _limits(study).items() if k.startswith(BATCH_SIZE_LIMIT_PREFIX)}
     assert len(limits) == 2
     assert len({v["config_key"] for v in limits.values()}) == 2

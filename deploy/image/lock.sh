@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the lock files the Dockerfile installs from: exact versions and sha256 hashes of
-# every package, resolved from pyproject.toml (with the `s3` extra) and deploy/image/pins.in for
-# Linux x86_64, CPython 3.11 (the image's platform; run it on one).
+# every package, resolved from pyproject.toml (with the `s3`, `grpc` and `parquet` extras: the
+# image plays every role) and deploy/image/pins.in for Linux x86_64, CPython 3.11 (the image's
+# platform; run it on one).
 #
 #   deploy/image/lock.sh          # then review `git diff deploy/image/` and rebuild the image
 #
@@ -18,7 +19,7 @@ trap 'rm -rf "$work"' EXIT
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check pip-tools==7.6.2
 "$work/venv/bin/pip-compile" --quiet --generate-hashes --allow-unsafe --strip-extras \
   --no-emit-index-url --no-emit-find-links --no-header --annotation-style=line \
-  --extra s3 --output-file "$work/all.txt" pyproject.toml deploy/image/pins.in
+  --extra s3 --extra grpc --extra parquet --output-file "$work/all.txt" pyproject.toml deploy/image/pins.in
 "$python" - "$work/all.txt" <<'PY'
 """Split pip-compile's output: the torch stack in one file, the rest in another."""
 import re

@@ -24,6 +24,7 @@ from hpsearch.storage import (
     open_storage,
     refuse_sqlite_across_machines,
 )
+from hpsearch.storage.attrs import VERSIONS_ATTR
 from hpsearch.version import __version__
 
 NAME = "doctor"
@@ -132,7 +133,7 @@ def _versions(holder: list[RDBStorage | sa.Engine], name: str) -> str:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return f"{here}; study {name!r} does not exist yet"
-    seen = {t.user_attrs.get("versions") for t in study.get_trials(deepcopy=False)} - {None}
+    seen = {t.user_attrs.get(VERSIONS_ATTR) for t in study.get_trials(deepcopy=False)} - {None}
     mismatched = sorted(str(v) for v in seen if not str(v).startswith(here))
     if mismatched:
         raise Problem(

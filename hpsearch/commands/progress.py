@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch.budget import Ledger, LedgerState
 from hpsearch.inspect.format import fmt_duration
+from hpsearch.storage.attrs import EPOCHS_ATTR, FAIL_REASON_ATTR
 
 _log = logging.getLogger("hpsearch")
 
@@ -50,7 +51,7 @@ class Progress:
                   _outcome(trial), self._suffix())  # fmt: skip
 
     def on_step(self, trial: optuna.Trial, step: int, value: float) -> None:
-        self.trial = (trial.number, step, trial.user_attrs.get("epochs"))
+        self.trial = (trial.number, step, trial.user_attrs.get(EPOCHS_ATTR))
         self.draw()
 
     # --- what is shown -------------------------------------------------------------------
@@ -145,5 +146,5 @@ def _outcome(trial: FrozenTrial) -> str:
     if trial.values is not None:
         return " value=" + ",".join(f"{v:.6g}" for v in trial.values)
     if trial.state.name == "FAIL":
-        return f" ({trial.user_attrs.get('fail_reason', 'failed')})"
+        return f" ({trial.user_attrs.get(FAIL_REASON_ATTR, 'failed')})"
     return ""

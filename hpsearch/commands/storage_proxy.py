@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hpsearch.errors import HpsearchError
-from hpsearch.storage.proxy import DEFAULT_PORT
 from hpsearch.storage.proxy_server import DEFAULT_THREADS, database_url, serve
+from hpsearch.storage.url import PROXY_PORT
 
 NAME = "storage-proxy"
 HELP = (
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
-        help=f"port to listen on (default: {DEFAULT_PORT})",
+        default=PROXY_PORT,
+        help=f"port to listen on (default: {PROXY_PORT})",
     )
     parser.add_argument(
         "--threads",

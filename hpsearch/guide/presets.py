@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpsearch.train.options import MODEL_INFO, ModelInfo, models_of
+
 # Where the numbers come from, cited by key in the presets below and written as comments.
 SOURCES: dict[str, str] = {
     "he2016": 'He, Zhang, Ren & Sun 2016, "Deep Residual Learning for Image Recognition" '
@@ -46,29 +48,8 @@ SOURCES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    """What choosing a model needs to know, without importing torchvision."""
-
-    gflops_224: float  # torchvision's published GFLOPS at 224x224 (the weights' `_ops`)
-    weights_size: int  # the input side torchvision's DEFAULT weights were trained at
-    min_size: int  # the smallest sensible input side (the stem downsamples this much)
-
-
-# torchvision 0.29's `Weights.DEFAULT.meta["_ops"]` and crop sizes; a test compares them.
-# small_cnn: ~0.6 M multiply-adds at 8x8 (docs/trainer.md), x784 at 224x224.
-MODEL_FACTS: dict[str, ModelFacts] = {
-    "small_cnn": ModelFacts(0.47, 0, 4),
-    "resnet18": ModelFacts(1.814, 224, 32),
-    "resnet34": ModelFacts(3.664, 224, 32),
-    "resnet50": ModelFacts(4.089, 224, 32),
-    "resnet101": ModelFacts(7.801, 224, 32),
-    "mobilenet_v3_small": ModelFacts(0.057, 224, 32),
-    "mobilenet_v3_large": ModelFacts(0.217, 224, 32),
-    "efficientnet_b0": ModelFacts(0.386, 224, 32),
-    "efficientnet_b1": ModelFacts(0.687, 240, 32),
-    "convnext_tiny": ModelFacts(4.456, 224, 32),
-}
+# What choosing a model needs to know, without importing torchvision: the trainer's table.
+MODEL_FACTS: dict[str, ModelInfo] = MODEL_INFO
 
 
 def gflops(model: str, image_size: int) -> float:
@@ -190,16 +171,16 @@ _WD_EFFICIENT = Knob(
     "light weights need little decay",
     {"type": "float", "low": 1e-6, "high": 1e-4, "log": True},
 )
-_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-_MOBILENETS = ("mobilenet_v3_small", "mobilenet_v3_large")
-_EFFICIENTNETS = ("efficientnet_b0", "efficientnet_b1")
+_RESNETS = models_of("resnet")
+_MOBILENETS = models_of("mobilenet")
+_EFFICIENTNETS = models_of("efficientnet")
 _SCRATCH_EPOCHS = (10, 30, 60)
 _FINETUNE_EPOCHS = (3, 10, 30)
 
 PRESETS: tuple[Preset, ...] = (
     Preset(
         "small_cnn",
-        ("small_cnn",),
+        models_of("small_cnn"),
         False,
         "a small CNN trained from scratch with AdamW",
         ("kingma2015", "adamw2019", "sgdr2017"),
@@ -278,7 +259,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         "convnext",
-        ("convnext_tiny",),
+        models_of("convnext"),
         False,
         "ConvNeXt trained from scratch with AdamW",
         ("liu2022", "goyal2017"),
@@ -307,7 +288,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         "convnext_finetune",
-        ("convnext_tiny",),
+        models_of("convnext"),
         True,
         "fine-tuning ImageNet ConvNeXt weights",
         ("liu2022", "kornblith2019"),

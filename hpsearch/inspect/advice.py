@@ -29,6 +29,7 @@ from hpsearch.spec import (
     PowerOfTwoParam,
     TrainerObjective,
 )
+from hpsearch.storage.attrs import EPOCHS_ATTR, FAIL_REASON_ATTR
 from hpsearch.study import EXPONENT_PREFIX, optuna_name
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -223,7 +224,7 @@ def _pruning(trials: list[FrozenTrial], view: StudyView) -> str | None:
     )
     saved = ran = 0.0
     for t in pruned:
-        planned = view.user_params(t.params).get("epochs") or t.user_attrs.get("epochs") or full
+        planned = view.user_params(t.params).get("epochs") or t.user_attrs.get(EPOCHS_ATTR) or full
         run = float(t.last_step or 0)
         ran += run
         saved += max(0.0, float(planned) - run)
@@ -266,7 +267,7 @@ def _failures(trials: list[FrozenTrial]) -> list[FailureGroup]:
     for t in trials:
         if t.state != TrialState.FAIL:
             continue
-        reason = str(t.user_attrs.get("fail_reason") or "no reason recorded")
+        reason = str(t.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded")
         cause, fix = (
             "code",
             "an error in the objective's code: `hpsearch run -v` shows the traceback",

@@ -21,6 +21,7 @@ from hpsearch.inspect.source import (
     is_curve_attr,
     pareto_front,
 )
+from hpsearch.storage.attrs import CHECKPOINT_ATTR, WORKER_ATTR
 from hpsearch.storage.optuna_compat import trial_id
 
 
@@ -85,11 +86,11 @@ def render(
             f"{m} = {fmt_value(v)}" for m, v in zip(view.metrics, trial.values, strict=True)
         )
         took = duration_s(trial)
-        where = trial.user_attrs.get("worker")
+        where = trial.user_attrs.get(WORKER_ATTR)
         ran = f" in {fmt_duration(took)}" if took is not None else ""
         ran += f" on {where}" if isinstance(where, str) else ""
         lines += ["", f"# trial {trial.number}{ran}: {metrics}"]
-        checkpoint = trial.user_attrs.get("checkpoint")
+        checkpoint = trial.user_attrs.get(CHECKPOINT_ATTR)
         if keep is not None and rank >= keep:
             checkpoint = f"not kept (only the best {keep} are: keep_checkpoints)"
         lines.append(f"# checkpoint: {checkpoint if checkpoint else 'none recorded'}")
@@ -105,7 +106,7 @@ def render(
 def _shown_attrs(trial: FrozenTrial, view: StudyView) -> str:
     shown = []
     for key, value in trial.user_attrs.items():
-        if key in PROVENANCE_ATTRS or key == "checkpoint" or is_curve_attr(key, view.metrics):
+        if key in PROVENANCE_ATTRS or key == CHECKPOINT_ATTR or is_curve_attr(key, view.metrics):
             continue
         if isinstance(value, bool | int | float | str) and len(str(value)) <= 80:
             shown.append(f"{key}={fmt_value(value)}")

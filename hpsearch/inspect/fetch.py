@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.source import StudyView
 from hpsearch.storage.artifacts import ARTIFACT_STORE_ENV, SharedStore
+from hpsearch.storage.attrs import CHECKPOINT_ATTR, HOST_ATTR
 from hpsearch.train.checkpoints import checkpoint_path
 
 
@@ -50,7 +51,7 @@ def download_checkpoint(
                 "store is not the one the workers used"
             ) from None
         return target
-    recorded = trial.user_attrs.get("checkpoint")
+    recorded = trial.user_attrs.get(CHECKPOINT_ATTR)
     if not isinstance(recorded, str):
         raise HpsearchError(
             f"trial {trial.number} kept no checkpoint (only the trainer's best "
@@ -58,7 +59,7 @@ def download_checkpoint(
         )
     source = Path(recorded)
     if not source.is_file():
-        host = trial.user_attrs.get("host", "another machine")
+        host = trial.user_attrs.get(HOST_ATTR, "another machine")
         raise HpsearchError(
             f"trial {trial.number}'s checkpoint is {source} on {host}, not on this machine (or "
             "removed since); copy it from there, or give the study an `artifact_store:` that "

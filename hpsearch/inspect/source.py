@@ -22,14 +22,24 @@ from hpsearch.budget import Ledger, LedgerState, ledger_table
 from hpsearch.errors import StorageError
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam
 from hpsearch.storage import StorageURL, open_storage
+from hpsearch.storage.attrs import (
+    ENQUEUED_ATTR,
+    GIT_COMMIT_ATTR,
+    HOST_ATTR,
+    SPACE_ATTR,
+    VERSIONS_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.optuna_compat import build_frozen_trial, models, trial_id
-from hpsearch.study import EXPONENT_PREFIX, SPACE_ATTR
+from hpsearch.study import EXPONENT_PREFIX
 
 # Trials read per database round trip: bounds memory for studies of tens of thousands of trials.
 PAGE_SIZE = 500
 
 # User attributes that are bookkeeping, not results: kept out of summaries (export keeps them).
-PROVENANCE_ATTRS = frozenset({"worker", "host", "versions", "git_commit", "enqueued"})
+PROVENANCE_ATTRS = frozenset(
+    {WORKER_ATTR, HOST_ATTR, VERSIONS_ATTR, GIT_COMMIT_ATTR, ENQUEUED_ATTR}
+)
 
 
 @dataclass

@@ -19,6 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.inspect.disk import checkpoint_usage
 from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
+from hpsearch.storage.attrs import (
+    CHECKPOINT_ATTR,
+    EPOCHS_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAILED_TRIAL_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.optuna_compat import artifact_ids, trial_id
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
@@ -138,7 +145,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
             "number": p.best.number,
             "values": list(p.best.values),
             "params": view.user_params(p.best.params),
-            "checkpoint": p.best.user_attrs.get("checkpoint"),
+            "checkpoint": p.best.user_attrs.get(CHECKPOINT_ATTR),
         }
     front = None
     if view.multi_objective:
@@ -176,7 +183,7 @@ def _stuck(
     for trial in p.running:
         age = ages.get(trial_id(trial))
         ran = (now - trial.datetime_start).total_seconds() if trial.datetime_start else None
-        worker = trial.user_attrs.get("worker")
+        worker = trial.user_attrs.get(WORKER_ATTR)
         if age is not None and age > grace:
             reason = f"no heartbeat for {fmt_duration(age)} (grace period {fmt_duration(grace)})"
             stuck.append(Stuck(trial.number, worker, reason, age, ran))
@@ -283,7 +290,7 @@ def _add(
     state = trial.state
     p.counts[state.name] += 1
     p.artifacts.update(artifact_ids(trial))
-    if "failed_trial" in trial.system_attrs:
+    if FAILED_TRIAL_ATTR in trial.system_attrs:
         p.retries += 1
     start, end = trial.datetime_start, trial.datetime_complete
     if start is not None and (p.first_start is None or start < p.first_start):
@@ -304,12 +311,14 @@ def _add(
             p.best = trial
     elif state == TrialState.PRUNED:
         params = view.user_params(trial.params)
-        plan = _number(params.get("epochs")) or _number(trial.user_attrs.get("epochs")) or planned
-        ran = _number(trial.user_attrs.get("epochs_run"))
+        plan = (
+            _number(params.get("epochs")) or _number(trial.user_attrs.get(EPOCHS_ATTR)) or planned
+        )
+        ran = _number(trial.user_attrs.get(EPOCHS_RUN_ATTR))
         p.pruned.append((plan, ran if ran is not None else float(trial.last_step or 0)))
     elif state == TrialState.RUNNING:
         p.running.append(trial)
-    worker = trial.user_attrs.get("worker")
+    worker = trial.user_attrs.get(WORKER_ATTR)
     if isinstance(worker, str):
         w = p.workers.setdefault(worker, Worker(worker))
         if state == TrialState.RUNNING:

@@ -16,14 +16,14 @@ from hpsearch.objective.command import (
     run_command,
 )
 from hpsearch.objective.function import load_function
-from hpsearch.objective.trainer import SHARED_PREFIX, StudyLimits, data_summary, trainer_options
+from hpsearch.objective.trainer import StudyLimits, data_summary, trainer_options
 from hpsearch.objective.trial import build, check
 from hpsearch.objective.types import (
     Metrics,
     Report,
+    ResumeInfo,
     Runner,
     TrialContext,
-    TrialInfo,
     TrialValue,
     UserFunction,
     WorkerStopped,
@@ -32,13 +32,12 @@ from hpsearch.objective.types import (
 __all__ = [
     "REPORT_PREFIX",
     "RESULT_PREFIX",
-    "SHARED_PREFIX",
     "Metrics",
     "Report",
     "Runner",
     "StudyLimits",
     "TrialContext",
-    "TrialInfo",
+    "ResumeInfo",
     "TrialValue",
     "UserFunction",
     "WorkerStopped",

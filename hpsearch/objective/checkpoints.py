@@ -25,11 +25,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.artifacts import SharedStore
+from hpsearch.storage.attrs import CHECKPOINT_ATTR
 from hpsearch.storage.optuna_compat import study_storage
 from hpsearch.train.checkpoints import checkpoint_path, remove_checkpoint, trial_checkpoints
 
 _log = logging.getLogger(__name__)
-CHECKPOINT_ATTR = "checkpoint"
 
 
 def best_numbers(

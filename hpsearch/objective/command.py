@@ -23,7 +23,7 @@ import optuna
 
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
-from hpsearch.objective.types import Report, Runner, TrialContext, TrialInfo
+from hpsearch.objective.types import Report, ResumeInfo, Runner, TrialContext
 from hpsearch.spec import CommandObjective, LoadedSpec
 from hpsearch.storage.artifacts import open_store
 
@@ -256,7 +256,7 @@ def command_runner(
     checkpoint folder and resume epoch in `HPSEARCH_CHECKPOINT_DIR` and `HPSEARCH_RESUME_EPOCH`."""
     check_command(loaded, objective)
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: TrialInfo) -> Any:
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
         params = {**objective.options, **values}
         env = {f"HPSEARCH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
         env["HPSEARCH_TRIAL_NUMBER"] = str(trial.number)

@@ -13,7 +13,7 @@ import optuna
 
 from hpsearch.errors import SpecError
 from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
-from hpsearch.objective.types import Report, Runner, TrialContext, TrialInfo, UserFunction
+from hpsearch.objective.types import Report, ResumeInfo, Runner, TrialContext, UserFunction
 from hpsearch.spec import FunctionObjective, LoadedSpec
 from hpsearch.storage.artifacts import open_store
 
@@ -57,7 +57,7 @@ def load_function(loaded: LoadedSpec) -> UserFunction:
 
 
 def takes_trial(function: Callable[..., Any]) -> bool:
-    """Whether `function` takes a third argument, the `TrialInfo` (`train(params, report,
+    """Whether `function` takes a third argument, the `ResumeInfo` (`train(params, report,
     trial)`); a two-argument function is called as before."""
     try:
         parameters = inspect.signature(function).parameters.values()
@@ -69,7 +69,7 @@ def takes_trial(function: Callable[..., Any]) -> bool:
 
 
 def call_user(
-    function: Callable[..., Any], params: dict[str, Any], report: Report, info: TrialInfo
+    function: Callable[..., Any], params: dict[str, Any], report: Report, info: ResumeInfo
 ) -> Any:
     """`function(params, report)`, or `function(params, report, info)` when it takes three."""
     if takes_trial(function):
@@ -84,7 +84,7 @@ def function_runner(
     function = load_function(loaded)
     options = objective.options
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: TrialInfo) -> Any:
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
         return call_user(function, {**options, **values}, report, info)
 
     resumes = takes_trial(function)

@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.budget import RETRY_HISTORY
-from hpsearch.objective.types import Metrics, Report, TrialInfo
+from hpsearch.objective.types import Metrics, Report, ResumeInfo
 from hpsearch.storage import RETRY_ATTR
 from hpsearch.storage.artifacts import SharedStore
 from hpsearch.storage.optuna_compat import study_id, trial_intermediate_values, trial_system_attrs
@@ -213,13 +213,29 @@ def sweep(base: Path, study: optuna.Study) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-UserRun = Callable[[optuna.Trial, dict[str, Any], Report, TrialInfo], Any]
+UserRun = Callable[[optuna.Trial, dict[str, Any], Report, ResumeInfo], Any]
+
+
+class _Synced:
+    """The trial's `report`, uploading what the code saved before each step is recorded; its
+    other attributes (`directory`, `keep_checkpoint`, ...) are the report's own."""
+
+    def __init__(self, report: Report, files: TrialFiles) -> None:
+        self._report = report
+        self._files = files
+
+    def __call__(self, value: Metrics | float, step: int) -> None:
+        self._files.upload()
+        self._report(value, step)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._report, name)
 
 
 def with_checkpoints(
     run: UserRun, base: Path, shared: SharedStore | None, *, enabled: bool = True
 ) -> Callable[[optuna.Trial, dict[str, Any], Report], Any]:
-    """A user objective's run with a per-trial checkpoint folder (`TrialInfo`): filled from the
+    """A user objective's run with a per-trial checkpoint folder (`ResumeInfo`): filled from the
     shared store before the trial, each file uploaded when it changed before each reported
     step, and emptied when the trial ends for good (see the module docstring).
 
@@ -228,20 +244,16 @@ def with_checkpoints(
 
     def plain(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
         folder = base / f"trial-{trial.number:05d}"
-        return run(trial, values, report, TrialInfo(trial.number, folder, 0))
+        return run(trial, values, report, ResumeInfo(trial.number, folder, 0))
 
     def wrapped(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
         files = TrialFiles(trial, base, shared)
         files.download()
         files.folder.mkdir(parents=True, exist_ok=True)
-        info = TrialInfo(trial.number, files.folder, files.resumed_step)
-
-        def synced(value: Metrics | float, step: int) -> None:
-            files.upload()  # what the code saved for this step, before the step is recorded
-            report(value, step)
+        info = ResumeInfo(trial.number, files.folder, files.resumed_step)
 
         try:
-            result = run(trial, values, synced, info)
+            result = run(trial, values, _Synced(report, files), info)
         except Exception:
             files.discard()  # pruned or failed by itself: it is not retried
             raise

@@ -17,12 +17,24 @@ import optuna
 
 from hpsearch import batch_size as bs
 from hpsearch.errors import BatchSizeError
-from hpsearch.objective.checkpoints import CHECKPOINT_ATTR, Checkpoints
+from hpsearch.objective.checkpoints import Checkpoints
 from hpsearch.objective.record import record
 from hpsearch.objective.resume import RESUME_DIR, TrainerResume, TrialFiles, sweep
 from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
 from hpsearch.storage.artifacts import open_store
+from hpsearch.storage.attrs import (
+    ACCUMULATION_STEPS_ATTR,
+    BATCH_SIZE_ATTR,
+    BATCH_SIZE_LIMIT_PREFIX,
+    CHECKPOINT_ATTR,
+    DEVICE_ATTR,
+    EPOCHS_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    MICRO_BATCH_SIZE_ATTR,
+    SEED_ATTR,
+)
 from hpsearch.storage.optuna_compat import study_id, study_storage
 from hpsearch.study import read_attr, write_attr
 from hpsearch.train.options import TrainerOptions, metric_mode
@@ -31,7 +43,6 @@ if TYPE_CHECKING:
     from hpsearch.train.summary import DataSummary
 
 _log = logging.getLogger(__name__)
-SHARED_PREFIX = "hpsearch:batch_size:"
 
 
 class StudyLimits:
@@ -41,18 +52,18 @@ class StudyLimits:
         self._study = study
 
     def get(self, key: str) -> dict[str, Any] | None:
-        value = read_attr(self._study, SHARED_PREFIX + key)
+        value = read_attr(self._study, BATCH_SIZE_LIMIT_PREFIX + key)
         return value if isinstance(value, dict) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        write_attr(self._study, SHARED_PREFIX + key, value)
+        write_attr(self._study, BATCH_SIZE_LIMIT_PREFIX + key, value)
 
     def items(self) -> Iterable[tuple[str, dict[str, Any]]]:
         storage, sid = study_storage(self._study), study_id(self._study)
         attrs = {**storage.get_study_user_attrs(sid), **storage.get_study_system_attrs(sid)}
         for name, value in attrs.items():
-            if name.startswith(SHARED_PREFIX) and isinstance(value, dict):
-                yield name.removeprefix(SHARED_PREFIX), value
+            if name.startswith(BATCH_SIZE_LIMIT_PREFIX) and isinstance(value, dict):
+                yield name.removeprefix(BATCH_SIZE_LIMIT_PREFIX), value
 
 
 def data_summary(loaded: LoadedSpec) -> list[str]:
@@ -118,7 +129,7 @@ def trainer_runner(
         return None if rng is None else rng.high
 
     def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
-        seed = trial.user_attrs.get("seed", objective.options.get("seed", trial.number))
+        seed = trial.user_attrs.get(SEED_ATTR, objective.options.get("seed", trial.number))
         if trial.number in pending:
             options, rng = pending.pop(trial.number)
             # Validated in `limit`; what was sampled after it (the batch size) is in range.
@@ -127,13 +138,19 @@ def trainer_runner(
         else:
             options = trainer_options(loaded, objective, {**values, "seed": seed})
             rng = fitter.range_for(trial.study, options)
-        attrs: dict[str, Any] = {"seed": seed, "epochs": options.epochs}
+        attrs: dict[str, Any] = {SEED_ATTR: seed, EPOCHS_ATTR: options.epochs}
         if rng is not None and "batch_size" in values:
             micro, steps = fitter.plan(rng, options.batch_size)
             if steps > 1:
                 options = options.model_copy(update={"micro_batch_size": micro})
-            attrs.update(micro_batch_size=micro, accumulation_steps=steps, device=rng.device)
-        attrs["batch_size"] = options.batch_size
+            attrs.update(
+                {
+                    MICRO_BATCH_SIZE_ATTR: micro,
+                    ACCUMULATION_STEPS_ATTR: steps,
+                    DEVICE_ATTR: rng.device,
+                }
+            )
+        attrs[BATCH_SIZE_ATTR] = options.batch_size
         record(trial, attrs)
         files = TrialFiles(trial, context.artifacts / RESUME_DIR, shared)
         try:
@@ -153,7 +170,7 @@ def trainer_runner(
             if not bs.is_oom(e):
                 raise
             reason = f"oom: {bs.oom_summary(e)}"
-            trial.set_user_attr("fail_reason", reason[:500])
+            trial.set_user_attr(FAIL_REASON_ATTR, reason[:500])
             if rng is not None:
                 fitter.lower(rng, options, trial)
             raise RuntimeError(reason) from None  # FAIL, not PRUNED
@@ -163,7 +180,7 @@ def trainer_runner(
             checkpoints.discard(trial.number)
             raise
         epochs_run = int(metrics.get("epochs_run", options.epochs))
-        attrs = {"epochs_run": epochs_run}
+        attrs = {EPOCHS_RUN_ATTR: epochs_run}
         result = [float(metrics[m]) for m in spec.metrics if m in metrics]
         finishing = None
         if len(result) == len(spec.metrics):

@@ -9,14 +9,13 @@ the user's code never imports optuna. A trial that raises ends FAIL with its rea
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 
-from hpsearch.budget import BudgetSpent
 from hpsearch.errors import ObjectiveError
+from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.command import check_command, command_runner
 from hpsearch.objective.function import (
     call_user,
@@ -25,14 +24,14 @@ from hpsearch.objective.function import (
     takes_trial,
 )
 from hpsearch.objective.record import record
+from hpsearch.objective.reporting import TrialReporter, pick
 from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
 from hpsearch.objective.trainer import trainer_runner
 from hpsearch.objective.types import (
-    Metrics,
     Report,
+    ResumeInfo,
     Runner,
     TrialContext,
-    TrialInfo,
     TrialValue,
     UserFunction,
 )
@@ -45,8 +44,9 @@ from hpsearch.spec import (
     TrainerObjective,
 )
 from hpsearch.storage.artifacts import open_store
-from hpsearch.storage.optuna_compat import trial_intermediate_values
+from hpsearch.storage.attrs import FAIL_REASON_ATTR
 from hpsearch.study import suggest
+from hpsearch.tracking import Trackers, TrialInfo, TrialState, open_trackers
 
 _log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ def build(
 
     `function(params, report)` replaces the file's objective (the Python API's own function);
     its `params` hold the file's fixed objective options too, as a `function:` objective's do.
+    The trackers of `tracking:` are told of each trial's start, steps and end here, so every
+    way of running a trial (the worker, the Python API) sends it.
+
+    Raises:
+        HpsearchError: a tracker's package is missing (one line naming the extra).
     """
     spec = loaded.spec
     runner = (
@@ -75,9 +80,11 @@ def build(
         else _runner(loaded, context)
     )
     exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+    trackers = open_trackers(spec.tracking, loaded.directory)
 
     def objective(trial: optuna.Trial) -> TrialValue:
         recorded = False
+        tracked = _Tracked(trackers, trial)
         try:
             values = suggest(
                 trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen)
@@ -87,26 +94,69 @@ def build(
             shown = {name: values[name] for name in exponent_params if name in values}
             record(trial, {**context.attrs, **shown})
             recorded = True
-            report = _reporter(trial, spec, context.observe)
-            return _values(spec, runner.run(trial, values, report))
+            info = tracked.start(values, context.attrs)
+            report = TrialReporter(
+                trial, spec, observe=context.observe, trackers=trackers, info=info,
+                artifacts=context.artifacts,
+            )  # fmt: skip
+            result = _values(spec, runner.run(trial, values, report))
+            if report.pruned is not None:
+                raise report.pruned  # the trial's code stopped cleanly after the prune
+            tracked.finish("COMPLETE", result)
+            return result
         except optuna.TrialPruned:
+            tracked.finish("PRUNED")
             raise
         except Exception as e:
             # Also when the sampler fails (a missing package): the reason is on the trial.
             attrs = {} if recorded else dict(context.attrs)
-            if "fail_reason" not in trial.user_attrs:
-                attrs["fail_reason"] = f"{type(e).__name__}: {e}"[:500]
+            if FAIL_REASON_ATTR not in trial.user_attrs:
+                attrs[FAIL_REASON_ATTR] = f"{type(e).__name__}: {e}"[:500]
             record(trial, attrs)
+            tracked.finish("FAIL")
+            raise
+        except BaseException:
+            tracked.finish("FAIL")  # stopped by a signal: failed, and queued again
             raise
 
     return objective
+
+
+class _Tracked:
+    """One trial as the trackers see it: started once its parameters are known."""
+
+    def __init__(self, trackers: Trackers, trial: optuna.Trial) -> None:
+        self._trackers = trackers
+        self._trial = trial
+        self._info: TrialInfo | None = None
+
+    def start(self, values: Mapping[str, Any], attrs: Mapping[str, Any]) -> TrialInfo | None:
+        if not self._trackers:
+            return None
+        tags = {
+            k: str(attrs[k]) for k in ("worker", "host", "versions", "git_commit") if k in attrs
+        }
+        self._info = TrialInfo(self._trial.study.study_name, self._trial.number, values, tags)
+        self._trackers.start(self._info)
+        return self._info
+
+    def finish(self, state: TrialState, values: TrialValue | None = None) -> None:
+        if self._info is None:
+            return
+        final = None if values is None else values if isinstance(values, list) else [values]
+        try:
+            checkpoint = self._trial.user_attrs.get(CHECKPOINT_ATTR)
+        except Exception:  # the database away while the trial ends: the trackers go on
+            checkpoint = None
+        self._trackers.finish(self._info, state, final, checkpoint)
+        self._info = None
 
 
 def _call(function: UserFunction, loaded: LoadedSpec, context: TrialContext) -> Callable[..., Any]:
     options = getattr(loaded.spec.objective, "options", {})
     fixed = {} if isinstance(loaded.spec.objective, TrainerObjective) else dict(options)
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: TrialInfo) -> Any:
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
         return call_user(function, {**fixed, **values}, report, info)
 
     resumes = takes_trial(function)
@@ -124,74 +174,18 @@ def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     return trainer_runner(loaded, objective, context)
 
 
-def _reporter(
-    trial: optuna.Trial,
-    spec: StudySpec,
-    observe: Callable[[optuna.Trial, int, float], None] | None,
-) -> Report:
-    metric = spec.metrics[0]
-    multi = len(spec.study_directions) > 1
-
-    def report(value: Metrics | float, step: int) -> None:
-        number = _pick(value, metric)
-        if _recorded(trial, step, f"{metric}@{step}" if multi else None):
-            # A resumed trial reporting again an epoch that its earlier try recorded (copied
-            # into it when it was queued): recorded once, claimed from the budget once.
-            return
-        if observe is not None:
-            observe(trial, step, number)
-        if multi:
-            # Optuna prunes single-objective studies only; keep the curve for inspection.
-            trial.set_user_attr(f"{metric}@{step}", number)
-            return
-        try:
-            trial.report(number, step)
-        except BudgetSpent:
-            # The study's epoch budget is spent: this epoch is not recorded, the trial ends
-            # with what it has (PRUNED keeps its curve; the sampler learns nothing false).
-            trial.set_user_attr("prune_reason", "budget.epochs spent")
-            raise optuna.TrialPruned(f"the study's epoch budget is spent at step {step}") from None
-        if trial.should_prune():
-            trial.set_user_attr("prune_reason", f"{metric}={number:.6g} at step {step}")
-            raise optuna.TrialPruned(f"pruned at step {step} with {metric}={number:.6g}")
-
-    return report
-
-
-def _recorded(trial: optuna.Trial, step: int, attr: str | None) -> bool:
-    if attr is not None:
-        return attr in trial.user_attrs
-    return step in trial_intermediate_values(trial)
-
-
-def _pick(value: Any, metric: str) -> float:
-    if isinstance(value, Mapping):
-        if metric not in value:
-            raise ObjectiveError(
-                f"the objective reported {', '.join(map(str, value)) or 'nothing'} but not the "
-                f"study's metric {metric!r}; report it or change `metric:`"
-            )
-        value = value[metric]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ObjectiveError(f"a reported value must be a number, but got {value!r}")
-    number = float(value)
-    if math.isnan(number):
-        raise ObjectiveError(f"{metric} is NaN; the training diverged")
-    return number
-
-
 def _values(spec: StudySpec, result: Any) -> TrialValue:
     metrics = spec.metrics
     if len(metrics) == 1:
-        return _pick(result, metrics[0])
+        return pick(result, metrics[0])
     if isinstance(result, Mapping):
-        return [_pick(result, m) for m in metrics]
+        return [pick(result, m) for m in metrics]
     if (
         isinstance(result, Sequence)
         and not isinstance(result, str)
         and len(result) == len(metrics)
     ):
-        return [_pick(v, m) for v, m in zip(result, metrics, strict=True)]
+        return [pick(v, m) for v, m in zip(result, metrics, strict=True)]
     raise ObjectiveError(
         f"a study with metrics {metrics} needs a dict with those keys or a tuple of "
         f"{len(metrics)} numbers, but the objective returned {result!r}"

@@ -27,7 +27,7 @@ class TrialContext:
 
 
 @dataclass(frozen=True)
-class TrialInfo:
+class ResumeInfo:
     """What the user's code needs to resume a trial (docs/workers.md, "Resuming a trial").
 
     `checkpoint_dir`: the trial's own folder, shared by its retries (and, with a shared

@@ -35,6 +35,7 @@ def planned_steps(trial: FrozenTrial) -> int | None:
     Its `hpsearch:total_steps` or `epochs` user attribute (the built-in trainer records
     `epochs` before it trains), else its `epochs` parameter.
     """
+    # `epochs` is `storage.attrs.EPOCHS_ATTR`, written out: `search` imports nothing of hpsearch.
     for key in (TOTAL_STEPS_ATTR, "epochs"):
         if (steps := _positive(trial.user_attrs.get(key))) is not None:
             return steps

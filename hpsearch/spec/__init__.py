@@ -6,6 +6,7 @@ the key path and the fix. This package imports neither torch nor optuna (a test 
 
 Modules: `_base` (the frozen, strict base model, unknown keys, durations), `params` (search-space
 parameter kinds), `algorithms` (samplers and pruners), `artifacts` (where checkpoints are shared),
+`tracking` (the experiment trackers each trial is sent to),
 `objectives` (what a trial runs), `study` (the whole file), `reader` (safe, bounded YAML and the
 line of every key), `yaml_errors` (YAML syntax errors in words), `messages` (pydantic's errors as
 one line), `loader` (`load_spec`).
@@ -62,9 +63,14 @@ from hpsearch.spec.params import (
     param_contains,
 )
 from hpsearch.spec.study import BatchSizeFit, Budget, Direction, StudySpec, Workers
+from hpsearch.spec.tracking import MlflowTracking, TensorBoardTracking, Tracking, WandbTracking
 
 __all__ = [
     "ArtifactStoreSpec",
+    "MlflowTracking",
+    "TensorBoardTracking",
+    "Tracking",
+    "WandbTracking",
     "AutoPruner",
     "AutoSampler",
     "FileSystemStore",

@@ -29,6 +29,7 @@ from hpsearch.spec.artifacts import ArtifactStoreSpec
 from hpsearch.spec.messages import example
 from hpsearch.spec.objectives import ObjectiveSpec, TrainerObjective
 from hpsearch.spec.params import FloatParam, Param, describe_param, param_contains
+from hpsearch.spec.tracking import Tracking
 from hpsearch.train.options import (
     METRICS,
     SEARCHABLE_OPTIONS,
@@ -114,6 +115,7 @@ class StudySpec(SpecModel):
     storage: str | None = None
     artifacts: str | None = None
     artifact_store: ArtifactStoreSpec | None = None
+    tracking: Tracking = Field(default_factory=Tracking)
     sampler: SamplerSpec = Field(default_factory=lambda: AutoSampler(type="auto"))
     pruner: PrunerSpec = Field(default_factory=lambda: AutoPruner(type="auto"))
     budget: Budget = Field(default_factory=Budget)

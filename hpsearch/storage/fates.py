@@ -24,6 +24,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.budget import RETRY_HISTORY
+from hpsearch.storage.attrs import FAIL_REASON_ATTR, RETRY_ATTR, WORKER_ATTR
 from hpsearch.storage.optuna_compat import (
     create_scoped_session,
     models,
@@ -37,9 +38,6 @@ T = TypeVar("T")
 
 # `keep_alive` looks at the trial once its last beat is this close to the grace period.
 _MARGIN_SECONDS = 1.0
-# A FAIL trial with this system attribute failed because of its worker (`crash`: stopped sending
-# heartbeats; `stop`: stopped by a signal), not because of its own code: it is to be retried.
-RETRY_ATTR = "hpsearch:retry"
 
 
 class TrialFates(RDBStorage):
@@ -92,7 +90,7 @@ class TrialFates(RDBStorage):
                 if only_if_stale and not self._still_stale(session, trial_id):
                     return False
                 user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
-                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
+                set_attr_in_session(self, session, user, trial_id, FAIL_REASON_ATTR, reason)
                 set_attr_in_session(self, session, system, trial_id, RETRY_ATTR, cause)
                 trial.state = TrialState.FAIL
                 trial.datetime_complete = datetime.datetime.now()
@@ -102,7 +100,7 @@ class TrialFates(RDBStorage):
 
     def stale_reason(self, trial_id: int) -> str:
         """The `fail_reason` of a trial whose worker stopped sending heartbeats."""
-        worker = self.get_trial_user_attrs(trial_id).get("worker", "?")
+        worker = self.get_trial_user_attrs(trial_id).get(WORKER_ATTR, "?")
         return f"worker {worker} stopped sending heartbeats (killed, preempted or lost)"
 
     def _still_stale(self, session: Any, trial_id: int) -> bool:
@@ -118,7 +116,7 @@ class TrialFates(RDBStorage):
         def mark() -> None:
             with create_scoped_session(self.scoped_session, True) as session:
                 user, system = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
-                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
+                set_attr_in_session(self, session, user, trial_id, FAIL_REASON_ATTR, reason)
                 set_attr_in_session(self, session, system, trial_id, RETRY_ATTR, cause)
 
         self._retry(mark, "mark trial")
@@ -156,7 +154,7 @@ class TrialFates(RDBStorage):
                 if trial.state != TrialState.WAITING:
                     return False
                 user = models.TrialUserAttributeModel
-                set_attr_in_session(self, session, user, trial_id, "fail_reason", reason)
+                set_attr_in_session(self, session, user, trial_id, FAIL_REASON_ATTR, reason)
                 trial.state = TrialState.FAIL
                 trial.datetime_complete = datetime.datetime.now()
             return True
@@ -194,7 +192,7 @@ class TrialFates(RDBStorage):
                 ) != "crash":
                     return False
                 session.delete(mark)
-                session.query(user).filter_by(trial_id=trial_id, key="fail_reason").delete()
+                session.query(user).filter_by(trial_id=trial_id, key=FAIL_REASON_ATTR).delete()
                 trial.state, trial.datetime_complete = TrialState.RUNNING, None
                 beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
                 if beat is not None:  # beating again, or the next stale check fails it again
@@ -224,5 +222,5 @@ class TrialFates(RDBStorage):
             if history and json.loads(history[0].value_json)[-1:] == [trial.number]:
                 reason = f"trial {trial.number} was alive after all and finishes itself"
                 user = models.TrialUserAttributeModel
-                set_attr_in_session(self, session, user, retry.trial_id, "fail_reason", reason)
+                set_attr_in_session(self, session, user, retry.trial_id, FAIL_REASON_ATTR, reason)
                 retry.state, retry.datetime_complete = TrialState.FAIL, datetime.datetime.now()

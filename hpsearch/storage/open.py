@@ -17,7 +17,7 @@ from hpsearch.storage.engine import check_reachable, engine_kwargs
 from hpsearch.storage.resilient import ResilientRDBStorage
 from hpsearch.storage.retry import first_line, is_disconnect, pause_while_running, stopping
 from hpsearch.storage.sqlite import enable_wal, make_folder, read_only
-from hpsearch.storage.url import StorageURL
+from hpsearch.storage.url import PROXY_PORT, StorageURL, require_grpc
 
 _log = logging.getLogger(__name__)
 
@@ -40,10 +40,11 @@ def open_storage(
         StorageError: the database is unreachable or its schema is incompatible.
     """
     if url.kind == "grpc":
+        require_grpc()
         from hpsearch.storage.proxy import RetryingGrpcStorageProxy  # gRPC is imported only here
 
         host, _, port = url.secret_url.removeprefix("grpc://").rstrip("/").partition(":")
-        return RetryingGrpcStorageProxy(host=host, port=int(port or 13000))
+        return RetryingGrpcStorageProxy(host=host, port=int(port or PROXY_PORT))
     if not create_tables:
         url = read_only(url)  # a reader writes nothing, even where it could
     if url.sqlite_path is not None and create_tables:

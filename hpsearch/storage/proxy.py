@@ -18,10 +18,11 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import GrpcStorageProxy
 
 from hpsearch.storage.retry import BACKOFF_SECONDS
+from hpsearch.storage.url import PROXY_PORT
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 13000
+DEFAULT_PORT = PROXY_PORT
 F = TypeVar("F", bound=Callable[..., Any])
 
 

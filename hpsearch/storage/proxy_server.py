@@ -33,8 +33,15 @@ from hpsearch.errors import StorageError
 from hpsearch.signals import stop_on_signals
 from hpsearch.storage.open import open_storage
 from hpsearch.storage.optuna_compat import make_grpc_server
-from hpsearch.storage.proxy import DEFAULT_PORT
-from hpsearch.storage.url import PASSWORD_ENV, STORAGE_ENV, StorageURL, flag_or_env, normalise
+from hpsearch.storage.url import (
+    PASSWORD_ENV,
+    PROXY_PORT,
+    STORAGE_ENV,
+    StorageURL,
+    flag_or_env,
+    normalise,
+    require_grpc,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -75,14 +82,16 @@ def serve(
     url: StorageURL,
     *,
     host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
+    port: int = PROXY_PORT,
     threads: int = DEFAULT_THREADS,
 ) -> str:
     """Serve `url` over gRPC on host:port until SIGTERM/SIGINT; returns the signal's name.
 
     Raises:
-        StorageError: the database is unreachable, or the address cannot be bound.
+        StorageError: the database is unreachable, the address cannot be bound, or gRPC is
+            not installed.
     """
+    require_grpc()
     if url.kind == "sqlite":
         _log.warning(
             "storage-proxy in front of SQLite: fine for a try-out, but one machine needs no "

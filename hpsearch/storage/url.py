@@ -2,9 +2,10 @@
 
 Precedence, first match wins: the `--storage` flag > the `HPSEARCH_STORAGE` environment variable >
 Optuna's own `OPTUNA_STORAGE` > `storage:` in the study file > the default SQLite file
-`<home>/hpsearch.db`, where <home> is `default_home`: a `storage/` folder of the checkout holding
-the study file when it has one (hpsearch's own does), else this user's data folder, never the
-root of whatever repository the study file sits in.
+`<home>/hpsearch.db`, where <home> is `default_home`: the project's own `storage/` folder when it
+has one (hpsearch's own checkout does), else a folder of this project's own in this user's data
+folder; never the root of whatever repository the study file sits in, never an unrelated
+ancestor's `storage/`, never a file two projects share.
 
 A password never comes from the study file or the command line (both are visible: in version
 control and in `ps`). It comes from `HPSEARCH_DB_PASSWORD`, or from `HPSEARCH_STORAGE`, and is
@@ -16,7 +17,9 @@ only the constructor of Optuna's `RDBStorage` needs its braces doubled (`storage
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,6 +73,24 @@ class StorageURL:
         return f"StorageURL({self.redacted!r}, source={self.source!r})"
 
 
+PROXY_PORT = 13000  # the storage proxy's default port (`grpc://host` without one)
+
+
+def require_grpc() -> None:
+    """The storage proxy (server and `grpc://` client) needs the `grpc` extra.
+
+    Raises:
+        StorageError: one line naming the extra.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("grpc") is None:
+        raise StorageError(
+            "the storage proxy (grpc://, `hpsearch storage-proxy`) needs gRPC, which is not "
+            "installed; pip install 'hpsearch[grpc]'"
+        )
+
+
 OPTUNA_STORAGE_ENV = "OPTUNA_STORAGE"  # what the optuna CLI and optuna-dashboard read
 HOME_ENV = "HPSEARCH_HOME"
 
@@ -77,18 +98,39 @@ HOME_ENV = "HPSEARCH_HOME"
 def default_home(study_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
     """Where hpsearch keeps a study's database and artifacts when nothing says otherwise.
 
-    A `storage/` folder in the study file's folder or above it, up to the root of its git
-    checkout (a project opts in by making one; hpsearch's own checkout has it), else
-    `$HPSEARCH_HOME`, else this user's data folder: `$XDG_DATA_HOME/hpsearch` or
-    `~/.local/share/hpsearch` (`~/Library/Application Support/hpsearch` on macOS,
-    `%LOCALAPPDATA%\\hpsearch` on Windows).
+    The project's own `storage/` folder, else a folder of this project's own in this user's data
+    folder. The project is the git checkout holding the study file, or, outside any checkout,
+    the study file's folder. Its `storage/` is a `storage/` folder in the study file's folder or
+    above it up to the checkout's root (a project opts in by making one; hpsearch's own checkout
+    has it); outside a checkout only the study file's own folder counts, never an ancestor that
+    happens to hold a `storage/`. Else `<data>/projects/<project>-<hash of its path>`, where
+    <data> is `$HPSEARCH_HOME`, else `$XDG_DATA_HOME/hpsearch` or `~/.local/share/hpsearch`
+    (`~/Library/Application Support/hpsearch` on macOS, `%LOCALAPPDATA%\\hpsearch` on Windows):
+    two projects never share a study by accident, whatever their studies are named.
     """
-    env = os.environ if environ is None else environ
-    for folder in (study_dir, *study_dir.parents):
+    root = checkout_root(study_dir)
+    for folder in (study_dir, *study_dir.parents) if root is not None else (study_dir,):
         if (folder / "storage").is_dir():
             return folder / "storage"
-        if (folder / ".git").exists():
-            break  # the checkout's root: a folder above belongs to something else
+        if folder == root:
+            break  # a folder above belongs to something else
+    project = root if root is not None else study_dir
+    digest = hashlib.sha256(str(project).encode()).hexdigest()[:12]
+    return data_home(environ) / "projects" / f"{_safe(project.name)}-{digest}"
+
+
+def checkout_root(folder: Path) -> Path | None:
+    """The root of the git checkout holding `folder` (where `.git` is), or None."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """This user's hpsearch data folder: `$HPSEARCH_HOME`, else the platform's (see
+    `default_home`)."""
+    env = os.environ if environ is None else environ
     if env.get(HOME_ENV):
         return Path(env[HOME_ENV]).expanduser()
     if sys.platform == "darwin":
@@ -97,6 +139,10 @@ def default_home(study_dir: Path, environ: Mapping[str, str] | None = None) -> P
         return Path(env["LOCALAPPDATA"]) / "hpsearch"
     data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data) / "hpsearch"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "project"
 
 
 def resolve(

@@ -1,20 +1,23 @@
 """The Optuna study a spec describes: its search space as `suggest_*` calls, its sampler and
-pruner (closed registries), and creating or joining it with the spec stored beside it."""
+pruner (closed registries), and creating or joining it with the spec stored beside it.
+
+The study attributes' keys (`SPEC_ATTR`, `STOP_ATTR`, ...) live in `hpsearch.storage.attrs`
+with every other attribute key; they are re-exported here for the modules that read them.
+"""
 
 from __future__ import annotations
 
-from hpsearch.study.algorithms import check_requirements, make_pruner, make_sampler
-from hpsearch.study.create import Joined, create_or_load, space_document
-from hpsearch.study.join import (
+from hpsearch.storage.attrs import (
     BUDGET_CHANGES_ATTR,
     READY_ATTR,
     SPACE_ATTR,
     SPEC_ATTR,
     STOP_ATTR,
     UID_ATTR,
-    read_attr,
-    write_attr,
 )
+from hpsearch.study.algorithms import check_requirements, make_pruner, make_sampler
+from hpsearch.study.create import Joined, create_or_load, space_document
+from hpsearch.study.join import read_attr, write_attr
 from hpsearch.study.space import (
     EXPONENT_PREFIX,
     grid,

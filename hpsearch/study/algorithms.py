@@ -16,6 +16,7 @@ from hpsearch import search
 from hpsearch import spec as s
 from hpsearch.spec import LoadedSpec, StudySpec
 from hpsearch.study.space import grid
+from hpsearch.tracking import missing_extra
 
 # --- samplers (a closed registry: the spec's `type` literal picks one) -----------------------
 
@@ -121,12 +122,20 @@ def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
 
 def make_pruner(p: Any) -> BasePruner:
     """The Optuna pruner for a pruner spec."""
+    with warnings.catch_warnings():
+        # `wilcoxon` and `patient` are "experimental" in Optuna: a warning on every worker's
+        # start that the user, who chose the pruner by name, can do nothing about.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _pruner(p)
+
+
+def _pruner(p: Any) -> BasePruner:
     if p is None or isinstance(p, s.NoPruner):
         return optuna.pruners.NopPruner()
     if isinstance(p, s.AutoPruner):
         return search.AutoPruner()
     if isinstance(p, s.PatientPruner):
-        wrapped = None if p.wrapped is None else make_pruner(p.wrapped)
+        wrapped = None if p.wrapped is None else _pruner(p.wrapped)
         return optuna.pruners.PatientPruner(wrapped, patience=p.patience, min_delta=p.min_delta)
     options = p.model_dump(exclude={"type"})
     pruners: dict[type, Callable[..., BasePruner]] = {
@@ -159,7 +168,8 @@ def _missing(model: Any) -> list[str]:
 
 
 def check_requirements(loaded: LoadedSpec) -> None:
-    """The chosen sampler's and pruner's packages are installed (for `validate` and `run`).
+    """The packages of the chosen sampler, pruner and trackers are installed (for `validate`
+    and `run`, before any study is made).
 
     Raises:
         SpecError: naming the key, the missing package and the fix.
@@ -184,3 +194,6 @@ def check_requirements(loaded: LoadedSpec) -> None:
             )
         pruner = getattr(pruner, "wrapped", None)
         where = (*where, "wrapped")
+    tracker = missing_extra(spec.tracking)
+    if tracker is not None:
+        raise loaded.error(("tracking", tracker[0]), tracker[1])

@@ -19,17 +19,9 @@ from optuna.storages import BaseStorage
 
 from hpsearch.errors import SpecError
 from hpsearch.spec import Budget, LoadedSpec, StudySpec
+from hpsearch.storage.attrs import ENQUEUED_ATTR, READY_ATTR, SPACE_ATTR, SPEC_ATTR, UID_ATTR
 from hpsearch.study.algorithms import make_pruner, make_sampler
-from hpsearch.study.join import (
-    READY_ATTR,
-    SPACE_ATTR,
-    SPEC_ATTR,
-    UID_ATTR,
-    check_joiner,
-    read_attr,
-    spec_document,
-    write_attr,
-)
+from hpsearch.study.join import check_joiner, read_attr, spec_document, write_attr
 from hpsearch.study.space import to_optuna_params
 
 _log = logging.getLogger(__name__)
@@ -114,7 +106,7 @@ def create_or_load(
     write_attr(study, SPACE_ATTR, space_document(spec))
     write_attr(study, SPEC_ATTR, spec_document(spec))
     for values in spec.enqueue:
-        study.enqueue_trial(to_optuna_params(spec, values), user_attrs={"enqueued": True})
+        study.enqueue_trial(to_optuna_params(spec, values), user_attrs={ENQUEUED_ATTR: True})
     # Joining workers wait for this, so no trial of theirs overtakes the enqueued ones.
     write_attr(study, READY_ATTR, True)
     _log.info("created study %r (%d enqueued trial(s))", study_name, len(spec.enqueue))

@@ -21,16 +21,11 @@ import pydantic
 
 from hpsearch.errors import SpecError
 from hpsearch.spec import Budget, LoadedSpec, StudySpec
+from hpsearch.storage.attrs import BUDGET_CHANGES_ATTR, SPEC_ATTR
 from hpsearch.storage.optuna_compat import study_id, study_storage
 
 _log = logging.getLogger(__name__)
 
-SPEC_ATTR = "hpsearch:spec"
-SPACE_ATTR = "hpsearch:search_space"
-READY_ATTR = "hpsearch:ready"
-UID_ATTR = "hpsearch:uid"
-BUDGET_CHANGES_ATTR = "hpsearch:budget_changes"
-STOP_ATTR = "hpsearch:stopped"  # {at, by, reason, kind}: `hpsearch stop`, or the target reached
 
 # Keys that say where this machine keeps things, not what the study is.
 MACHINE_KEYS = (
@@ -38,6 +33,7 @@ MACHINE_KEYS = (
     "storage",
     "artifacts",
     "artifact_store",  # a shared folder may be mounted elsewhere on each machine
+    "tracking",  # what each worker also sends its trials to
     "objective.dataset.path",
     "objective.dataset.val_path",
     "objective.device",

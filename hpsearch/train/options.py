@@ -4,24 +4,49 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-# The closed list of models; `hpsearch.train.models.MODEL_REGISTRY` must have exactly these keys
-# (a test checks). Kept here, not in models.py, so the spec layer can validate without torch.
-MODEL_NAMES: tuple[str, ...] = (
-    "small_cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "convnext_tiny",
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model of the built-in trainer, as everything without torch needs to know it."""
+
+    name: str
+    family: str  # the search-space presets' family (`hpsearch.guide.presets`)
+    gflops_224: float  # torchvision's published GFLOPS at 224x224 (the weights' `_ops`)
+    weights_size: int  # the input side torchvision's DEFAULT weights were trained at (0: none)
+    min_size: int  # the smallest sensible input side (the stem downsamples this much)
+
+
+# The one table of models: `MODEL_NAMES`, the guide's facts and families and docs/trainer.md's
+# list follow it, and `hpsearch.train.models.MODEL_REGISTRY` (the torchvision builders) must
+# have exactly these keys (tests check both). Kept here, not in models.py, so the spec layer can
+# validate without torch. Figures: torchvision 0.29's `Weights.DEFAULT.meta["_ops"]` and crop
+# sizes (a test compares them); small_cnn: ~0.6 M multiply-adds at 8x8, x784 at 224x224.
+MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo("small_cnn", "small_cnn", 0.47, 0, 4),
+    ModelInfo("resnet18", "resnet", 1.814, 224, 32),
+    ModelInfo("resnet34", "resnet", 3.664, 224, 32),
+    ModelInfo("resnet50", "resnet", 4.089, 224, 32),
+    ModelInfo("resnet101", "resnet", 7.801, 224, 32),
+    ModelInfo("mobilenet_v3_small", "mobilenet", 0.057, 224, 32),
+    ModelInfo("mobilenet_v3_large", "mobilenet", 0.217, 224, 32),
+    ModelInfo("efficientnet_b0", "efficientnet", 0.386, 224, 32),
+    ModelInfo("efficientnet_b1", "efficientnet", 0.687, 240, 32),
+    ModelInfo("convnext_tiny", "convnext", 4.456, 224, 32),
 )
+MODEL_NAMES: tuple[str, ...] = tuple(m.name for m in MODELS)
+MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in MODELS}
+
+
+def models_of(family: str) -> tuple[str, ...]:
+    """The names of one family's models, in the table's order."""
+    return tuple(m.name for m in MODELS if m.family == family)
+
+
 DATASET_NAMES: tuple[str, ...] = ("digits",)
 METRICS: tuple[str, ...] = ("val_accuracy", "val_loss", "train_loss", "val_balanced_accuracy")
 _MAXIMIZED = frozenset({"val_accuracy", "val_balanced_accuracy"})

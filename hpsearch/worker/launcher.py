@@ -3,14 +3,22 @@
 The parent never imports torch or touches CUDA: each child gets `CUDA_VISIBLE_DEVICES` before it
 starts, so its CUDA context sees exactly one device as `cuda:0`. The storage URL reaches the
 children through the environment, never their command line, so `ps` shows no password.
+
+The children are forked from the parent, which has already imported hpsearch, Optuna,
+SQLAlchemy and the database driver: a child starts its first trial without importing anything
+(about 1 s of CPU each, which N fresh interpreters on a small machine pay N times over:
+docs/workers.md). Where the parent has imported torch (a trainer study's checks), whose thread
+pools do not survive a fork, each child is a fresh `python -m hpsearch run` instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -19,6 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
+
+import sqlalchemy as sa
 
 from hpsearch.batch_size import visible_gpus
 from hpsearch.errors import HpsearchError
@@ -66,8 +77,11 @@ def launch(
     passed on to every child (each stops gracefully); a second one kills them.
     """
     slots = list(gpus) if gpus else [None] * n_workers
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[_Child] = []
     signals = {"count": 0}
+    fork = _can_fork()
+    if fork:
+        _import_driver(url)  # once here, not once in each child
 
     def forward(signum: int, frame: FrameType | None) -> None:
         signals["count"] += 1
@@ -85,8 +99,9 @@ def launch(
                 env.pop("HPSEARCH_DB_PASSWORD", None)  # already inside the URL in the environment
                 if gpu is not None:
                     env["CUDA_VISIBLE_DEVICES"] = gpu
-                args = [sys.executable, "-m", "hpsearch", "run", *argv, "--worker-id", str(i)]
-                children.append(subprocess.Popen(args, env=env))
+                args = ["run", *argv, "--worker-id", str(i)]
+                start = _forked if fork else _spawned
+                children.append(start(args, env))
             _log.info(
                 "started %d worker(s)%s", len(children),
                 f" on GPUs {','.join(gpus)}" if gpus else "",
@@ -102,6 +117,69 @@ def launch(
     for i, code in failed:
         _log.error("worker %d exited with %d", i, code)
     return 1 if failed else 0
+
+
+class _Child(Protocol):
+    """What the launcher needs of a child: `subprocess.Popen`'s words."""
+
+    def poll(self) -> int | None: ...
+    def wait(self) -> int: ...
+    def send_signal(self, signum: int) -> None: ...
+
+
+def _spawned(args: list[str], env: dict[str, str]) -> _Child:
+    return subprocess.Popen([sys.executable, "-m", "hpsearch", *args], env=env)
+
+
+class _Forked:
+    """A forked child worker, with `subprocess.Popen`'s words."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self._process = multiprocessing.get_context("fork").Process(
+            target=_child_main, args=(args, env), daemon=False
+        )
+        self._process.start()
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self) -> int:
+        self._process.join()
+        assert self._process.exitcode is not None
+        return self._process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        if self._process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signum)
+
+
+def _forked(args: list[str], env: dict[str, str]) -> _Child:
+    return _Forked(args, env)
+
+
+def _child_main(args: list[str], env: dict[str, str]) -> None:
+    # The parent's handler forwards signals to the children: here, it would signal siblings.
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_DFL)
+    os.environ.clear()
+    os.environ.update(env)
+    # What `python -m hpsearch ARGS` runs, in this process: its modules are loaded already.
+    sys.argv = [sys.argv[0], *args]
+    runpy.run_module("hpsearch", run_name="__main__", alter_sys=True)
+
+
+def _can_fork() -> bool:
+    """Fork the children, unless torch (its thread pools, CUDA) is in the parent already."""
+    return hasattr(os, "fork") and "torch" not in sys.modules
+
+
+def _import_driver(url: StorageURL) -> None:
+    """Import the database driver the children will use, so that they share it."""
+    if url.kind in ("sqlite", "grpc"):
+        return
+    with contextlib.suppress(Exception):  # a child that cannot load it says why itself
+        sa.engine.make_url(url.secret_url).get_dialect().import_dbapi()
 
 
 def joined() -> None:

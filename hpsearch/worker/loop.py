@@ -35,6 +35,7 @@ from hpsearch.objective import TrialContext, UserFunction, WorkerStopped, build
 from hpsearch.signals import GracefulStop, stop_on_signals
 from hpsearch.spec import Budget, GridSampler, LoadedSpec
 from hpsearch.storage import StorageURL, first_line, give_up_after
+from hpsearch.storage.attrs import PRUNE_REASON_ATTR, WORKER_ATTR
 from hpsearch.worker import launcher, provenance
 from hpsearch.worker.session import StudySession, worker_name
 from hpsearch.worker.stopping import Failures, describe, storage_cause, storage_failed
@@ -261,7 +262,7 @@ class _Worker:
             artifacts=provenance.artifacts_dir(
                 self.loaded, self.url, session.study.study_name, self.options.artifacts
             ),
-            attrs={"worker": self.name, **provenance.worker_attrs(self.loaded)},
+            attrs={WORKER_ATTR: self.name, **provenance.worker_attrs(self.loaded)},
             observe=self.observer(session),
         )
         if session.database is not None:
@@ -300,7 +301,7 @@ class _Worker:
             if record is None:
                 return
             if record.get("kind") == "target":  # the study is done: end this trial where it is
-                trial.set_user_attr("prune_reason", record["reason"])
+                trial.set_user_attr(PRUNE_REASON_ATTR, record["reason"])
                 raise optuna.TrialPruned(f"the study is done: {record['reason']}")
             raise WorkerStopped(f"study stopped: {describe(record)}")  # handed back: resume
 
@@ -341,6 +342,13 @@ class _Worker:
         if self.stop.requested or stopped is not None:
             reason = stopped.reason if stopped is not None else f"worker stopped by {self.stop.by}"
             session.hand_back(reason)
+        if not report.trials and report.stopped_by is None and report.budget_reason is not None:
+            _log.warning(
+                "study %r: no trial to run, its budget is already spent (%s); %s; to run more: "
+                "hpsearch run %s --n-trials N (a larger N than the study's)",
+                report.study_name, report.budget_reason, _summary(session.study, self.loaded),
+                self.loaded.path,
+            )  # fmt: skip
         done = ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.trials.items()))
         why = report.stopped_by or report.budget_reason or "stopped"
         _log.info("worker %s done: %s (%s)", self.name, done or "no trials", why)
@@ -352,6 +360,19 @@ class _Worker:
 # after that the trial stays RUNNING, stops beating, and another worker retries it.
 _STOP_SECONDS = 10.0
 _LINGER_FIRST = 0.05  # then doubling, up to the poll interval
+
+
+def _summary(study: optuna.Study, loaded: LoadedSpec) -> str:
+    """`12 trials, best loss 0.031 (trial 7)`: what a study that is already done holds."""
+    trials = study.get_trials(deepcopy=False)
+    try:
+        best = study.best_trial if len(loaded.spec.study_directions) == 1 else None
+    except ValueError:  # no completed trial
+        best = None
+    if best is None or best.value is None:
+        return f"{len(trials)} trials"
+    metric = loaded.spec.metrics[0]
+    return f"{len(trials)} trials, best {metric} {best.value:.6g} (trial {best.number})"
 
 
 def _sleep(seconds: float, stop: _Stop) -> None:

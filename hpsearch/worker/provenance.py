@@ -14,6 +14,7 @@ from typing import Any
 
 from hpsearch.spec import LoadedSpec
 from hpsearch.storage import StorageURL, default_home
+from hpsearch.storage.attrs import GIT_COMMIT_ATTR, HOST_ATTR, VERSIONS_ATTR
 from hpsearch.version import __version__
 
 
@@ -50,10 +51,10 @@ def git_commit(folder: Path) -> str | None:
 
 def worker_attrs(loaded: LoadedSpec) -> dict[str, Any]:
     """The user attributes every trial of this worker carries (the dashboard shows them)."""
-    attrs: dict[str, Any] = {"host": socket.gethostname(), "versions": versions()}
+    attrs: dict[str, Any] = {HOST_ATTR: socket.gethostname(), VERSIONS_ATTR: versions()}
     commit = git_commit(loaded.directory.resolve())
     if commit:
-        attrs["git_commit"] = commit
+        attrs[GIT_COMMIT_ATTR] = commit
     return attrs
 
 

@@ -9,6 +9,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.budget import RETRY_HISTORY
 from hpsearch.storage import RETRY_ATTR, STORAGE_ERRORS, ResilientRDBStorage
+from hpsearch.storage.attrs import (
+    CRASH_STEPS_ATTR,
+    CRASHED_WORKERS_ATTR,
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
 
 _log = logging.getLogger(__name__)
@@ -68,9 +75,9 @@ class RetryPolicy:
     def retry(self, study: optuna.Study, trial: FrozenTrial, *, crashed: bool) -> bool:
         """Queue `trial` again with the same parameters; False when the policy says no."""
         history = list(trial.system_attrs.get(RETRY_HISTORY, []))
-        crashed_workers = list(trial.user_attrs.get("crashed_workers", []))
-        crash_steps = list(trial.user_attrs.get("crash_steps", []))
-        worker = trial.user_attrs.get("worker")
+        crashed_workers = list(trial.user_attrs.get(CRASHED_WORKERS_ATTR, []))
+        crash_steps = list(trial.user_attrs.get(CRASH_STEPS_ATTR, []))
+        worker = trial.user_attrs.get(WORKER_ATTR)
         # A worker that crashed may have been preempted or lost with its machine, which is
         # common on a spot fleet and no fault of the trial; a trial that kills its worker
         # (out of host memory, a segfault) dies again at the point where it died before.
@@ -88,10 +95,10 @@ class RetryPolicy:
             )
             return False
         attrs = dict(trial.user_attrs)
-        attrs.pop("fail_reason", None)
+        attrs.pop(FAIL_REASON_ATTR, None)
         if crashed:
-            attrs["crashed_workers"] = [*crashed_workers, worker]
-            attrs["crash_steps"] = [*crash_steps, step]
+            attrs[CRASHED_WORKERS_ATTR] = [*crashed_workers, worker]
+            attrs[CRASH_STEPS_ATTR] = [*crash_steps, step]
         system_attrs = {k: v for k, v in trial.system_attrs.items() if k != RETRY_ATTR}
         # The retry carries the steps recorded so far: written with the new trial's row, not
         # reported, so the study shows one curve, the pruner judges one curve, and the epoch
@@ -105,7 +112,7 @@ class RetryPolicy:
             user_attrs=attrs,
             system_attrs={
                 **system_attrs,
-                "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                FAILED_TRIAL_ATTR: trial.system_attrs.get(FAILED_TRIAL_ATTR, trial.number),
                 RETRY_HISTORY: [*history, trial.number],
             },
         )
@@ -126,9 +133,9 @@ def retry_interrupted_elsewhere(
     storage = study_storage(study)
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:  # the signal came outside the objective
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    elif trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != reason:
+    elif trial.state != TrialState.FAIL or trial.user_attrs.get(FAIL_REASON_ATTR) != reason:
         return  # it finished, or failed on its own, before the signal: nothing to retry
     policy.retry(study, storage.get_trial(trial_id), crashed=False)
 

@@ -31,6 +31,7 @@ from hpsearch.budget import trials_started as count_started
 from hpsearch.spec import Budget, LoadedSpec
 from hpsearch.storage import STORAGE_ERRORS, ResilientRDBStorage, StorageURL, open_storage
 from hpsearch.storage import refuse_sqlite_across_machines as refuse_sqlite
+from hpsearch.storage.attrs import FAIL_REASON_ATTR
 from hpsearch.storage.optuna_compat import forget_finished, study_id, told_trial, trial_id
 from hpsearch.study import check_requirements, create_or_load
 from hpsearch.worker.retry_policy import (
@@ -238,7 +239,7 @@ class StudySession:
             if self.database is not None:
                 self.database.mark_for_retry(trial_id(trial), reason, cause="stop")
             else:
-                trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr(FAIL_REASON_ATTR, reason)
         except STORAGE_ERRORS as e:
             _log.warning("trial %d not marked for a retry: %s", trial.number, e)
 

@@ -23,8 +23,9 @@ from hpsearch.storage import (
     first_line,
     is_permanent,
 )
+from hpsearch.storage.attrs import FAIL_REASON_ATTR, HOST_ATTR, STOP_ATTR, UID_ATTR
 from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
-from hpsearch.study import STOP_ATTR, UID_ATTR, read_attr, write_attr
+from hpsearch.study import read_attr, write_attr
 
 
 class Failures:
@@ -46,7 +47,7 @@ class Failures:
             return
         if trial.system_attrs.get(RETRY_ATTR) is not None:
             return
-        reason = str(trial.user_attrs.get("fail_reason") or "no reason recorded")
+        reason = str(trial.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded")
         self.reasons.append(reason.splitlines()[0][:200])
         if len(self.reasons) >= self.limit:
             commonest, n = Counter(self.reasons).most_common(1)[0]
@@ -159,7 +160,7 @@ def refuse_other_hosts(study: optuna.Study, url: StorageURL) -> None:
     """A SQLite study that already has trials from another host is shared across machines."""
     here = socket.gethostname()
     for trial in study.get_trials(deepcopy=False):
-        host = trial.user_attrs.get("host")
+        host = trial.user_attrs.get(HOST_ATTR)
         if host is not None and host != here:
             raise StorageError(
                 f"storage {url.redacted} is SQLite, but trial {trial.number} ran on host "
