@@ -27,6 +27,7 @@ from hpsearch.budget import RETRY_HISTORY
 from hpsearch.objective.types import Metrics, Report, ResumeInfo
 from hpsearch.storage import RETRY_ATTR
 from hpsearch.storage.artifacts import SharedStore
+from hpsearch.storage.attrs import FAILED_TRIAL_ATTR
 from hpsearch.storage.optuna_compat import study_id, trial_intermediate_values, trial_system_attrs
 from hpsearch.train import resume_files
 
@@ -44,7 +45,7 @@ class TrialFiles:
     def __init__(self, trial: optuna.Trial, base: Path, shared: SharedStore | None) -> None:
         self.trial = trial
         system = trial_system_attrs(trial)  # as the trial started: no storage read
-        self.root = int(system.get("failed_trial", trial.number))
+        self.root = int(system.get(FAILED_TRIAL_ATTR, trial.number))
         self.folder = base / f"trial-{self.root:05d}"
         self.shared = shared
         self._history = [int(n) for n in system.get(RETRY_HISTORY, [])]  # the trials it retries
@@ -202,7 +203,7 @@ def sweep(base: Path, study: optuna.Study) -> None:
     retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, [])}
     roots, open_roots = set(), set()
     for t in trials:
-        root = int(t.system_attrs.get("failed_trial", t.number))
+        root = int(t.system_attrs.get(FAILED_TRIAL_ATTR, t.number))
         roots.add(root)
         waits = t.state == TrialState.FAIL and RETRY_ATTR in t.system_attrs
         if not t.state.is_finished() or (waits and t.number not in retried):
