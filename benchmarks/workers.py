@@ -1,19 +1,21 @@
 """Throughput of 1, 2, 4 and 8 worker processes on PostgreSQL, MariaDB and SQLite, next to plain
 Optuna doing the same, plus the database cost of one trial (SQL statements and commits).
 
-    .venv/bin/python benchmarks/workers.py [--trials 160] [--workers 1,2,4,8]
-        [--storages postgresql,mysql,sqlite]
+    .venv/bin/python benchmarks/workers.py [--trials 400] [--workers 1,4,8]
+        [--storages postgresql,mysql,sqlite] [--repeats 3]
 
 Both sides run a trivial objective with the random sampler (so the sampler's cost does not hide
 the storage's): plain Optuna as N processes each calling `study.optimize(n_trials=total/N)`
 (its usual budget, per process), hpsearch as `hpsearch run --workers N` with a study-wide
 `n_trials`. Trials/second counts from the start of the processes to the last one's exit, so
-process start-up (imports) is included on both sides alike.
+process start-up (imports) is included on both sides alike. Each pair is run `--repeats` times,
+alternating which side goes first (a shared machine's load drifts), and the medians compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,10 +112,30 @@ def statements_per_trial(url: str, folder: Path) -> tuple[float, float, float, f
     return (*plain, *hp)
 
 
+def _pair(
+    url: str, trials: int, workers: int, folder: Path, repeats: int
+) -> tuple[float, int, float, int]:
+    """Median trials/second of plain Optuna and of hpsearch, run alternately."""
+    plain: list[float] = []
+    hp: list[float] = []
+    p_n = h_n = 0
+    for i in range(repeats):
+        for side in ("plain", "hp") if i % 2 == 0 else ("hp", "plain"):
+            if side == "plain":
+                seconds, p_n = run_plain(url, trials, workers, folder)
+                plain.append(p_n / seconds)
+            else:
+                seconds, h_n = run_hpsearch(url, trials, workers, folder)
+                hp.append(h_n / seconds)
+    return statistics.median(plain), p_n, statistics.median(hp), h_n
+
+
 def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=160)
-    parser.add_argument("--workers", default="1,2,4,8")
+    parser.add_argument("--trials", type=int, default=400)
+    parser.add_argument("--workers", default="1,4,8")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-statements", action="store_true", help="skip the per-trial count")
     parser.add_argument("--storages", default="postgresql,mysql,sqlite")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -132,18 +154,22 @@ def main_() -> None:
                     c.execute(sa.text(f"CREATE DATABASE {name}"))
                 url = sa.engine.make_url(SERVERS[kind]).set(database=name).render_as_string(False)
             try:
-                costs.append((kind, *statements_per_trial(url, folder)))
+                if not args.no_statements:
+                    costs.append((kind, *statements_per_trial(url, folder)))
                 for workers in map(int, args.workers.split(",")):
-                    p_s, p_n = run_plain(url, args.trials, workers, folder)
-                    h_s, h_n = run_hpsearch(url, args.trials, workers, folder)
-                    rows.append((kind, workers, p_n / p_s, p_n, h_n / h_s, h_n))
+                    rows.append(
+                        (kind, workers, *_pair(url, args.trials, workers, folder, args.repeats))
+                    )
             finally:
                 if admin is not None:
                     with admin.connect() as c:
                         force = " WITH (FORCE)" if kind == "postgresql" else ""
                         c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
                     admin.dispose()
-    print(f"\n{args.trials} trials per run, trivial objective, random sampler")
+    print(
+        f"\n{args.trials} trials per run, trivial objective, random sampler, median of "
+        f"{args.repeats}"
+    )
     print(f"{'storage':<11}{'workers':>8}{'plain trials/s':>16}{'plain n':>9}"
           f"{'hpsearch trials/s':>19}{'hpsearch n':>12}{'ratio':>7}")  # fmt: skip
     for kind, w, p, pn, h, hn in rows:

@@ -20,6 +20,7 @@ from hpsearch.objective import UserFunction
 from hpsearch.spec import Budget, LoadedSpec, load_spec
 from hpsearch.storage import StorageURL, resolve
 from hpsearch.storage.optuna_compat import study_storage
+from hpsearch.study.arguments import check_arguments
 from hpsearch.worker import RunOptions, StudySession, run_worker, worker_name
 
 __all__ = ["create_study", "load", "run", "storage_url"]
@@ -33,6 +34,7 @@ def load(path: str | os.PathLike[str]) -> LoadedSpec:
     Raises:
         hpsearch.SpecError: one line naming the file, the line, the key and the fix.
     """
+    check_arguments("load", locals())
     return load_spec(Path(path))
 
 
@@ -42,6 +44,7 @@ def _loaded(study_file: StudyFile) -> LoadedSpec:
 
 def storage_url(study_file: StudyFile, storage: str | None = None) -> StorageURL:
     """Where the study lives, by the command line's precedence (`storage` as `--storage`)."""
+    check_arguments("storage_url", locals())
     return resolve(_loaded(study_file), flag=storage)
 
 
@@ -86,6 +89,7 @@ def create_study(
         hpsearch.SpecError: the file is invalid, or differs from the study it joins.
         hpsearch.StorageError: the storage cannot be reached.
     """
+    check_arguments("create_study", locals())
     loaded = _loaded(study_file)
     budget, change = _budget(loaded, n_trials, timeout, change_budget)
     session = StudySession.open(
@@ -121,6 +125,7 @@ def run(
     Raises:
         hpsearch.HpsearchError: as the command line would report it.
     """
+    check_arguments("run", locals())
     loaded = _loaded(study_file)
     url = resolve(loaded, flag=storage)
     budget, change = _budget(loaded, n_trials, timeout, change_budget)

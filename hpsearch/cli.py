@@ -99,6 +99,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except _StoppedEarly as e:
         print(f"hpsearch: stopped by {e} before starting; nothing to hand back", file=sys.stderr)
         return 0
+    except HpsearchError as e:  # a flag's value out of range (`bounded_int`)
+        print(f"hpsearch: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hpsearch: interrupted", file=sys.stderr)
         return 130

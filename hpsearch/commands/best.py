@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.commands.common import add_study_arguments, bounded_int, load
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.best import best_trials, render
 from hpsearch.inspect.fetch import download_checkpoint
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument(
         "--top",
-        type=int,
+        type=bounded_int("--top", 1),
         metavar="K",
         help="the K best trials (default 1); with several objectives, the first K of the "
         "Pareto front (default: all of it)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from hpsearch.commands.common import add_study_arguments, load
+from hpsearch.commands.common import add_study_arguments, bounded_int, load
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.dashboard import DashboardServer, is_loopback, make_app, read_only_for
 from hpsearch.inspect.source import open_view
@@ -24,7 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: everyone)",
     )
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any)")
+    parser.add_argument(
+        "--port",
+        type=bounded_int("--port", 0, 65535),
+        default=8080,
+        help="port (default 8080; 0: any)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--read-only",

@@ -14,13 +14,15 @@ import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
 from hpsearch.batch_size import visible_gpus
-from hpsearch.commands.common import add_study_arguments, load, study_name
+from hpsearch.commands.common import add_study_arguments, bounded_int, load, study_name
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.storage import (
     StorageURL,
     check_reachable,
     create_engine,
     filesystem_type,
+    foreign_tables,
+    not_a_database,
     open_storage,
     refuse_sqlite_across_machines,
 )
@@ -39,7 +41,8 @@ class Problem(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument(
-        "--planned-workers", type=int, default=1, metavar="N",
+        "--planned-workers", type=bounded_int("--planned-workers", 1, 100_000), default=1,
+        metavar="N",
         help="how many worker processes will use this storage (for the connection check)",
     )  # fmt: skip
 
@@ -69,13 +72,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reachable(url: StorageURL, holder: list[RDBStorage | sa.Engine]) -> str:
+    what = not_a_database(url.sqlite_path) if url.sqlite_path is not None else None
+    if what is not None:
+        raise Problem(
+            f"{url.redacted}: {url.sqlite_path} is {what}, not an SQLite database; point the "
+            "storage at a study's database, or at a path that does not exist yet"
+        )
+    if url.sqlite_path is not None and not url.sqlite_path.exists():
+        # doctor writes nothing: an in-memory database stands for the one `run` creates
+        holder.append(sa.create_engine("sqlite://"))
+        return f"{url.redacted}: no database yet; the first `hpsearch run` creates it"
     check_reachable(url)
     if url.kind == "grpc":
         return f"{url.redacted} (the proxy is not checked further)"
     try:
         storage = open_storage(url, create_tables=False)
-    except StorageError:  # an empty database: Optuna's tables are made by the first run
-        holder.append(create_engine(url))
+    except StorageError:  # no Optuna tables: an empty database, or another program's
+        engine = create_engine(url)
+        tables = foreign_tables(engine)
+        if tables:
+            engine.dispose()
+            raise Problem(
+                f"{url.redacted} is reachable but holds other tables ({', '.join(tables)}) "
+                "and no Optuna study; give hpsearch a database of its own"
+            ) from None
+        holder.append(engine)
         return f"{url.redacted} reachable"
     assert isinstance(storage, RDBStorage)
     holder.append(storage)

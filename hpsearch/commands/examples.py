@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from importlib import resources
 from pathlib import Path
 
+from hpsearch.commands.common import check_output, write_output
 from hpsearch.errors import HpsearchError
 
 NAME = "examples"
@@ -34,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise HpsearchError(f"-o {folder}: no such folder; create it first")
     files = example_files()
-    existing = [name for name in files if (folder / name).exists()]
+    existing = [name for name in files if os.path.lexists(folder / name)]
     if existing and not args.force:
         raise HpsearchError(
             f"-o {folder}: {', '.join(existing)} exist already; pass --force to overwrite"
         )
+    for name in files:
+        check_output(folder / name, force=args.force)
     for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
+        write_output(folder / name, text)
         print(folder / name)
     print(f"then: hpsearch run {folder / 'quickstart.yaml'}")
     return 0

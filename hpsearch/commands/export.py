@@ -7,8 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.errors import HpsearchError
+from hpsearch.commands.common import add_study_arguments, check_output, load
 from hpsearch.inspect.export import FORMATS, export, export_to, format_for
 from hpsearch.inspect.source import open_view
 
@@ -28,14 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, metavar="FILE",
         help="the file to write; - for standard output (CSV unless --format)",
     )  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     path = Path(args.output)
     fmt = args.format or "csv" if to_stdout else format_for(path, args.format)
-    if not to_stdout and not path.parent.is_dir():
-        raise HpsearchError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    if not to_stdout:
+        check_output(path, force=args.force)
     loaded, url = load(args)
     view = open_view(loaded, url, name=args.name)
     try:

@@ -8,7 +8,7 @@ import os
 import shlex
 from pathlib import Path
 
-from hpsearch.commands.common import check_output, write_study_file
+from hpsearch.commands.common import bounded_int, check_output, write_study_file
 from hpsearch.errors import HpsearchError
 from hpsearch.guide import (
     DEFAULT_BUDGET,
@@ -43,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the device to size the study for (default: the GPU when there is one)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-epochs", type=int, metavar="N", help="no training longer than N epochs"
+        "--max-epochs",
+        type=bounded_int("--max-epochs", 1),
+        metavar="N",
+        help="no training longer than N epochs",
     )
     parser.add_argument(
         "-o", "--output", default="study.yaml", metavar="FILE",

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from hpsearch.commands.common import add_study_arguments, load
-from hpsearch.errors import HpsearchError
+from hpsearch.commands.common import add_study_arguments, check_output, load, write_output
 from hpsearch.inspect.report import build
 from hpsearch.inspect.source import open_view
 
@@ -23,20 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", default="report.html", metavar="FILE",
         help="the HTML file to write (default report.html)",
     )  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.output)
-    if not path.parent.is_dir():
-        raise HpsearchError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    check_output(path, force=args.force)
     loaded, url = load(args)
     view = open_view(loaded, url, name=args.name)
     try:
         page = build(view)
     finally:
         view.close()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_output(path, page)
     _log.info("wrote %s (%.1f MB, opens offline)", path, len(page) / 1e6)
     return 0

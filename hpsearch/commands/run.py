@@ -8,7 +8,7 @@ import os
 import sys
 
 from hpsearch.budget import for_run
-from hpsearch.commands.common import add_study_arguments, load, preflight
+from hpsearch.commands.common import add_study_arguments, bounded_int, load, preflight
 from hpsearch.commands.progress import Progress, install
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import Budget, LoadedSpec, parse_duration
@@ -23,7 +23,12 @@ _log = logging.getLogger("hpsearch")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
-    parser.add_argument("--n-trials", type=int, metavar="N", help="study-wide trial budget")
+    parser.add_argument(
+        "--n-trials",
+        type=bounded_int("--n-trials", 1),
+        metavar="N",
+        help="study-wide trial budget",
+    )
     parser.add_argument("--timeout", metavar="DURATION", help="study-wide time budget (2h, 30m)")
     parser.add_argument(
         "--resume",
@@ -38,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--artifacts", metavar="DIR", help="where checkpoints go on this machine")
     parser.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="start N local worker processes"
+        "--workers",
+        type=bounded_int("--workers", 1, 1024),
+        default=1,
+        metavar="N",
+        help="start N local worker processes",
     )
     parser.add_argument(
         "--gpus", metavar="all|0,2", help="start one worker process per GPU (all, or indices)"

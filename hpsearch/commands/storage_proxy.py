@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hpsearch.commands.common import bounded_int
 from hpsearch.errors import HpsearchError
 from hpsearch.storage.proxy_server import DEFAULT_THREADS, database_url, serve
 from hpsearch.storage.url import PROXY_PORT
@@ -30,13 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=bounded_int("--port", 0, 65535),
         default=PROXY_PORT,
         help=f"port to listen on (default: {PROXY_PORT})",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=bounded_int("--threads", 1, 1024),
         default=DEFAULT_THREADS,
         metavar="N",
         help=f"server threads, and database connections (default: {DEFAULT_THREADS})",

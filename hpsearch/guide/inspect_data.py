@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from PIL import Image
 
 from hpsearch.train.options import DatasetOptions
 from hpsearch.train.sources import build_index
+from hpsearch.train.walk import open_regular
 
 # PIL modes whose pixels are one grey channel (with or without alpha).
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
@@ -95,7 +97,7 @@ def _sample_modes(files: list[Path]) -> Counter[str]:
     modes: Counter[str] = Counter()
     for path in files[::step][:MODE_SAMPLE]:
         try:
-            with Image.open(path) as image:  # reads the header only
+            with os.fdopen(open_regular(path), "rb") as f, Image.open(f) as image:  # the header
                 modes[image.mode] += 1
         except OSError:
             continue  # already counted among the unreadable files

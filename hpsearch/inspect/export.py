@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,11 @@ def export_to(view: StudyView, out: IO[str], fmt: str) -> int:
 def export(view: StudyView, path: Path, fmt: str) -> int:
     """Write every trial to `path` (through a temporary file, renamed at the end); rows written."""
     columns = scan(view)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A new file of a random name (never an existing file or a planted link), renamed over
+    # `path` at the end: a link at `path` is replaced, not written through.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         if fmt == "parquet":
             n = _write_parquet(tmp, columns, rows(view, columns))

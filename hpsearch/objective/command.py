@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import shlex
 import signal
-import string
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import optuna
 
 from hpsearch.errors import ObjectiveError
+from hpsearch.objective import command_check
 from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
 from hpsearch.objective.types import Report, ResumeInfo, Runner, TrialContext
 from hpsearch.spec import CommandObjective, LoadedSpec
@@ -30,16 +29,9 @@ from hpsearch.storage.artifacts import open_store
 REPORT_PREFIX = "hpsearch-report"
 RESULT_PREFIX = "hpsearch-result"
 CommandReport = Callable[[Mapping[str, float], int], None]
+LINE_LIMIT = 64 * 1024  # bytes kept of one output line; metric lines are far shorter
 
 
-# Programs that run one of their arguments as code (`sh -c CODE`, `python -c CODE`, ...): a
-# parameter value substituted into that argument would be run, whatever the quoting.
-_INTERPRETERS = frozenset({
-    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "busybox",
-    "python", "python3", "perl", "ruby", "node", "nodejs", "php", "Rscript", "julia", "lua",
-    "pwsh", "powershell", "cmd", "cmd.exe", "osascript", "awk", "gawk",
-})  # fmt: skip
-_CODE_FLAGS = frozenset({"-c", "-e", "-E", "--eval", "--command", "-Command", "/c", "/C", "-r"})
 # The trial program needs neither the study's database nor its password.
 _SECRET_ENV = ("HPSEARCH_DB_PASSWORD", "HPSEARCH_STORAGE", "OPTUNA_STORAGE")
 
@@ -48,7 +40,7 @@ def placeholders(template: str) -> list[str]:
     """The `{name}` fields of a command template."""
     fields = []
     for token in _split(template):
-        fields.extend(_fields(token))
+        fields.extend(command_check.fields(token))
     return fields
 
 
@@ -59,48 +51,13 @@ def _split(template: str) -> list[str]:
         raise ObjectiveError(f"cannot read the command line ({e}); check its quotes") from None
 
 
-def _fields(token: str) -> list[str]:
-    try:
-        return [field for _, field, _, _ in string.Formatter().parse(token) if field is not None]
-    except ValueError as e:
-        raise ObjectiveError(
-            f"bad placeholder in {token!r}: {e}; a literal brace is written twice: "
-            "`${{HOME}}` passes `${HOME}`"
-        ) from None
-
-
-def _is_interpreter(word: str) -> bool:
-    name = Path(word).name
-    return name in _INTERPRETERS or name.rstrip("0123456789.") in _INTERPRETERS
-
-
-def _code_flag(token: str) -> bool:
-    """`-c`, `--eval`, and clusters of short flags that hold one (`bash -lc`, `perl -ne`)."""
-    if token in _CODE_FLAGS:
-        return True
-    return bool(re.fullmatch(r"-[A-Za-z]{2,}", token)) and bool(set(token[1:]) & set("ceEr"))
-
-
 def check_template(template: str) -> None:
     """Refuse placeholders where a value would be run as code (`sh -c '... {x}'`).
 
     Raises:
         ObjectiveError: naming the placeholder and the fix (read it from the environment).
     """
-    argv = _split(template)
-    for i, token in enumerate(argv[1:], start=1):
-        code_follows = _code_flag(token) and any(_is_interpreter(w) for w in argv[:i])
-        if not code_follows or i + 1 >= len(argv):
-            continue
-        for field in _fields(argv[i + 1]):
-            if not field:
-                raise ObjectiveError(f"an empty placeholder `{{}}` in {argv[i + 1]!r}; name it")
-            raise ObjectiveError(
-                f"`{{{field}}}` is inside the code that `{Path(argv[0]).name} {token}` runs, so a "
-                "value such as `$(rm -rf ~)` would run too; read it from the environment "
-                f'instead, as "$HPSEARCH_PARAM_{field.upper()}" (double quotes included), which '
-                "the shell passes as a value and never runs"
-            )
+    command_check.check_template(_split(template))
 
 
 def render(template: str, values: Mapping[str, Any]) -> list[str]:
@@ -156,8 +113,6 @@ def run_command(
             env=trial_environment(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
             start_new_session=True,  # its own process group, so stopping it stops its children
         )
     except OSError as e:
@@ -168,8 +123,7 @@ def run_command(
     result: dict[str, float] | None = None
     try:
         assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
+        for line in output_lines(process.stdout):
             tail.append(line)
             head, _, rest = line.partition(" ")
             if head == REPORT_PREFIX:
@@ -197,7 +151,22 @@ def run_command(
     return result if result is not None else last
 
 
-def stop(process: subprocess.Popen[str], grace: float = 10.0) -> None:
+def output_lines(stream: IO[bytes], limit: int = LINE_LIMIT) -> Iterator[str]:
+    """The program's output lines, each cut to `limit` bytes: memory stays bounded whatever it
+    prints (a 400 MB line without a newline is read and dropped piece by piece)."""
+    while True:
+        chunk = stream.readline(limit)
+        if not chunk:
+            return
+        if not chunk.endswith(b"\n") and len(chunk) == limit:
+            while (rest := stream.readline(limit)) and not rest.endswith(b"\n"):
+                pass  # the rest of an over-long line is not kept
+            # Shown in the tail as its start; never read as a metric line (it is incomplete).
+            chunk = b"[a line over %d bytes, cut] %s" % (limit, chunk[:200])
+        yield chunk.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL it after `grace` seconds."""
     if process.poll() is not None:
         return
@@ -211,7 +180,7 @@ def stop(process: subprocess.Popen[str], grace: float = 10.0) -> None:
         pass
 
 
-def _kill_after(process: subprocess.Popen[str], timeout: float | None) -> threading.Timer | None:
+def _kill_after(process: subprocess.Popen[bytes], timeout: float | None) -> threading.Timer | None:
     if timeout is None:
         return None
 

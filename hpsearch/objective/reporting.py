@@ -125,6 +125,8 @@ def pick(value: Any, metric: str) -> float:
     number = float(value)
     if math.isnan(number):
         raise ObjectiveError(f"{metric} is NaN; the training diverged")
+    if math.isinf(number):  # never a best value, never a reached target
+        raise ObjectiveError(f"{metric} is {number} (infinite); the training diverged")
     return number
 
 

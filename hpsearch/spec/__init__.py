@@ -15,6 +15,8 @@ one line), `loader` (`load_spec`).
 from __future__ import annotations
 
 from hpsearch.spec._base import (
+    MAX_COUNT,
+    MAX_SECONDS,
     Duration,
     KeyPath,
     Problem,
@@ -66,6 +68,8 @@ from hpsearch.spec.study import BatchSizeFit, Budget, Direction, StudySpec, Work
 from hpsearch.spec.tracking import MlflowTracking, TensorBoardTracking, Tracking, WandbTracking
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_SECONDS",
     "ArtifactStoreSpec",
     "MlflowTracking",
     "TensorBoardTracking",

@@ -116,6 +116,13 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+# Counts (trials, epochs, retries, seconds between heartbeats) are kept in INTEGER columns of
+# every database, and durations become datetimes: larger ones are refused when the file is read,
+# before they could change a study.
+MAX_COUNT = 2**31 - 1
+MAX_SECONDS = 100 * 365 * 86400  # a century
+
+
 # --- durations -------------------------------------------------------------------------------
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -144,6 +151,9 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"{_NEEDED}, but got {describe(value)}")
     if not seconds > 0:
         raise ValueError(f"a duration must be > 0, but got {value!r}; give e.g. 30m")
+    if not seconds <= MAX_SECONDS:
+        shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
+        raise ValueError(f"a duration must be at most 100 years, but got {shown}")
     return seconds
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from hpsearch.spec._base import (
+    MAX_COUNT,
     Duration,
     KeyPath,
     Problem,
@@ -44,12 +45,16 @@ from hpsearch.train.options import (
 class Budget(SpecModel):
     """Study-wide limits, for all workers together; the first one reached stops new trials."""
 
-    n_trials: int | None = Field(None, ge=1)
+    n_trials: int | None = Field(None, ge=1, le=MAX_COUNT)
     timeout: Duration | None = None
-    gpu_hours: float | None = Field(None, gt=0)
-    epochs: int | None = Field(None, ge=1)  # epochs (reported steps) trained, all trials
+    gpu_hours: float | None = Field(None, gt=0, le=MAX_COUNT)
+    epochs: int | None = Field(
+        None, ge=1, le=MAX_COUNT
+    )  # epochs (reported steps) trained, all trials
     target: float | None = None  # stop once a completed trial's metric reaches this
-    max_failures: int = Field(5, ge=1)  # a worker stops after this many failed trials in a row
+    max_failures: int = Field(
+        5, ge=1, le=MAX_COUNT
+    )  # a worker stops after this many failed trials in a row
 
     @property
     def is_unlimited(self) -> bool:
@@ -66,9 +71,9 @@ class Budget(SpecModel):
 class Workers(SpecModel):
     """How workers share a server database and recover from crashes."""
 
-    heartbeat_interval: int = Field(30, ge=1)
-    grace_period: int | None = Field(None, ge=1)  # None: 4 heartbeats
-    max_retries: int = Field(2, ge=0)
+    heartbeat_interval: int = Field(30, ge=1, le=MAX_COUNT)
+    grace_period: int | None = Field(None, ge=1, le=MAX_COUNT)  # None: 4 heartbeats
+    max_retries: int = Field(2, ge=0, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _grace_after_heartbeat(self) -> Workers:
@@ -196,16 +201,19 @@ class StudySpec(SpecModel):
                 f"{len(self.study_directions)} direction(s) need as many metrics, "
                 f"but got {n_metrics}; list one metric per direction",
             )
-        for metric in self.metrics:
-            if isinstance(self.objective, TrainerObjective) and metric not in METRICS:
-                raise Problem(
-                    "metric",
-                    f"the trainer reports {', '.join(METRICS)}, but got {metric!r}",
-                )
         if isinstance(self.objective, TrainerObjective):
+            for metric in self.metrics:
+                if metric not in METRICS:
+                    raise Problem(
+                        "metric", f"the trainer reports {', '.join(METRICS)}, but got {metric!r}"
+                    )
             self._check_trainer_space(self.objective)
         self._check_conditions()
         self._check_enqueue()
+        self._check_grid()
+        return self
+
+    def _check_grid(self) -> None:
         if isinstance(self.sampler, GridSampler):
             for name, param in self.search_space.items():
                 if param.when:
@@ -220,7 +228,6 @@ class StudySpec(SpecModel):
                         ("search_space", name),
                         "the grid sampler needs discrete parameters; give this float a `step`",
                     )
-        return self
 
     def _check_trainer_space(self, objective: TrainerObjective) -> None:
         for name in self.search_space:

@@ -12,6 +12,7 @@ contents, workers or the trainer.
 from __future__ import annotations
 
 from hpsearch.storage.engine import check_reachable, create_engine, engine_kwargs
+from hpsearch.storage.filekind import foreign_tables, not_a_database
 from hpsearch.storage.open import StaleCallback, open_storage
 from hpsearch.storage.resilient import RETRY_ATTR, ResilientRDBStorage
 from hpsearch.storage.retry import (
@@ -37,6 +38,8 @@ from hpsearch.storage.url import (
 )
 
 __all__ = [
+    "foreign_tables",
+    "not_a_database",
     "BACKOFF_SECONDS",
     "HOME_ENV",
     "OPTUNA_STORAGE_ENV",

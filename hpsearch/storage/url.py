@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from hpsearch.errors import StorageError
 from hpsearch.spec import LoadedSpec
+from hpsearch.storage.url_options import check_query
 
 PASSWORD_ENV = "HPSEARCH_DB_PASSWORD"
 STORAGE_ENV = "HPSEARCH_STORAGE"
@@ -197,12 +198,44 @@ def _password_of(raw: str) -> str | None:
 
 
 def _check_grpc(raw: str, source: str) -> None:
+    if any(c in raw for c in "?#@"):
+        raise StorageError(
+            f"{source}: a storage proxy URL takes no options, user or password; write "
+            "grpc://proxy-host:13000 (the proxy holds the database URL)"
+        )
     _, _, port = raw.removeprefix("grpc://").rstrip("/").partition(":")
     if port and not port.isdigit():
         raise StorageError(
             f"{source}: the storage proxy's port must be a number, but got {port!r}; write e.g. "
             "grpc://proxy-host:13000"
         )
+
+
+_RAW_AT = (
+    "{source}: the storage URL has more than one `@` before its host, so its password holds a "
+    "raw `@` (or `/`, `?`, `#`); percent-encode the password (`@` is %40, `/` is %2F), e.g. "
+    'with python3 -c "import getpass, urllib.parse; print(urllib.parse.quote('
+    "getpass.getpass(), safe=''))\", or set the password alone in HPSEARCH_DB_PASSWORD"
+)
+
+
+def _raw_password(raw: str) -> bool:
+    """Whether a server URL's password holds a raw `@`, `/`, `?` or `#`: SQLAlchemy would then
+    take the rest of it for the host, database or query, and print it in every log line."""
+    scheme, _, rest = raw.partition("://")
+    if scheme.startswith("sqlite") or "@" not in rest:
+        return False  # a file path may hold an `@`; only server URLs carry a password
+    userinfo, _, _ = rest.partition("@")
+    return rest.count("@") > 1 or any(c in userinfo for c in "/?#")
+
+
+def _shown(raw: str) -> str:
+    """`raw` for an error message, unless a password could be in it (a `:` or `@` after the
+    scheme): then the scheme only."""
+    scheme, sep, rest = raw.partition("://")
+    if not re.search(r"[:@]", rest if sep else raw):
+        return repr(raw)
+    return f"{scheme}://..." if sep and "@" not in scheme else "the URL given"
 
 
 def normalise(raw: str, source: str, *, base: Path, password: str | None) -> StorageURL:
@@ -217,16 +250,10 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
     if raw.startswith("grpc://"):
         _check_grpc(raw, source)
         return StorageURL(raw, source)
-    authority = raw.partition("://")[2].partition("/")[0]
-    if authority.count("@") > 1:
+    if _raw_password(raw):
         # make_url would take what follows the first `@` for the host and print it in every
         # log line: the rest of the password. The URL is not shown here for the same reason.
-        raise StorageError(
-            f"{source}: the storage URL has more than one `@` before its host, so its password "
-            "holds a raw `@`; percent-encode the password (`@` is %40), e.g. with python3 -c "
-            "\"import getpass, urllib.parse; print(urllib.parse.quote(getpass.getpass(), "
-            "safe=''))\", or set the password alone in HPSEARCH_DB_PASSWORD"
-        )
+        raise StorageError(_RAW_AT.format(source=source))
     try:
         url = make_url(raw)
     except ValueError:  # int() of the port
@@ -236,15 +263,18 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
         ) from None
     except ArgumentError:
         raise StorageError(
-            f"{source}: {raw!r} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
+            f"{source}: {_shown(raw)} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
             "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
         ) from None
+    if "@" in (url.host or ""):  # the rest of a password that held a raw `@`
+        raise StorageError(_RAW_AT.format(source=source))
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
         raise StorageError(
             f"{source}: storage {backend!r} is not supported; use sqlite, postgresql, mysql "
             "or grpc://host:port (the storage proxy)"
         )
+    check_query(backend, url.query, source)
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
     if backend == "sqlite" and url.database and url.database != ":memory:":

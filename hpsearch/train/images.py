@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from hpsearch.train.walk import class_files, open_regular, warn_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +46,12 @@ def list_classes(root: Path) -> tuple[str, ...]:
 def _list_files(root: Path, classes: Iterable[str]) -> list[tuple[str, int, int, int]]:
     """(relative path, class index, size in bytes, mtime in ns) for every image file, sorted."""
     found = []
+    skipped: Counter[str] = Counter()
     for index, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in filenames:
-                if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                path = Path(dirpath) / filename
-                stat = path.stat()
-                rel = path.relative_to(root).as_posix()
-                found.append((rel, index, stat.st_size, stat.st_mtime_ns))
+        for path, stat in class_files(root, root / name, IMAGE_EXTENSIONS, skipped):
+            rel = path.relative_to(root).as_posix()
+            found.append((rel, index, stat.st_size, stat.st_mtime_ns))
+    warn_skipped(root, skipped)
     return sorted(found)
 
 
@@ -66,7 +65,7 @@ def _check(path: Path) -> _Checked:
     when its pixels are read, which would otherwise happen mid-trial.
     """
     try:
-        with Image.open(path) as image:
+        with os.fdopen(open_regular(path), "rb") as f, Image.open(f) as image:
             size = image.size
             image.load()
         return size
@@ -87,9 +86,13 @@ def scan_folder(root: Path, *, cache_dir: Path | None = None) -> FolderScan:
     fingerprint = digest.hexdigest()[:16]
     cached = _read_cache(cache_dir, fingerprint)
     if cached is None:
-        # Decoding releases the GIL, so threads check several files at once.
-        with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2)) as pool:
+        # Decoding releases the GIL, so threads check several files at once. On SIGTERM (an
+        # exception here) the files not started are dropped rather than waited for.
+        pool = ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2))
+        try:
             results = list(pool.map(_check, (root / rel for rel, *_ in listing)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         cached = {rel: result for (rel, *_), result in zip(listing, results, strict=True)}
         _write_cache(cache_dir, fingerprint, cached)
     files, bad, sizes = [], [], {}
@@ -143,7 +146,7 @@ def load_image(path: Path, *, channels: int, size: int | None) -> np.ndarray:
     `Resize(size)` + `CenterCrop(size)`); `size=None` keeps the native size, cropped square.
     """
     mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as file:
+    with os.fdopen(open_regular(path), "rb") as raw, Image.open(raw) as file:
         if size is not None:
             # JPEG only: decode at a reduced scale (still >= size), much faster for photos.
             file.draft(mode, (size, size))
