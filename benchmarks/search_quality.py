@@ -58,7 +58,7 @@ _data: Path = Path()
 _SLOW = ("gp", "default", "auto", "auto-sampler", "gp+autopruner")
 
 
-def _init(data: Path, knobs: list[str]) -> None:
+def init_process(data: Path, knobs: list[str]) -> None:
     global _data
     _data = data
     for knob in knobs:  # e.g. `pruner._QUANTILE=0.8`: tuning hpsearch.search's constants
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds} seeds, {args.processes} processes",
         flush=True,
     )
-    with Pool(args.processes, initializer=_init, initargs=(args.data, args.set)) as pool:
+    with Pool(args.processes, initializer=init_process, initargs=(args.data, args.set)) as pool:
         runs = []
         for i, run in enumerate(pool.imap_unordered(_work, jobs), start=1):
             runs.append(run)

@@ -31,6 +31,7 @@ METHODS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "tpe": ({"type": "tpe"}, {"type": "none"}),
     "tpe+median": ({"type": "tpe"}, {"type": "median"}),
     "tpe+hyperband": ({"type": "tpe"}, {"type": "hyperband"}),
+    "tpe+sha": ({"type": "tpe"}, {"type": "successive_halving"}),
     "gp": ({"type": "gp"}, {"type": "none"}),
     "default": (None, None),
     "auto": ({"type": "auto"}, {"type": "auto"}),
@@ -48,11 +49,16 @@ class Run:
     task: str
     method: str
     seed: int
-    # per trial: (epochs charged, value if COMPLETE else None); tabular trials cost 1 "epoch"
-    trials: list[tuple[int, float | None]] = field(default_factory=list)
+    # per trial: (epochs charged, value if COMPLETE else None); tabular trials cost 1 "epoch".
+    # With several workers (benchmarks/sp_sim.py): per trial that ends, the compute spent by
+    # the whole fleet since the previous one ended, so that the running sum is the compute
+    # spent when each incumbent was known.
+    trials: list[tuple[float, float | None]] = field(default_factory=list)
     # per trial: the value of the best trial so far (what the user would pick), None before one
     incumbents: list[float | None] = field(default_factory=list)
     seconds: float = 0.0
+    # per trial, several workers only: the simulated wall-clock time when it ended
+    times: list[float] = field(default_factory=list)
 
 
 def study_file(method: str, space: dict[str, Any], direction: str, folder: Path) -> Path:
@@ -102,6 +108,18 @@ def build(
     with tempfile.TemporaryDirectory() as tmp:
         spec = _seeded(load_spec(study_file(method, space, direction, Path(tmp))).spec, seed)
     return spec, make_sampler(spec), make_pruner(spec.pruner)
+
+
+def build_worker(
+    method: str, space: dict[str, Any], seed: int, worker: int
+) -> tuple[StudySpec, optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """What worker number `worker` of a fleet builds from the method's study file: the first
+    (the study's creator) exactly as `build`, the others with the seed `hpsearch run` derives
+    for a worker that joins (`make_sampler`'s salt). Every worker has its own instances."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = _seeded(load_spec(study_file(method, space, "maximize", Path(tmp))).spec, seed)
+    salt = None if worker == 0 else f"worker-{worker}"
+    return spec, make_sampler(spec, salt=salt), make_pruner(spec.pruner)
 
 
 def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: int) -> Run:
