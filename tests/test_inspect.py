@@ -246,7 +246,17 @@ def test_status_table_reads_at_100_columns(populated: Populated) -> None:
     lines = table.splitlines()
     assert all(len(line) <= 100 for line in lines), table
     labels = [line.split()[0] for line in lines if not line.startswith(" ")]
-    assert labels == ["study", "trials", "budget", "best", "speed", "pruning", "workers", "stuck"]
+    assert labels == [
+        "study",
+        "trials",
+        "budget",
+        "disk",
+        "best",
+        "speed",
+        "pruning",
+        "workers",
+        "stuck",
+    ]
     assert f"trials   {N_TRIALS + 3} total: " in table
     assert f"best     loss 0 (trial {BEST})" in table
     assert "x: 2, batch_size: 32, epochs: 6, optimizer: adam" in table

@@ -16,6 +16,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.disk import checkpoint_usage
 from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.savings import Savings
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
@@ -24,7 +25,7 @@ from hpsearch.storage.attrs import (
     FAILED_TRIAL_ATTR,
     WORKER_ATTR,
 )
-from hpsearch.storage.optuna_compat import trial_id
+from hpsearch.storage.optuna_compat import artifact_ids, trial_id
 from hpsearch.study import STOP_ATTR
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
@@ -76,6 +77,7 @@ class Status:
     workers: list[Worker]
     stuck: list[Stuck]
     stopped: dict[str, Any] | None = None  # `hpsearch stop` (or the target): at, by, reason
+    checkpoints: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,6 +101,7 @@ class _Pass:
     savings: Savings = field(default_factory=Savings)
     running: list[FrozenTrial] = field(default_factory=list)
     workers: dict[str, Worker] = field(default_factory=dict)
+    artifacts: set[str] = field(default_factory=set)  # ids of what the trials uploaded
 
 
 def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
@@ -173,6 +176,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
         workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
         stuck=stuck,
         stopped=stopped,
+        checkpoints=checkpoint_usage(view, p.artifacts),
     )
 
 
@@ -226,6 +230,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         gpu_limit = ledger.gpu_seconds_limit
         # Workers add device time to the ledger only when `gpu_hours` limits it.
         gpu_s = ledger.gpu_seconds if gpu_limit is not None else p.finished_s
+        epochs = {"epochs_used": ledger.epochs_used, "epoch_limit": ledger.epoch_limit}
         to_start = None if limit is None else max(0, limit + retry_slots - ledger.claimed)
         spent = ledger.spent_reason(time.time())
     else:
@@ -235,6 +240,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         gpu_s = p.finished_s
         gpu_limit = None if spec.gpu_hours is None else spec.gpu_hours * 3600
         to_start = None if limit is None else max(0, limit - claimed)
+        epochs = {"epochs_used": None, "epoch_limit": spec.epochs}
         spent = None
     budget = {
         "source": "ledger" if ledger is not None else "study file",
@@ -246,6 +252,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         "gpu_hours": gpu_s / 3600,
         "gpu_hours_limit": None if gpu_limit is None else gpu_limit / 3600,
         "spent": spent,
+        **epochs,
     }
     return budget, started, 0 if spent is not None else to_start
 
@@ -270,6 +277,7 @@ def _eta(
 def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> None:
     state = trial.state
     p.counts[state.name] += 1
+    p.artifacts.update(artifact_ids(trial))
     if FAILED_TRIAL_ATTR in trial.system_attrs:
         p.retries += 1
     start, end = trial.datetime_start, trial.datetime_complete

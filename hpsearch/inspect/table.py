@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
-from hpsearch.inspect.format import STATES, fmt_duration, fmt_rate, fmt_value, plural
+from hpsearch.inspect.format import (
+    STATES,
+    fmt_bytes,
+    fmt_duration,
+    fmt_rate,
+    fmt_value,
+    plural,
+)
 from hpsearch.inspect.savings import describe
 from hpsearch.inspect.status import Status
 
@@ -50,6 +58,7 @@ def render(s: Status, *, width: int = WIDTH) -> str:
     if s.stopped is not None:
         record = s.stopped
         row("stopped", f"at {record.get('at')} by {record.get('by')}: {record.get('reason')}")
+    row("disk", _disk(s.checkpoints))
 
     if s.best is not None:
         value = fmt_value(s.best["values"][0])
@@ -120,3 +129,12 @@ def render(s: Status, *, width: int = WIDTH) -> str:
     else:
         row("stuck", "none")
     return "\n".join(lines)
+
+
+def _disk(c: dict[str, Any]) -> str:
+    """`checkpoints 12.3 MB here (/artifacts/demo) | 40.1 MB in /shared/ckpt`."""
+    text = f"checkpoints {fmt_bytes(c['local_bytes'])} here ({c['local_dir']})"
+    if c.get("shared"):
+        size = "not measured" if c["shared_bytes"] is None else fmt_bytes(c["shared_bytes"])
+        text += f" | {size} in {c['shared']}"
+    return text

@@ -17,12 +17,19 @@ import optuna
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.command import check_command, command_runner
-from hpsearch.objective.function import function_runner, load_function
+from hpsearch.objective.function import (
+    call_user,
+    function_runner,
+    load_function,
+    takes_trial,
+)
 from hpsearch.objective.record import record
 from hpsearch.objective.reporting import TrialReporter, pick
+from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
 from hpsearch.objective.trainer import trainer_runner
 from hpsearch.objective.types import (
     Report,
+    ResumeInfo,
     Runner,
     TrialContext,
     TrialValue,
@@ -36,6 +43,7 @@ from hpsearch.spec import (
     StudySpec,
     TrainerObjective,
 )
+from hpsearch.storage.artifacts import open_store
 from hpsearch.storage.attrs import FAIL_REASON_ATTR
 from hpsearch.study import MetricLog, suggest, uses_exponents
 from hpsearch.tracking import Trackers, TrialInfo, TrialState, open_trackers
@@ -66,7 +74,11 @@ def build(
         HpsearchError: a tracker's package is missing (one line naming the extra).
     """
     spec = loaded.spec
-    runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
+    runner = (
+        Runner(_call(function, loaded, context))
+        if function is not None
+        else _runner(loaded, context)
+    )
     powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
     trackers = open_trackers(spec.tracking, loaded.directory)
     encoding: dict[str, bool] = {}  # the study's, read once
@@ -151,22 +163,24 @@ class _Tracked:
         self._info = None
 
 
-def _call(function: UserFunction, loaded: LoadedSpec) -> Callable[..., Any]:
+def _call(function: UserFunction, loaded: LoadedSpec, context: TrialContext) -> Callable[..., Any]:
     options = getattr(loaded.spec.objective, "options", {})
     fixed = {} if isinstance(loaded.spec.objective, TrainerObjective) else dict(options)
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
-        return function({**fixed, **values}, report)
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
+        return call_user(function, {**fixed, **values}, report, info)
 
-    return run
+    resumes = takes_trial(function)
+    base, shared = context.artifacts / RESUME_DIR, open_store(loaded) if resumes else None
+    return with_checkpoints(run, base, shared, enabled=resumes)
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     objective = loaded.spec.objective
     if isinstance(objective, FunctionObjective):
-        return function_runner(loaded, objective)
+        return function_runner(loaded, objective, context)
     if isinstance(objective, CommandObjective):
-        return command_runner(loaded, objective)
+        return command_runner(loaded, objective, context)
     assert isinstance(objective, TrainerObjective)
     return trainer_runner(loaded, objective, context)
 
