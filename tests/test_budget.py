@@ -214,3 +214,29 @@ def test_joining_a_study_whose_budget_is_spent_says_so(
     assert "n_trials reached (2/2)" in lines[0]
     assert "2 trials, best loss " in lines[0]
     assert "--n-trials N" in lines[0]
+
+
+def test_a_retry_queued_after_the_budget_is_spent_still_runs(
+    write_study: Callable[..., Path], unique_name: str, storage_url: str
+) -> None:
+    """A worker whose budget was spent found a retry queued a moment later by a stopped worker
+    and failed it as "budget spent", though a retry takes no slot of `n_trials`."""
+    from hpsearch.spec import load_spec
+    from hpsearch.worker import StudySession
+
+    path = _study(write_study, unique_name, "{n_trials: 1}")
+    study = hpsearch.run(path, storage=storage_url)
+    done = study.trials[0]
+    retry = optuna.trial.create_trial(
+        state=TrialState.WAITING, params=done.params, distributions=done.distributions,
+        system_attrs={"failed_trial": 0, "retry_history": [0]},
+    )  # fmt: skip
+    study.add_trial(retry)  # what the stopped worker queued
+    study.enqueue_trial({"x": 1.0})  # a new trial: no slot left for it
+    session = StudySession.open(load_spec(path), StorageURL(storage_url, "test"), worker="w#1")
+    assert session.settle_waiting()  # the retry can still start: the worker stays for it
+    states = [t.state for t in session.study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.WAITING, TrialState.FAIL]
+    assert session.study.trials[2].user_attrs["fail_reason"] == "n_trials reached (1/1)"
+    again = hpsearch.run(path, storage=storage_url)  # and a worker runs it
+    assert [t.state for t in again.trials][:2] == [TrialState.COMPLETE, TrialState.COMPLETE]

@@ -308,10 +308,13 @@ def test_two_machines_share_the_best_checkpoint_with_a_third(
     complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2
     best = _best_two(study)
+    # A trial's list of artifacts also names the resume checkpoints it uploaded while it
+    # trained (removed from the store when it completed): the best checkpoints are `trial-*`.
     kept = {
         m.artifact_id
         for n in best
         for m in get_all_artifact_meta(study.trials[n], storage=storage)
+        if m.filename.startswith("trial-")
     }
     stored = {p.name for p in store.iterdir()}
     assert kept <= stored  # the best two are in the shared store...

@@ -271,7 +271,7 @@ def test_dashboard_shows_the_trials_in_a_browser(
         assert shown("7 Trials")
         assert shown("Running")
         assert shown("Complete")
-        wait.until(lambda _: shown("log2_batch_size"))  # the first trial's details
+        wait.until(lambda _: shown("batch_size"))  # the first trial's details
         time.sleep(0.5)  # let the charts settle for the screenshot
         screenshot = tmp_path / "dashboard.png"
         assert driver.save_screenshot(str(screenshot))

@@ -121,3 +121,26 @@ def test_the_trainer_page_lists_exactly_the_models_of_the_table() -> None:
     row = next(line for line in page.splitlines() if line.startswith("| `model` "))
     listed = re.findall(r"`([a-z0-9_]+)`", row.split("|")[3].split("(a closed list")[0])
     assert listed == list(MODEL_NAMES), f"docs/trainer.md lists {listed}, the table {MODEL_NAMES}"
+
+
+# Files the docs tell a user to create or a command to write: not in the repository by design.
+_CREATED_BY_THE_READER = {
+    "docs/gpu-results.md",  # `benchmarks/gpu_check.py --out`, run on a GPU machine
+    "deploy/k8s/secret.yaml",  # copied from secret.example.yaml, git-ignored
+    "studies/objective.py",  # the reader's own objective
+    "studies/x.yaml",  # a sample error message's file
+}
+_ROOT_PATH = re.compile(
+    r"(?<![\w/.-])((?:hpsearch|docs|benchmarks|tests|studies|deploy|shared)/[\w./-]*"
+    r"\.(?:py|md|yaml|yml|sh|toml|json|txt|html|png))\b"
+)
+
+
+def test_no_doc_names_a_repository_file_that_does_not_exist() -> None:
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for found in _ROOT_PATH.finditer(doc.read_text(encoding="utf-8")):
+            path = found.group(1)
+            if path not in _CREATED_BY_THE_READER and not (ROOT / path).exists():
+                missing.append(f"{doc.name}: {path}")
+    assert not missing, missing

@@ -10,6 +10,7 @@ import pytest
 from data_factory import make_image_folder
 from guide_helpers import cache_fake_weights
 
+from hpsearch.batch_size.device import visible_gpus
 from hpsearch.cli import main
 from hpsearch.guide import Speed
 from hpsearch.guide.weights import TEST_NETWORK_ENV
@@ -171,3 +172,16 @@ def test_the_quickstart_gets_no_warning(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "warning" not in out
     assert "  time:       at most " in out  # the upper bound sufficed: no probe ran
+
+
+@pytest.mark.skipif(bool(visible_gpus()), reason="needs a machine without a GPU")
+def test_a_gpu_model_on_device_auto_without_a_gpu_is_said_plainly_with_the_study_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _study(tmp_path)
+    path.write_text(path.read_text().replace("device: cpu", "device: auto"))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "objective.device: no GPU here, so resnet18 will train on this machine's CPU" in out
+    assert "; the study: 2 trainings of up to 1 epochs, " in out
+    assert " on this machine (pruning shortens it)" in out

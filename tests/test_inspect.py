@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 import yaml
+from optuna.distributions import IntDistribution
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import FrozenTrial, TrialState
 
@@ -115,7 +116,8 @@ def _populate(kind: str, request: pytest.FixtureRequest, folder: Path) -> Popula
     study = optuna.load_study(study_name=name, storage=storage)
     # The best trial, told by hand with the attributes the built-in trainer records.
     study.enqueue_trial({"x": 2.0, "log2_batch_size": 5, "epochs": 6, "optimizer": "adam"})
-    best = study.ask(study.trials[0].distributions)
+    # The value beside the exponent, as hpsearch's own trials store it.
+    best = study.ask({**study.trials[0].distributions, "batch_size": IntDistribution(32, 32)})
     assert best.number == BEST
     best.set_user_attr("checkpoint", f"/ckpt/trial-{BEST}/best.pt")
     best.set_user_attr("device", "cpu")
@@ -208,12 +210,18 @@ def test_status_json_has_the_studys_numbers(
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     planned = sum(t.params["epochs"] for t in pruned)
     steps = sum(t.last_step or 0 for t in pruned)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    without = planned + sum(t.user_attrs.get("epochs_run", t.last_step or 0) for t in complete)
     assert data["pruning"] == {
         "pruned_trials": len(pruned),
         "counted_trials": len(pruned),
         "epochs_run": steps,
         "epochs_planned": planned,
         "epochs_saved": planned - steps,
+        # the share: against what every finished trial would have trained unpruned
+        "epochs_without_pruning": without,
+        "saved_share": pytest.approx((planned - steps) / without),
+        "unit": "steps",
     }
     assert data["remaining_trials"] == 2  # the budget is spent; the two RUNNING trials remain
     assert data["throughput_per_hour"] > 0
@@ -238,7 +246,17 @@ def test_status_table_reads_at_100_columns(populated: Populated) -> None:
     lines = table.splitlines()
     assert all(len(line) <= 100 for line in lines), table
     labels = [line.split()[0] for line in lines if not line.startswith(" ")]
-    assert labels == ["study", "trials", "budget", "best", "speed", "pruning", "workers", "stuck"]
+    assert labels == [
+        "study",
+        "trials",
+        "budget",
+        "disk",
+        "best",
+        "speed",
+        "pruning",
+        "workers",
+        "stuck",
+    ]
     assert f"trials   {N_TRIALS + 3} total: " in table
     assert f"best     loss 0 (trial {BEST})" in table
     assert "x: 2, batch_size: 32, epochs: 6, optimizer: adam" in table
@@ -306,7 +324,7 @@ def test_best_prints_yaml_that_enqueue_accepts(
     assert len(entries) == 3
     assert entries[0] == BEST_PARAMS
     for entry, trial in zip(entries, complete, strict=False):
-        assert entry["batch_size"] == 2 ** trial.params["log2_batch_size"]
+        assert entry["batch_size"] == trial.params["batch_size"]
         assert f"# trial {trial.number} " in out
     assert f"# trial {BEST} in " in out
     assert ": loss = 0\n" in out
@@ -497,7 +515,8 @@ def test_report_is_one_offline_file_with_every_figure(
         assert f'<section id="{section}">' in page
     assert page.count('class="plotly-graph-div"') == 4 + 4  # 4 plots + one slice per parameter
     titles = ("Optimization History Plot", "Intermediate Values Plot",
-              "Hyperparameter Importances", "Parallel Coordinate Plot", "Slice Plot")  # fmt: skip
+              "Importance for loss: mean of fANOVA and PED-ANOVA (as the advice)",
+              "Parallel Coordinate Plot", "Slice Plot")  # fmt: skip
     assert all(title in page for title in titles)
     assert "(pruned)" in page  # pruned learning curves are marked
     # plotly.js is inlined once (its own code mentions CDN URLs, for maps we never draw);

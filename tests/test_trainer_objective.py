@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,11 +77,29 @@ def test_trials_record_batch_size_device_seed_and_keep_best_checkpoints(
     trials = optuna.load_study(study_name=unique_name, storage=url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     for t in trials:
-        assert t.user_attrs["batch_size"] == 2 ** t.params["log2_batch_size"] <= 64
+        assert t.user_attrs["batch_size"] == t.params["batch_size"] <= 64
+        assert t.params["batch_size"] == 2 ** t.params["log2_batch_size"]
         assert t.user_attrs["device"].startswith("cpu")
         assert t.user_attrs["seed"] == t.number
         assert t.user_attrs["epochs_run"] == 1
         assert t.user_attrs["accumulation_steps"] == 1
+        # Every metric kept: final values the dashboard lists, curves `export` reads.
+        for metric in ("val_loss", "train_loss", "val_balanced_accuracy", "lr"):
+            assert isinstance(t.user_attrs[metric], float)
+        assert t.user_attrs["train_images_per_s"] > 0
+        assert t.user_attrs["hpsearch:curves"]["step"] == [1]
+    out = tmp_path / "trials.csv"
+    assert main(["export", str(path), "--storage", url, "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4
+    for row in rows:
+        assert len(json.loads(row["curve_val_loss"])) == 1
+        assert len(json.loads(row["curve_train_loss"])) == 1
+        assert json.loads(row["curve_val_accuracy"]) == [float(row["value"])]
+    # Only the checkpoints that still exist are listed (keep_checkpoints: 2).
+    listed = [row["user_attrs_checkpoint"] for row in rows if row["user_attrs_checkpoint"]]
+    assert len(listed) == 2
+    assert all(Path(p).is_file() for p in listed)
     kept = sorted((tmp_path / "a" / unique_name / "checkpoints").glob("*.pt"))
     assert len(kept) == 2  # keep_checkpoints: the study's best two
 
@@ -139,6 +159,7 @@ def test_a_smaller_device_in_the_fleet_bounds_fleet_min_only(
     distribution = later[-1].distributions["log2_batch_size"]
     assert isinstance(distribution, optuna.distributions.IntDistribution)
     assert 2**distribution.high == expected_high
+    assert all(t.params["batch_size"] <= expected_high for t in later)
 
 
 def test_a_device_that_cannot_fit_low_leaves_the_study_plainly(

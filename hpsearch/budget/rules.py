@@ -71,10 +71,19 @@ class LedgerState:
     closed: str | None = None  # why no trial may start any more (the target was reached)
 
     def spent_reason(self, now: float) -> str | None:
-        """Why no slot can be claimed now, or None while the budget lasts."""
+        """Why no slot for a new trial can be claimed now, or None while the budget lasts."""
+        return self.refuses(now, new_trial=True)
+
+    def refuses(self, now: float, *, new_trial: bool) -> str | None:
+        """Why a trial cannot start now, or None when it can: a new (or enqueued) trial needs a
+        slot of `n_trials`, a retry does not (`counts_as_new_trial`); both need the rest."""
         if self.closed is not None:
             return self.closed
-        if self.trial_limit is not None and self.claimed >= self.trial_limit + self.retry_slots:
+        if (
+            new_trial
+            and self.trial_limit is not None
+            and self.claimed >= self.trial_limit + self.retry_slots
+        ):
             return f"n_trials reached ({self.claimed - self.retry_slots}/{self.trial_limit})"
         if (
             self.timeout_s is not None

@@ -26,15 +26,20 @@ def example_files() -> dict[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-o", "--output", default=".", metavar="DIR", help="the folder to write to (default: .)"
+        "-o",
+        "--output",
+        default=".",
+        metavar="DIR",
+        help="the folder to write to, created if missing (default: .)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite files that exist")
 
 
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.output)
-    if not folder.is_dir():
-        raise HpsearchError(f"-o {folder}: no such folder; create it first")
+    if folder.exists() and not folder.is_dir():
+        raise HpsearchError(f"-o {folder}: is a file, not a folder; name a folder")
+    folder.mkdir(parents=True, exist_ok=True)
     files = example_files()
     existing = [name for name in files if os.path.lexists(folder / name)]
     if existing and not args.force:

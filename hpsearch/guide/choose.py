@@ -138,7 +138,10 @@ def plan_study(
         )
     keys, budget_why = budget_section(budget)
     if epoch_s is not None:
-        notes.insert(0, _time_note(epoch_s, speed, budget, trainings))
+        most = epochs[0]["high"] if isinstance(epochs[0], dict) else int(epochs[0])
+        notes.insert(0, _time_note(epoch_s, speed, budget, trainings, most))
+    if not machine.gpu and chosen.model != "small_cnn":
+        notes.insert(0, f"no GPU here: {chosen.model} will train on this machine's CPU")
     imbalanced = data.imbalance >= IMBALANCED
     metric = Why(
         "val_balanced_accuracy" if imbalanced else "val_accuracy",
@@ -405,12 +408,19 @@ def _device_why(machine: MachineFacts) -> str:
     return "this machine has no GPU"
 
 
-def _time_note(epoch_s: float, speed: Speed | None, budget: BudgetChoice, trainings: int) -> str:
+def _time_note(
+    epoch_s: float, speed: Speed | None, budget: BudgetChoice, trainings: int, most: int
+) -> str:
     how = speed.how() if speed is not None else "estimate"
     text = f"about {fmt_seconds(epoch_s)} per epoch ({how})"
     if budget.seconds is not None:
         text += f"; the budget buys about {trainings} full trainings, more with pruning"
-    return text
+        return text + f"; the study takes the budget, {fmt_seconds(budget.seconds)}"
+    total = trainings * most * epoch_s
+    return (
+        f"{text}; the study: {trainings} trainings of up to {most} epochs, about "
+        f"{fmt_seconds(total)} on this machine (pruning shortens it)"
+    )
 
 
 def slug(text: str) -> str:

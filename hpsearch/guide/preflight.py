@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.guide.inspect_data import median_short_side
-from hpsearch.guide.timing import Speed, fmt_seconds, measure, upper_bound
+from hpsearch.guide.timing import Speed, device_of, fmt_seconds, measure, upper_bound
 from hpsearch.guide.weights import weights_status
 from hpsearch.spec import (
     CategoricalParam,
@@ -62,6 +62,7 @@ def check(
     """
     check_weights(loaded, options)
     found = Findings()
+    found.warnings += _gpu_model_on_cpu(loaded, options)
     found.warnings += _frozen_without_weights(loaded, options)
     found.warnings += _upscaled(loaded, options, summary)
     time_warnings, found.time = _time(
@@ -75,6 +76,17 @@ def check(
     )
     found.warnings += time_warnings
     return found
+
+
+def _gpu_model_on_cpu(loaded: LoadedSpec, options: TrainerOptions) -> list[str]:
+    """Say it plainly when `device: auto` finds no GPU for a model made for one."""
+    if options.device != "auto" or options.model == "small_cnn" or device_of(options) != "cpu":
+        return []
+    message = (
+        f"no GPU here, so {options.model} will train on this machine's CPU (see the time "
+        "below); run on a GPU machine, pick small_cnn, or write device: cpu to accept it"
+    )
+    return [str(loaded.error(("objective", "device"), message))]
 
 
 def check_weights(loaded: LoadedSpec, options: TrainerOptions) -> None:
@@ -177,7 +189,8 @@ def _time(
     bound = upper_bound(options, summary.image_size)
     if not _could_matter(epoch(bound) * fewest, epoch(bound), allowed_s):
         bounded = f"at most {fmt_seconds(epoch(bound))} per epoch ({bound.how()})"
-        return [], f"{bounded}; no timing probe needed"
+        total = _study_total(spec, epoch(bound), most, allowed_s, workers, "at most")
+        return [], f"{bounded}; no timing probe needed{total}"
     speed = measure(
         options,
         image_size=summary.image_size,
@@ -189,6 +202,7 @@ def _time(
         speed = bound
     epoch_s = epoch(speed)
     line = f"about {fmt_seconds(epoch_s)} per epoch ({speed.how()})"
+    line += _study_total(spec, epoch_s, most, allowed_s, workers, "about")
     shape = f"{options.model} at {summary.image_size} px on {speed.device}"
     fix = (
         "use a GPU, a smaller model (resnet18, mobilenet_v3_small) or a smaller dataset.image_size"
@@ -212,6 +226,21 @@ def _time(
         message = f"an epoch of {shape} takes about {fmt_seconds(epoch_s)} ({speed.how()}){total}"
         return [str(loaded.error(("objective", "model"), f"{message}; {fix}"))], line
     return [], line
+
+
+def _study_total(
+    spec: StudySpec, epoch_s: float, most: int, allowed_s: float | None, workers: int, how: str
+) -> str:
+    """The whole study's time on this machine: its trainings at their longest, or its budget."""
+    n = spec.budget.n_trials
+    if n is None:
+        return f"; the study runs until its budget ({fmt_seconds(allowed_s)})" if allowed_s else ""
+    total = n * most * epoch_s / max(1, workers)
+    text = f"; the study: {n} trainings of up to {most} epochs, {how} {fmt_seconds(total)}"
+    text += " on this machine" + (f" with {workers} workers" if workers > 1 else "")
+    if allowed_s is not None and allowed_s < total * max(1, workers):
+        text += f", cut at the budget's {fmt_seconds(allowed_s)}"
+    return text + " (pruning shortens it)"
 
 
 def _overhead(speed: Speed) -> float:

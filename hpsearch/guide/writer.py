@@ -92,14 +92,22 @@ class Doc:
             why = None
         self._lines.append((line, why))
 
-    def mapping(self, data: Mapping[str, Any], indent: int = 0) -> None:
-        """A nested mapping in block style, its leaves in flow style, without comments."""
+    def mapping(
+        self,
+        data: Mapping[str, Any],
+        indent: int = 0,
+        whys: Mapping[str, str] | None = None,
+        path: str = "",
+    ) -> None:
+        """A nested mapping in block style, its leaves in flow style; `whys`: comments by
+        dotted key path (`objective.dataset.path`), as `comments_by_key` reads them."""
         for key, value in data.items():
+            why = (whys or {}).get(path + key)
             if isinstance(value, Mapping) and value and _nested(value):
-                self.section(key, indent=indent)
-                self.mapping(value, indent + 2)
+                self.section(key, why, indent=indent)
+                self.mapping(value, indent + 2, whys, f"{path}{key}.")
             else:
-                self.key(key, value, indent=indent)
+                self.key(key, value, why, indent=indent)
 
     def render(self) -> str:
         out = []
@@ -117,3 +125,42 @@ def _fits(line: str, why: str) -> bool:
 def _nested(value: Mapping[str, Any]) -> bool:
     """Block style for mappings of mappings (objective, dataset), flow style for leaves."""
     return any(isinstance(v, Mapping) for v in value.values()) or len(value) > 4
+
+
+_KEY_LINE = re.compile(r"^( *)([A-Za-z_][\w-]*):(.*)$")
+
+
+def comments_by_key(text: str) -> tuple[list[str], dict[str, str]]:
+    """A study file's comments, to write them again: (the comment lines before its first key,
+    {dotted key path: the comment on that key's line, or in the lines just above it}).
+
+    Read from the text because YAML loaders drop comments; a `#` inside a quoted value is
+    not told apart, which at worst carries a stray comment.
+    """
+    header: list[str] = []
+    found: dict[str, str] = {}
+    above: list[str] = []
+    stack: list[tuple[int, str]] = []  # (indent, key) of the open block mappings
+    started = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment = stripped[1:].removeprefix(" ").rstrip()  # its own indentation kept
+            (above if started else header).append(comment if not started else comment.strip())
+            continue
+        match = _KEY_LINE.match(line)
+        if not match:
+            above = []
+            continue
+        started = True
+        indent, key, rest = len(match.group(1)), match.group(2), match.group(3)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([k for _, k in stack] + [key])
+        _, hash_, trailing = rest.partition(" #")
+        why = trailing.strip() if hash_ else " ".join(above)
+        if why:
+            found[path] = why
+        above = []
+        stack.append((indent, key))
+    return header, found

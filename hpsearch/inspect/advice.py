@@ -20,6 +20,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.savings import Savings, describe
 from hpsearch.inspect.source import StudyView
 from hpsearch.spec import (
     CategoricalParam,
@@ -27,9 +28,8 @@ from hpsearch.spec import (
     IntParam,
     Param,
     PowerOfTwoParam,
-    TrainerObjective,
 )
-from hpsearch.storage.attrs import EPOCHS_ATTR, FAIL_REASON_ATTR
+from hpsearch.storage.attrs import FAIL_REASON_ATTR
 from hpsearch.study import EXPONENT_PREFIX, optuna_name
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -214,26 +214,13 @@ def _progress(finished: list[FrozenTrial], sign: float) -> str:
 
 
 def _pruning(trials: list[FrozenTrial], view: StudyView) -> str | None:
-    pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    if not pruned:
+    """`status`'s pruning figure, in the same words (`inspect.savings`)."""
+    if not any(t.state == TrialState.PRUNED for t in trials):
         return None
-    unit = "epochs" if isinstance(view.loaded.spec.objective, TrainerObjective) else "steps"
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    full = max((t.last_step or 0 for t in done), default=0) or max(
-        t.last_step or 0 for t in trials
-    )
-    saved = ran = 0.0
-    for t in pruned:
-        planned = view.user_params(t.params).get("epochs") or t.user_attrs.get(EPOCHS_ATTR) or full
-        run = float(t.last_step or 0)
-        ran += run
-        saved += max(0.0, float(planned) - run)
-    ran += sum(float(t.last_step or 0) for t in done)
-    share = saved / (saved + ran) if saved + ran else 0.0
-    return (
-        f"pruning stopped {len(pruned)} of {len(trials)} trials early and saved about "
-        f"{saved:.0f} {unit} ({share:.0%} of what the study would have trained)"
-    )
+    savings = Savings.for_view(view)
+    for t in trials:
+        savings.add(t, view.user_params(t.params) if t.state == TrialState.PRUNED else {})
+    return "pruning " + describe(savings.as_json())
 
 
 _CAUSES: list[tuple[str, re.Pattern[str], str]] = [

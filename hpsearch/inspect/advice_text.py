@@ -59,6 +59,13 @@ def render(advice: Advice, *, study_file: str = "STUDY.yaml") -> str:
         )
     elif advice.best is not None:
         out.append("  the ranges look right: keep running this study, or raise its budget")
+    elif advice.failures and not advice.counts.get("RUNNING"):
+        worst = advice.failures[0]
+        out.append(
+            f"  no trial has completed, and running longer will not help: "
+            f"{len(worst.trials)} failed with {worst.example} ({worst.cause}). Fix: {worst.fix}; "
+            "then run again"
+        )
     else:
         out.append("  no trial has completed yet: let the study run, then ask again")
     return "\n".join(out) + "\n"

@@ -28,6 +28,13 @@ from hpsearch.storage.optuna_compat import trial_id
 def best_trials(view: StudyView, *, top: int | None = None) -> tuple[list[FrozenTrial], int]:
     """(the best trials, best first; the number of completed trials they were chosen from)."""
     n_complete = 0
+    if not view.multi_objective and (top or 1) == 1:
+        # Optuna's best-trial query and a SQL count: a big study is not read trial by trial.
+        count = view.count(TrialState.COMPLETE)
+        if count is not None:
+            if count == 0:
+                return [], 0
+            return [view.storage.get_best_trial(view.study_id)], count
     if not view.multi_objective:
         sign = 1.0 if view.directions[0] == StudyDirection.MINIMIZE else -1.0
         keep = top or 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.source import StudyView, curve, duration_s, is_curve_attr, utc_iso
@@ -36,6 +36,7 @@ from hpsearch.storage.attrs import (
     WORKER_ATTR,
 )
 from hpsearch.storage.optuna_compat import trial_id
+from hpsearch.study import CURVES_ATTR, read_curves
 
 FORMATS = ("csv", "json", "parquet")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -52,6 +53,8 @@ class Columns:
     names: list[str] = field(default_factory=list)
     kinds: dict[str, set[str]] = field(default_factory=dict)
     last_trial_id: int | None = None
+    # Trials whose checkpoint the trainer still keeps (its best `keep_checkpoints`); None: all.
+    kept: set[int] | None = None
 
 
 def _kind(value: Any) -> str:
@@ -68,8 +71,12 @@ def value_columns(view: StudyView) -> list[str]:
     return ["value"] if not view.multi_objective else [f"value_{m}" for m in view.metrics]
 
 
-def trial_row(view: StudyView, trial: FrozenTrial) -> dict[str, Any]:
-    """One flat row: fixed columns, `params_<name>` (user-facing), `user_attrs_<key>`."""
+def trial_row(view: StudyView, trial: FrozenTrial, kept: set[int] | None = None) -> dict[str, Any]:
+    """One flat row: fixed columns, `params_<name>` (user-facing), `user_attrs_<key>`.
+
+    A checkpoint the trainer has removed since (out of its best `keep_checkpoints`) is left
+    out: the column lists only files that exist.
+    """
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
     values = trial.values or [None] * len(view.directions)
     for name, value in zip(value_columns(view), values, strict=True):
@@ -87,11 +94,36 @@ def trial_row(view: StudyView, trial: FrozenTrial) -> dict[str, Any]:
     finite = [v for v in steps.values() if not math.isnan(v)]
     row["best_intermediate"] = min(finite, key=lambda v: sign * v) if finite else None
     row["retry_of"] = trial.system_attrs.get(FAILED_TRIAL_ATTR)
+    row.update(_curve_columns(view, trial, steps))
     for key in _attr_order(trial.user_attrs):
-        if not is_curve_attr(key, view.metrics):
+        if key == CHECKPOINT_ATTR and kept is not None and trial.number not in kept:
+            continue
+        if not is_curve_attr(key, view.metrics) and key != CURVES_ATTR:
             value = trial.user_attrs[key]
             row[f"user_attrs_{key}"] = value if _scalar(value) else json.dumps(value)
     return row
+
+
+def _curve_columns(view: StudyView, trial: FrozenTrial, steps: dict[int, float]) -> dict[str, str]:
+    """`curve_<metric>`: every metric's value per step, as a JSON list (`curve_step` the steps).
+
+    The study's metric from Optuna's intermediate values, the others from `hpsearch:curves`;
+    where their steps differ, the other metrics' own steps are `curve_step`.
+    """
+    curves = read_curves(trial.user_attrs)
+    out: dict[str, str] = {}
+    if steps:
+        out[f"curve_{view.metrics[0]}"] = json.dumps(
+            [None if math.isnan(v) else v for v in steps.values()]
+        )
+    if curves.get("step"):
+        out["curve_step"] = json.dumps(curves["step"])
+    elif steps:
+        out["curve_step"] = json.dumps(list(steps))
+    for name, values in curves.items():
+        if name != "step":
+            out[f"curve_{name}"] = json.dumps(values)
+    return out
 
 
 def _attr_order(attrs: dict[str, Any]) -> list[str]:
@@ -113,8 +145,12 @@ def scan(view: StudyView) -> Columns:
     params: list[str] = []  # in the order trials suggested them
     attrs: list[str] = []
     last = None
+    ranked: list[tuple[float, int]] = []
+    sign = 1.0 if view.directions[0] == StudyDirection.MINIMIZE else -1.0
     for trial in view.trials():
         last = trial_id(trial)
+        if trial.state == TrialState.COMPLETE and trial.values and not view.multi_objective:
+            ranked.append((sign * trial.values[0], trial.number))
         for name, value in trial_row(view, trial).items():
             if name not in kinds:
                 kinds[name] = set()
@@ -123,7 +159,15 @@ def scan(view: StudyView) -> Columns:
                 kinds[name].add(_kind(value))
     first = [f"user_attrs_{k}" for k in FIRST_ATTRS if f"user_attrs_{k}" in kinds]
     names = head + params + tail + first + sorted(a for a in attrs if a not in first)
-    return Columns(names=names, kinds=kinds, last_trial_id=last)
+    return Columns(names=names, kinds=kinds, last_trial_id=last, kept=_kept(view, ranked))
+
+
+def _kept(view: StudyView, ranked: list[tuple[float, int]]) -> set[int] | None:
+    """The trials whose checkpoints the trainer keeps: its `keep_checkpoints` best."""
+    keep = getattr(view.loaded.spec.objective, "keep_checkpoints", None)
+    if not isinstance(keep, int) or view.multi_objective:
+        return None
+    return {number for _, number in sorted(v for v in ranked if not math.isnan(v[0]))[:keep]}
 
 
 def rows(view: StudyView, columns: Columns) -> Iterator[dict[str, Any]]:
@@ -131,7 +175,7 @@ def rows(view: StudyView, columns: Columns) -> Iterator[dict[str, Any]]:
     if columns.last_trial_id is None:
         return
     for trial in view.trials(up_to_id=columns.last_trial_id):
-        row = trial_row(view, trial)
+        row = trial_row(view, trial, columns.kept)
         yield {name: row.get(name) for name in columns.names}
 
 

@@ -37,5 +37,11 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
-def fmt_count(value: float) -> str:
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+def fmt_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB' (powers of 1000, as `df -H`)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

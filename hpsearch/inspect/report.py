@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.inspect import advice, advice_text, best, status, table
 from hpsearch.inspect.source import StudyView, curve
+from hpsearch.study import EXPONENT_PREFIX
 from hpsearch.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -52,28 +53,34 @@ def build(view: StudyView) -> str:
     study = view.study()
     all_trials = study.get_trials(deepcopy=False)
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    advised, advice_html = _advice(view)
     sections = [
         Section("status", "Status", _pre(table.render(state))),
         Section("best", "Best parameters", _pre(best.render(view, trials, n_complete))),
-        Section("advice", "Advice (hpsearch advise)", _advice(view)),
-        *_figures(view, study, all_trials, complete),
+        Section("advice", "Advice (hpsearch advise)", advice_html),
+        *_figures(view, study, all_trials, complete, advised),
     ]
     return _page(view, sections)
 
 
-def _advice(view: StudyView) -> str:
+def _advice(view: StudyView) -> tuple[advice.Advice | None, str]:
     if view.multi_objective:
-        return _note("advice covers studies of one objective; see the Pareto front below.")
+        return None, _note("advice covers studies of one objective; see the Pareto front below.")
     try:
-        text = advice_text.render(advice.collect(view), study_file=str(view.loaded.path))
+        advised = advice.collect(view)
+        text = advice_text.render(advised, study_file=str(view.loaded.path))
     except Exception as e:  # the advice must not cost the rest of the report
         _log.warning("report: advice not written: %s: %s", type(e).__name__, e)
-        return _note(f"not written: {e}")
-    return _pre(text)
+        return None, _note(f"not written: {e}")
+    return advised, _pre(text)
 
 
 def _figures(
-    view: StudyView, study: optuna.Study, trials: list[FrozenTrial], complete: list[FrozenTrial]
+    view: StudyView,
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    complete: list[FrozenTrial],
+    advised: advice.Advice | None,
 ) -> list[Section]:
     metrics = view.metrics
     targets: list[tuple[str, Callable[[FrozenTrial], float] | None]] = (
@@ -117,7 +124,7 @@ def _figures(
     section(
         "importances",
         "Parameter importances",
-        lambda: _importances(study, view, targets),
+        lambda: _importances(study, view, targets, advised),
         need=MIN_TRIALS_FOR_IMPORTANCE,
     )
     section(
@@ -141,9 +148,12 @@ def _importances(
     study: optuna.Study,
     view: StudyView,
     targets: list[tuple[str, Callable[[FrozenTrial], float] | None]],
+    advised: advice.Advice | None,
 ) -> list[Any]:
     if not view.multi_objective:
-        return [vis.plot_param_importances(study, target_name=view.metrics[0])]
+        if advised is None or not advised.importances:
+            raise _NotDrawn((advised and advised.importance_note) or "no importances")
+        return [_advice_importances(advised)]
     figures = []
     with warnings.catch_warnings():
         # PED-ANOVA ranks by how parameters reach LOW targets and warns whenever a target is
@@ -155,6 +165,29 @@ def _importances(
                 vis.plot_param_importances(study, target=_objective(i, sign), target_name=metric)
             )
     return figures
+
+
+def _advice_importances(advised: advice.Advice) -> Any:
+    """The advice's own figures, in its order: one computation, one ranking on the page."""
+    import plotly.graph_objects as go
+
+    ranked = sorted(advised.importances, key=lambda i: i.score)  # plotly draws bottom-up
+    figure = go.Figure(
+        go.Bar(
+            x=[i.score for i in ranked],
+            y=[i.name for i in ranked],
+            orientation="h",
+            text=[f"{i.score:.2f}" for i in ranked],
+            customdata=[[i.fanova, i.ped_anova] for i in ranked],
+            hovertemplate="%{y}: %{x:.2f} (fANOVA %{customdata[0]:.2f}, "
+            "PED-ANOVA %{customdata[1]:.2f})<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=f"Importance for {advised.metric}: mean of fANOVA and PED-ANOVA (as the advice)",
+        xaxis_title="importance (0-1)",
+    )
+    return figure
 
 
 def _pareto(study: optuna.Study, metrics: list[str]) -> Any:
@@ -208,10 +241,17 @@ def _slices(
     complete: list[FrozenTrial],
     target: tuple[str, Callable[[FrozenTrial], float] | None],
 ) -> list[Any]:
-    # One small plot per parameter reads better on a laptop than Optuna's single wide row.
-    names = sorted({name for t in complete for name in t.params})[:MAX_SLICE_PLOTS]
+    # One small plot per parameter reads better on a laptop than Optuna's single wide row. A
+    # power of two is plotted as its value (`batch_size`), not as the exponent beside it.
+    seen = {name for t in complete for name in t.params}
+    shown = [n for n in sorted(seen) if not _shadowed(n, seen)][:MAX_SLICE_PLOTS]
     metric, fn = target
-    return [vis.plot_slice(study, params=[name], target=fn, target_name=metric) for name in names]
+    return [vis.plot_slice(study, params=[name], target=fn, target_name=metric) for name in shown]
+
+
+def _shadowed(name: str, names: set[str]) -> bool:
+    """`log2_batch_size` when `batch_size`, its value, is there too."""
+    return name.startswith(EXPONENT_PREFIX) and name.removeprefix(EXPONENT_PREFIX) in names
 
 
 def _html(figure: Any) -> str:
@@ -247,6 +287,21 @@ nav a { margin-right: 1rem; }
 """
 
 
+def _old_powers(view: StudyView) -> str:
+    if not view.power_of_two:
+        return ""
+    if view.exponents:
+        return (
+            "\nThis study was made before hpsearch stored powers of two as values: they appear "
+            "in the plots as their exponent (<code>log2_&lt;name&gt;</code>)."
+        )
+    return (
+        "\nA power-of-two parameter appears twice in the plots: as its value "
+        "(<code>batch_size</code>) and as the exponent the sampler searches "
+        "(<code>log2_batch_size</code>)."
+    )
+
+
 def _page(view: StudyView, sections: list[Section]) -> str:
     from plotly.offline import get_plotlyjs
 
@@ -259,6 +314,7 @@ def _page(view: StudyView, sections: list[Section]) -> str:
         for s in sections
     )
     title = html.escape(f"hpsearch report: {view.name}")
+    old = _old_powers(view)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -270,8 +326,7 @@ def _page(view: StudyView, sections: list[Section]) -> str:
 </head>
 <body>
 <h1>{title}</h1>
-<p>Storage {html.escape(view.url.redacted)}, written {when} by hpsearch {__version__}.
-Power-of-two parameters appear in the plots as their exponent (<code>log2_&lt;name&gt;</code>).</p>
+<p>Storage {html.escape(view.url.redacted)}, written {when} by hpsearch {__version__}.{old}</p>
 <nav>{nav}</nav>
 {body}
 </body>

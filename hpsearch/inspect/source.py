@@ -31,7 +31,7 @@ from hpsearch.storage.attrs import (
     WORKER_ATTR,
 )
 from hpsearch.storage.optuna_compat import build_frozen_trial, models, trial_id
-from hpsearch.study import EXPONENT_PREFIX
+from hpsearch.study import EXPONENT_PREFIX, stored_as_exponents
 
 # Trials read per database round trip: bounds memory for studies of tens of thousands of trials.
 PAGE_SIZE = 500
@@ -71,6 +71,11 @@ class StudyView:
                 if isinstance(param, Mapping) and param.get("type") == "power_of_two":
                     names.add(name)
         return frozenset(names)
+
+    @functools.cached_property
+    def exponents(self) -> bool:
+        """Whether this study stores its powers of two as `log2_<name>` (an older study)."""
+        return stored_as_exponents(self.study_attrs)
 
     def user_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Optuna parameters -> the values the objective saw (`log2_batch_size: 5` -> 32).
@@ -163,6 +168,17 @@ class StudyView:
         # The database's own clock on both sides, as Optuna's stale-trial check does: worker
         # and reader clocks may differ, and the column is naive in the server's time zone.
         return {key: (naive(now) - naive(beat)).total_seconds() for key, beat, now in rows}
+
+    def count(self, state: TrialState) -> int | None:
+        """Trials in `state`, counted by the database (None off RDB storage)."""
+        if not isinstance(self.storage, RDBStorage):
+            return None
+        trials = models.TrialModel.__table__
+        query = sa.select(sa.func.count()).where(
+            trials.c.study_id == self.study_id, trials.c.state == state
+        )
+        with self.storage.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
 
     def close(self) -> None:
         if isinstance(self.storage, RDBStorage):

@@ -16,16 +16,17 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.inspect.disk import checkpoint_usage
 from hpsearch.inspect.format import STATES, fmt_duration
+from hpsearch.inspect.savings import Savings
 from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
 from hpsearch.storage.attrs import (
     CHECKPOINT_ATTR,
-    EPOCHS_ATTR,
-    EPOCHS_RUN_ATTR,
     FAILED_TRIAL_ATTR,
     WORKER_ATTR,
 )
-from hpsearch.storage.optuna_compat import trial_id
+from hpsearch.storage.optuna_compat import artifact_ids, trial_id
+from hpsearch.study import STOP_ATTR
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
 STUCK_FACTOR = 3.0
@@ -75,6 +76,8 @@ class Status:
     recent_window_s: float
     workers: list[Worker]
     stuck: list[Stuck]
+    stopped: dict[str, Any] | None = None  # `hpsearch stop` (or the target): at, by, reason
+    checkpoints: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,24 +98,28 @@ class _Pass:
     finished_s: float = 0.0
     best: FrozenTrial | None = None
     points: list[tuple[int, list[float]]] = field(default_factory=list)
-    max_complete_step: int | None = None
-    pruned: list[tuple[float | None, float]] = field(default_factory=list)
+    savings: Savings = field(default_factory=Savings)
     running: list[FrozenTrial] = field(default_factory=list)
     workers: dict[str, Worker] = field(default_factory=dict)
+    artifacts: set[str] = field(default_factory=set)  # ids of what the trials uploaded
 
 
 def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     """Read the study once and work out every number of the status table."""
     now = dt.datetime.now()  # Optuna hands out naive local datetimes
-    p = _Pass()
-    planned_option = _number(view.loaded.spec.objective.options.get("epochs"))
+    p = _Pass(savings=Savings.for_view(view))
     for trial in view.trials():
-        _add(p, view, trial, now, planned_option)
+        _add(p, view, trial, now)
     median = statistics.median(p.durations) if p.durations else None
     grace = float(view.loaded.spec.workers.grace_seconds)
     stuck = _stuck(p, view.heartbeat_ages(), grace, median, now)
+    # A worker whose trial's heartbeat went stale is gone (killed), however recently it finished
+    # another; once the study is stopped, only a worker still finishing its trial is live.
+    gone = {s.worker for s in stuck if s.heartbeat_age_s is not None}
+    stopped = _stop_record(view)
     for w in p.workers.values():
-        if w.last_finished_s_ago is not None and w.last_finished_s_ago <= recent_s:
+        recent = w.last_finished_s_ago is not None and w.last_finished_s_ago <= recent_s
+        if recent and stopped is None and w.worker not in gone and not w.live:
             w.live = True
     budget, started, to_start = _budget(view, p)
     running = p.counts["RUNNING"]
@@ -134,7 +141,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     window = None if p.first_start is None else (end - p.first_start).total_seconds()
     per_hour = finished / window * 3600 if finished and window and window > 0 else None
     remaining = None if to_start is None else to_start + running
-    eta, eta_by = _eta(remaining, per_hour, budget)
+    eta, eta_by = _eta(remaining, per_hour, budget) if stopped is None else (None, None)
 
     best = None
     if p.best is not None:
@@ -164,11 +171,19 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
         remaining_trials=remaining,
         eta_s=eta,
         eta_limited_by=eta_by,
-        pruning=_pruning(p),
+        pruning=p.savings.as_json(),
         recent_window_s=recent_s,
         workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
         stuck=stuck,
+        stopped=stopped,
+        checkpoints=checkpoint_usage(view, p.artifacts),
     )
+
+
+def _stop_record(view: StudyView) -> dict[str, Any] | None:
+    """The study's stop record, unless it was resumed since (`run --resume`)."""
+    record = view.study_attrs.get(STOP_ATTR)
+    return dict(record) if isinstance(record, dict) and "reason" in record else None
 
 
 def _stuck(
@@ -215,6 +230,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         gpu_limit = ledger.gpu_seconds_limit
         # Workers add device time to the ledger only when `gpu_hours` limits it.
         gpu_s = ledger.gpu_seconds if gpu_limit is not None else p.finished_s
+        epochs = {"epochs_used": ledger.epochs_used, "epoch_limit": ledger.epoch_limit}
         to_start = None if limit is None else max(0, limit + retry_slots - ledger.claimed)
         spent = ledger.spent_reason(time.time())
     else:
@@ -224,6 +240,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         gpu_s = p.finished_s
         gpu_limit = None if spec.gpu_hours is None else spec.gpu_hours * 3600
         to_start = None if limit is None else max(0, limit - claimed)
+        epochs = {"epochs_used": None, "epoch_limit": spec.epochs}
         spent = None
     budget = {
         "source": "ledger" if ledger is not None else "study file",
@@ -235,6 +252,7 @@ def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, in
         "gpu_hours": gpu_s / 3600,
         "gpu_hours_limit": None if gpu_limit is None else gpu_limit / 3600,
         "spent": spent,
+        **epochs,
     }
     return budget, started, 0 if spent is not None else to_start
 
@@ -256,32 +274,10 @@ def _eta(
     return eta, by
 
 
-def _pruning(p: _Pass) -> dict[str, Any]:
-    """Epochs saved: planned minus run, over pruned trials whose plan is known."""
-    saved = ran_total = planned_total = 0.0
-    counted = 0
-    for planned, ran in p.pruned:
-        plan = planned if planned is not None else p.max_complete_step
-        if plan is None:
-            continue
-        counted += 1
-        ran_total += ran
-        planned_total += plan
-        saved += max(0.0, plan - ran)
-    return {
-        "pruned_trials": p.counts["PRUNED"],
-        "counted_trials": counted,
-        "epochs_run": ran_total,
-        "epochs_planned": planned_total,
-        "epochs_saved": saved,
-    }
-
-
-def _add(
-    p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime, planned: float | None
-) -> None:
+def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> None:
     state = trial.state
     p.counts[state.name] += 1
+    p.artifacts.update(artifact_ids(trial))
     if FAILED_TRIAL_ATTR in trial.system_attrs:
         p.retries += 1
     start, end = trial.datetime_start, trial.datetime_complete
@@ -291,23 +287,17 @@ def _add(
         if p.last_complete is None or end > p.last_complete:
             p.last_complete = end
         p.finished_s += duration_s(trial) or 0.0
+    if state in (TrialState.COMPLETE, TrialState.PRUNED):
+        pruned = state == TrialState.PRUNED  # only a pruned trial's `epochs` matters
+        p.savings.add(trial, view.user_params(trial.params) if pruned else {})
     if state == TrialState.COMPLETE and trial.values is not None:
         d = duration_s(trial)
         if d is not None:
             p.durations.append(d)
-        if trial.last_step is not None:
-            p.max_complete_step = max(p.max_complete_step or 0, trial.last_step)
         if view.multi_objective:
             p.points.append((trial.number, list(trial.values)))
         elif p.best is None or is_better(trial.values[0], p.best.values[0], view.directions[0]):
             p.best = trial
-    elif state == TrialState.PRUNED:
-        params = view.user_params(trial.params)
-        plan = (
-            _number(params.get("epochs")) or _number(trial.user_attrs.get(EPOCHS_ATTR)) or planned
-        )
-        ran = _number(trial.user_attrs.get(EPOCHS_RUN_ATTR))
-        p.pruned.append((plan, ran if ran is not None else float(trial.last_step or 0)))
     elif state == TrialState.RUNNING:
         p.running.append(trial)
     worker = trial.user_attrs.get(WORKER_ATTR)
@@ -324,9 +314,3 @@ def _add(
                 ago = (now - end).total_seconds()
                 if w.last_finished_s_ago is None or ago < w.last_finished_s_ago:
                     w.last_finished_s_ago = ago
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
-from hpsearch.inspect.format import STATES, fmt_count, fmt_duration, fmt_rate, fmt_value, plural
+from hpsearch.inspect.format import (
+    STATES,
+    fmt_bytes,
+    fmt_duration,
+    fmt_rate,
+    fmt_value,
+    plural,
+)
+from hpsearch.inspect.savings import describe
 from hpsearch.inspect.status import Status
 
 WIDTH = 100
@@ -46,6 +55,11 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         f"GPU-hours {b['gpu_hours']:.3g}{gpu_limit}{spent}",
     )
 
+    if s.stopped is not None:
+        record = s.stopped
+        row("stopped", f"at {record.get('at')} by {record.get('by')}: {record.get('reason')}")
+    row("disk", _disk(s.checkpoints))
+
     if s.best is not None:
         value = fmt_value(s.best["values"][0])
         row("best", f"{s.metrics[0]} {value} (trial {s.best['number']})")
@@ -69,7 +83,9 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         speed = "no finished trial yet"
     if s.median_duration_s is not None:
         speed += f" | median trial {fmt_duration(s.median_duration_s)}"
-    if s.eta_s == 0 and s.remaining_trials == 0:
+    if s.stopped is not None:
+        speed += " | stopped: no ETA"
+    elif s.eta_s == 0 and s.remaining_trials == 0:
         speed += " | done"
     elif s.eta_s is not None:
         to_go = ""
@@ -80,20 +96,7 @@ def render(s: Status, *, width: int = WIDTH) -> str:
         speed += " | ETA unknown"
     row("speed", speed)
 
-    pr = s.pruning
-    if pr["pruned_trials"] == 0:
-        row("pruning", "no trial pruned")
-    elif pr["counted_trials"] == 0:
-        row(
-            "pruning", f"{pr['pruned_trials']} pruned; planned epochs unknown (no completed trial)"
-        )
-    else:
-        share = pr["epochs_saved"] / pr["epochs_planned"] if pr["epochs_planned"] else 0.0
-        row(
-            "pruning",
-            f"saved {fmt_count(pr['epochs_saved'])} of {fmt_count(pr['epochs_planned'])} epochs "
-            f"({share:.0%}) on {plural(pr['counted_trials'], 'pruned trial')}",
-        )
+    row("pruning", describe(s.pruning))
 
     live = [w for w in s.workers if w.live]
     seen = f" of {len(s.workers)} seen" if len(s.workers) != len(live) else ""
@@ -126,3 +129,12 @@ def render(s: Status, *, width: int = WIDTH) -> str:
     else:
         row("stuck", "none")
     return "\n".join(lines)
+
+
+def _disk(c: dict[str, Any]) -> str:
+    """`checkpoints 12.3 MB here (/artifacts/demo) | 40.1 MB in /shared/ckpt`."""
+    text = f"checkpoints {fmt_bytes(c['local_bytes'])} here ({c['local_dir']})"
+    if c.get("shared"):
+        size = "not measured" if c["shared_bytes"] is None else fmt_bytes(c["shared_bytes"])
+        text += f" | {size} in {c['shared']}"
+    return text

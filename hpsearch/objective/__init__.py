@@ -21,6 +21,7 @@ from hpsearch.objective.trial import build, check
 from hpsearch.objective.types import (
     Metrics,
     Report,
+    ResumeInfo,
     Runner,
     TrialContext,
     TrialValue,
@@ -36,6 +37,7 @@ __all__ = [
     "Runner",
     "StudyLimits",
     "TrialContext",
+    "ResumeInfo",
     "TrialValue",
     "UserFunction",
     "WorkerStopped",

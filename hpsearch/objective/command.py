@@ -21,8 +21,10 @@ import optuna
 
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective import command_check
-from hpsearch.objective.types import Runner
+from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
+from hpsearch.objective.types import Report, ResumeInfo, Runner, TrialContext
 from hpsearch.spec import CommandObjective, LoadedSpec
+from hpsearch.storage.artifacts import open_store
 
 REPORT_PREFIX = "hpsearch-report"
 RESULT_PREFIX = "hpsearch-result"
@@ -216,15 +218,20 @@ def check_command(loaded: LoadedSpec, objective: CommandObjective) -> None:
         raise loaded.error(("objective", "command"), str(e)) from None
 
 
-def command_runner(loaded: LoadedSpec, objective: CommandObjective) -> Runner:
-    """Run the command once per trial, parameters substituted and in `HPSEARCH_PARAM_*`."""
+def command_runner(
+    loaded: LoadedSpec, objective: CommandObjective, context: TrialContext
+) -> Runner:
+    """Run the command once per trial, parameters substituted and in `HPSEARCH_PARAM_*`, its
+    checkpoint folder and resume epoch in `HPSEARCH_CHECKPOINT_DIR` and `HPSEARCH_RESUME_EPOCH`."""
     check_command(loaded, objective)
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: CommandReport) -> Any:
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
         params = {**objective.options, **values}
         env = {f"HPSEARCH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
         env["HPSEARCH_TRIAL_NUMBER"] = str(trial.number)
         env["HPSEARCH_STUDY"] = trial.study.study_name
+        env["HPSEARCH_CHECKPOINT_DIR"] = str(info.checkpoint_dir)
+        env["HPSEARCH_RESUME_EPOCH"] = str(info.resume_epoch)
         return run_command(
             render(objective.command, params),
             env=env,
@@ -233,4 +240,4 @@ def command_runner(loaded: LoadedSpec, objective: CommandObjective) -> Runner:
             timeout=objective.trial_timeout,
         )
 
-    return Runner(run)
+    return Runner(with_checkpoints(run, context.artifacts / RESUME_DIR, open_store(loaded)))

@@ -1,17 +1,21 @@
-"""The `function:` objective: the user's own Python `name(params, report)`."""
+"""The `function:` objective: the user's own Python `name(params, report[, trial])`."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
 from hpsearch.errors import SpecError
-from hpsearch.objective.types import Report, Runner, UserFunction
+from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
+from hpsearch.objective.types import Report, ResumeInfo, Runner, TrialContext, UserFunction
 from hpsearch.spec import FunctionObjective, LoadedSpec
+from hpsearch.storage.artifacts import open_store
 
 
 def load_function(loaded: LoadedSpec) -> UserFunction:
@@ -52,12 +56,37 @@ def load_function(loaded: LoadedSpec) -> UserFunction:
     return function
 
 
-def function_runner(loaded: LoadedSpec, objective: FunctionObjective) -> Runner:
+def takes_trial(function: Callable[..., Any]) -> bool:
+    """Whether `function` takes a third argument, the `ResumeInfo` (`train(params, report,
+    trial)`); a two-argument function is called as before."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or an odd callable: the documented two
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    # Named parameters only: a `(*args, **kwargs)` wrapper may pass on to a two-argument one.
+    return sum(p.kind in positional for p in parameters) >= 3
+
+
+def call_user(
+    function: Callable[..., Any], params: dict[str, Any], report: Report, info: ResumeInfo
+) -> Any:
+    """`function(params, report)`, or `function(params, report, info)` when it takes three."""
+    if takes_trial(function):
+        return function(params, report, info)
+    return function(params, report)
+
+
+def function_runner(
+    loaded: LoadedSpec, objective: FunctionObjective, context: TrialContext
+) -> Runner:
     """Call the user's function with the fixed options and the sampled values."""
     function = load_function(loaded)
     options = objective.options
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
-        return function({**options, **values}, report)
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
+        return call_user(function, {**options, **values}, report, info)
 
-    return Runner(run)
+    resumes = takes_trial(function)
+    base, shared = context.artifacts / RESUME_DIR, open_store(loaded) if resumes else None
+    return Runner(with_checkpoints(run, base, shared, enabled=resumes))

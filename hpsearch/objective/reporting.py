@@ -23,6 +23,8 @@ from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.types import Metrics
 from hpsearch.spec import StudySpec
 from hpsearch.storage.attrs import PRUNE_REASON_ATTR
+from hpsearch.storage.optuna_compat import trial_intermediate_values
+from hpsearch.study import MetricLog
 from hpsearch.tracking import Trackers, TrialInfo
 
 Observe = Callable[[optuna.Trial, int, float], None]
@@ -40,8 +42,10 @@ class TrialReporter:
         trackers: Trackers | None = None,
         info: TrialInfo | None = None,
         artifacts: Path | None = None,
+        metrics: MetricLog | None = None,
     ) -> None:
         self._trial = trial
+        self._metrics = metrics  # every metric reported, kept with the trial when it ends
         self._metric = spec.metrics[0]
         self._multi = len(spec.study_directions) > 1
         self._observe = observe
@@ -70,7 +74,13 @@ class TrialReporter:
     def __call__(self, value: Metrics | float, step: int) -> None:
         if self.pruned is not None:
             raise self.pruned  # reported again after the prune: still pruned
+        if self._metrics is not None:
+            self._metrics.add(value, step)
         number = pick(value, self._metric)
+        if self._recorded(step):
+            # A resumed trial reporting again an epoch that its earlier try recorded (copied
+            # into it when it was queued): recorded once, claimed from the budget once.
+            return
         if self._observe is not None:
             self._observe(self._trial, step, number)
         if self._trackers and self._info is not None:
@@ -91,6 +101,11 @@ class TrialReporter:
                 PRUNE_REASON_ATTR, f"{self._metric}={number:.6g} at step {step}"
             )
             self._prune(f"pruned at step {step} with {self._metric}={number:.6g}")
+
+    def _recorded(self, step: int) -> bool:
+        if self._multi:
+            return f"{self._metric}@{step}" in self._trial.user_attrs
+        return step in trial_intermediate_values(self._trial)
 
     def _prune(self, message: str) -> None:
         self.pruned = optuna.TrialPruned(message)

@@ -19,6 +19,7 @@ from hpsearch import batch_size as bs
 from hpsearch.errors import BatchSizeError
 from hpsearch.objective.checkpoints import Checkpoints
 from hpsearch.objective.record import record
+from hpsearch.objective.resume import RESUME_DIR, TrainerResume, TrialFiles, sweep
 from hpsearch.objective.types import Report, Runner, TrialContext, WorkerStopped
 from hpsearch.spec import LoadedSpec, PowerOfTwoParam, TrainerObjective
 from hpsearch.storage.artifacts import open_store
@@ -109,8 +110,9 @@ def trainer_runner(
     spec = loaded.spec
     metric = spec.metrics[0]
     mode = metric_mode(metric)
+    shared = open_store(loaded)
     checkpoints = Checkpoints(
-        context.artifacts / "checkpoints", objective.keep_checkpoints, open_store(loaded)
+        context.artifacts / "checkpoints", objective.keep_checkpoints, shared
     )
     cache_dir = context.artifacts / "cache"
     fitter = _BatchSizeFitter(loaded, objective)
@@ -150,15 +152,20 @@ def trainer_runner(
             )
         attrs[BATCH_SIZE_ATTR] = options.batch_size
         record(trial, attrs)
+        files = TrialFiles(trial, context.artifacts / RESUME_DIR, shared)
         try:
             metrics = fit(
                 options, report, monitor=metric, mode=mode,
                 checkpoint_path=checkpoints.path(trial.number), cache_dir=cache_dir,
+                resume_from=TrainerResume(files) if objective.resume else None,
+                resume_every_s=objective.resume_every_minutes * 60,
             )  # fmt: skip
         except Exception as e:
             # Pruned or failed: never among the best completed trials, so its checkpoint goes
-            # now (a worker killed during the trial leaves it to the next prune).
+            # now (a worker killed during the trial leaves it to the next prune), and it will
+            # not be retried, so its resume checkpoints go too.
             checkpoints.discard(trial.number)
+            files.discard()
             _prune(checkpoints, trial.study)
             if not bs.is_oom(e):
                 raise
@@ -168,7 +175,9 @@ def trainer_runner(
                 fitter.lower(rng, options, trial)
             raise RuntimeError(reason) from None  # FAIL, not PRUNED
         except BaseException:
-            checkpoints.discard(trial.number)  # stopped by a signal: no storage calls now
+            # Stopped by a signal: no storage calls now. The resume checkpoints stay for the
+            # retry; the best-epoch checkpoint is written again from them when it resumes.
+            checkpoints.discard(trial.number)
             raise
         epochs_run = int(metrics.get("epochs_run", options.epochs))
         attrs = {EPOCHS_RUN_ATTR: epochs_run}
@@ -183,6 +192,7 @@ def trainer_runner(
             checkpoints.discard(trial.number)  # the trial fails for the missing metric
         record(trial, attrs)
         _prune(checkpoints, trial.study, finishing)
+        files.discard()  # done training: what is kept now is the best-epoch checkpoint
         return metrics
 
     return Runner(run, limit)
@@ -193,9 +203,11 @@ def _prune(
     study: optuna.Study,
     finishing: tuple[int, Sequence[float]] | None = None,
 ) -> None:
-    """Remove what fell out of the best N; a storage hiccup here must not fail the trial."""
+    """Remove what fell out of the best N, and resume checkpoints of trials that ended for good
+    (`resume.sweep`); a storage hiccup here must not fail the trial."""
     try:
         checkpoints.prune(study, finishing)
+        sweep(checkpoints.directory.parent / RESUME_DIR, study)
     except Exception as e:  # the next trial's prune catches up
         _log.warning("checkpoints not pruned this time: %s: %s", type(e).__name__, e)
 

@@ -17,12 +17,19 @@ import optuna
 from hpsearch.errors import ObjectiveError
 from hpsearch.objective.checkpoints import CHECKPOINT_ATTR
 from hpsearch.objective.command import check_command, command_runner
-from hpsearch.objective.function import function_runner, load_function
+from hpsearch.objective.function import (
+    call_user,
+    function_runner,
+    load_function,
+    takes_trial,
+)
 from hpsearch.objective.record import record
 from hpsearch.objective.reporting import TrialReporter, pick
+from hpsearch.objective.resume import RESUME_DIR, with_checkpoints
 from hpsearch.objective.trainer import trainer_runner
 from hpsearch.objective.types import (
     Report,
+    ResumeInfo,
     Runner,
     TrialContext,
     TrialValue,
@@ -36,8 +43,9 @@ from hpsearch.spec import (
     StudySpec,
     TrainerObjective,
 )
+from hpsearch.storage.artifacts import open_store
 from hpsearch.storage.attrs import FAIL_REASON_ATTR
-from hpsearch.study import suggest
+from hpsearch.study import MetricLog, suggest, uses_exponents
 from hpsearch.tracking import Trackers, TrialInfo, TrialState, open_trackers
 
 _log = logging.getLogger(__name__)
@@ -66,33 +74,48 @@ def build(
         HpsearchError: a tracker's package is missing (one line naming the extra).
     """
     spec = loaded.spec
-    runner = Runner(_call(function, loaded)) if function is not None else _runner(loaded, context)
-    exponent_params = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+    runner = (
+        Runner(_call(function, loaded, context))
+        if function is not None
+        else _runner(loaded, context)
+    )
+    powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
     trackers = open_trackers(spec.tracking, loaded.directory)
+    encoding: dict[str, bool] = {}  # the study's, read once
 
     def objective(trial: optuna.Trial) -> TrialValue:
         recorded = False
         tracked = _Tracked(trackers, trial)
+        metrics = MetricLog(spec.metrics)
         try:
+            if "exponents" not in encoding:
+                encoding["exponents"] = bool(powers) and uses_exponents(trial.study)
+            exponents = encoding["exponents"]
             values = suggest(
-                trial, spec, limit=lambda name, chosen: runner.limit(trial, name, chosen)
+                trial,
+                spec,
+                limit=lambda name, chosen: runner.limit(trial, name, chosen),
+                exponents=exponents,
             )
-            # Powers of two live in Optuna as exponents (`log2_batch_size: 5`); the dashboard
-            # and exports also get the value a person means (`batch_size: 32`), in one write.
-            shown = {name: values[name] for name in exponent_params if name in values}
+            # An older study keeps powers of two as exponents only (`log2_batch_size: 5`); the
+            # dashboard and exports also get the value a person means (`batch_size: 32`).
+            shown = {n: values[n] for n in powers if n in values} if exponents else {}
             record(trial, {**context.attrs, **shown})
             recorded = True
             info = tracked.start(values, context.attrs)
             report = TrialReporter(
                 trial, spec, observe=context.observe, trackers=trackers, info=info,
-                artifacts=context.artifacts,
+                artifacts=context.artifacts, metrics=metrics,
             )  # fmt: skip
-            result = _values(spec, runner.run(trial, values, report))
+            returned = runner.run(trial, values, report)
+            result = _values(spec, returned)
             if report.pruned is not None:
                 raise report.pruned  # the trial's code stopped cleanly after the prune
+            record(trial, metrics.attrs(returned, trial.user_attrs))
             tracked.finish("COMPLETE", result)
             return result
         except optuna.TrialPruned:
+            record(trial, metrics.attrs(None, trial.user_attrs))
             tracked.finish("PRUNED")
             raise
         except Exception as e:
@@ -100,7 +123,7 @@ def build(
             attrs = {} if recorded else dict(context.attrs)
             if FAIL_REASON_ATTR not in trial.user_attrs:
                 attrs[FAIL_REASON_ATTR] = f"{type(e).__name__}: {e}"[:500]
-            record(trial, attrs)
+            record(trial, {**metrics.attrs(None, trial.user_attrs), **attrs})
             tracked.finish("FAIL")
             raise
         except BaseException:
@@ -140,22 +163,24 @@ class _Tracked:
         self._info = None
 
 
-def _call(function: UserFunction, loaded: LoadedSpec) -> Callable[..., Any]:
+def _call(function: UserFunction, loaded: LoadedSpec, context: TrialContext) -> Callable[..., Any]:
     options = getattr(loaded.spec.objective, "options", {})
     fixed = {} if isinstance(loaded.spec.objective, TrainerObjective) else dict(options)
 
-    def run(trial: optuna.Trial, values: dict[str, Any], report: Report) -> Any:
-        return function({**fixed, **values}, report)
+    def run(trial: optuna.Trial, values: dict[str, Any], report: Report, info: ResumeInfo) -> Any:
+        return call_user(function, {**fixed, **values}, report, info)
 
-    return run
+    resumes = takes_trial(function)
+    base, shared = context.artifacts / RESUME_DIR, open_store(loaded) if resumes else None
+    return with_checkpoints(run, base, shared, enabled=resumes)
 
 
 def _runner(loaded: LoadedSpec, context: TrialContext) -> Runner:
     objective = loaded.spec.objective
     if isinstance(objective, FunctionObjective):
-        return function_runner(loaded, objective)
+        return function_runner(loaded, objective, context)
     if isinstance(objective, CommandObjective):
-        return command_runner(loaded, objective)
+        return command_runner(loaded, objective, context)
     assert isinstance(objective, TrainerObjective)
     return trainer_runner(loaded, objective, context)
 

@@ -26,6 +26,20 @@ class TrialContext:
     observe: Callable[[optuna.Trial, int, float], None] | None = None
 
 
+@dataclass(frozen=True)
+class ResumeInfo:
+    """What the user's code needs to resume a trial (docs/workers.md, "Resuming a trial").
+
+    `checkpoint_dir`: the trial's own folder, shared by its retries (and, with a shared
+    artifact store, copied to and from it around each reported step); `resume_epoch`: the last
+    step the study recorded for this trial, 0 for a fresh one.
+    """
+
+    number: int
+    checkpoint_dir: Path
+    resume_epoch: int
+
+
 class WorkerStopped(KeyboardInterrupt):
     """Stops the worker from inside a trial: Optuna fails the trial, the worker queues it again.
 

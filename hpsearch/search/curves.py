@@ -52,6 +52,17 @@ def best_so_far(trial: FrozenTrial, sign: float) -> float | None:
     return max(v for _, v in points) if points else None
 
 
+def best_until(trial: FrozenTrial, sign: float, progress: float, reached: float) -> float | None:
+    """The trial's best value up to `progress` of its planned steps (maximise orientation),
+    None unless it knows its length and has reported up to at least `reached`."""
+    total = planned_steps(trial)
+    points = _points(trial, sign)
+    if total is None or not points or points[-1][0] / total < reached:
+        return None
+    values = [v for s, v in points if s / total <= progress]
+    return max(values) if values else None
+
+
 class Curves:
     """Finished (COMPLETE) trials' curves, added incrementally: each trial is read once."""
 

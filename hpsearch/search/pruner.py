@@ -16,18 +16,23 @@ same point, optimistically, would it beat the incumbent?" If not, it stops.
   (its final value minus its best so far at p) is measured for every finished trial; the
   trial is stopped when its best so far plus a high quantile of those gains is still below the
   best finished value. A slow starter whose peers gained a lot from this point is kept.
-- **Warm-up relative to the trial's length** (no decision before `_WARMUP` of its steps) and no
-  decision before `_MIN_FINISHED` trials finished.
-- **Cheap on a database.** Finished trials' curves are cached; the study's finished trials are
-  read at most once per trial that reports (when a new trial number is seen) and otherwise at
-  most every `_REFRESH_SECONDS`, never at every report (Optuna's median pruner reads them all
-  at every report: quadratic in the study's size through a database).
+- **Warm-up relative to the trial's length** (no decision before `_WARMUP` of its steps).
+- **Before `_MIN_FINISHED` trials finished** there are no finished curves to learn gains from;
+  a fleet's first round would run unpruned (8 workers, 8 full trainings). Then the trial is
+  compared, as each fifth of its epochs is crossed, with every other trial that reached the
+  same share (running ones included, what other workers reported so far): it is stopped if it
+  trails at least half of them there (successive halving's rule, only for this first round).
+  One worker never has such peers before 3 trials finished: it is not affected.
+- **Cheap on a database, and tied to study events, not the clock.** Finished trials' curves are
+  cached; the study is read when a trial crosses a fifth of its planned steps (at most 5 reads a
+  trial), never at every report (Optuna's median pruner reads all trials at every report:
+  quadratic in the study's size through a database). Being tied to the trial's progress, not
+  to a clock, the decisions are the same in a simulation of the fleet as on real workers.
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import optuna
@@ -35,7 +40,7 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.search.curves import Curves, best_so_far, planned_steps
+from hpsearch.search.curves import Curves, best_so_far, best_until, planned_steps
 
 # Measured on the LCBench tune tasks (benchmarks/search_quality.py); docs/search.md has the
 # figures. No decision before this share of the trial's planned steps.
@@ -46,8 +51,14 @@ _MIN_FINISHED = 3
 # The quantile of the similar finished trials' remaining gains taken as the trial's optimistic
 # gain: 1.0, the most any of them gained.
 _QUANTILE = 1.0
-# A trial that runs long in a study with many workers sees others finish: read again then.
-_REFRESH_SECONDS = 30.0
+# The study is read again as a trial crosses each of these shares of its steps (a rung):
+# a trial that runs long in a study with many workers sees others finish.
+_RUNG = 0.2
+# Before _MIN_FINISHED trials finished: a trial is stopped at a rung when at least
+# _EARLY_PEERS other trials reached it and it trails the _EARLY_QUANTILE of their values there.
+_EARLY_PEERS = 3
+_EARLY_QUANTILE = 0.5
+_PEERS = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class AutoPruner(BasePruner):
@@ -56,15 +67,31 @@ class AutoPruner(BasePruner):
     def __init__(self) -> None:
         self._curves = Curves()
         self._sign: float | None = None
-        self._read_for = -1  # the trial number the finished trials were last read for
-        self._read_at = -math.inf
+        self._read_at = (-1, -1)  # (trial number, rung) the study was last read at
 
-    def _refresh(self, study: optuna.Study, trial: FrozenTrial, sign: float) -> None:
-        now = time.monotonic()
-        if trial.number == self._read_for and now - self._read_at < _REFRESH_SECONDS:
-            return
-        self._read_for, self._read_at = trial.number, now
+    def _refresh(self, study: optuna.Study, sign: float, at: tuple[int, int]) -> None:
+        self._read_at = at
         self._curves.add(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), sign)
+
+    def _trails_peers(
+        self, study: optuna.Study, trial: FrozenTrial, sign: float, progress: float
+    ) -> bool:
+        """Whether the trial trails the others that reached its rung (the first round's rule).
+
+        A peer counts once it reported up to half a rung short of the trial's progress (workers
+        do not report at the same instants); its value is its best up to that progress, so one
+        a little behind is, if anything, judged low: the rule leans towards keeping the trial.
+        """
+        current = best_so_far(trial, sign)
+        peers = []
+        for other in study.get_trials(deepcopy=False, states=_PEERS):
+            if other.number != trial.number:
+                value = best_until(other, sign, progress, progress - _RUNG / 2)
+                if value is not None:
+                    peers.append(value)
+        if current is None or len(peers) < _EARLY_PEERS:
+            return False
+        return current < float(np.quantile(peers, _EARLY_QUANTILE))
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -86,12 +113,18 @@ class AutoPruner(BasePruner):
         total = planned_steps(trial)
         if total is not None and step / total < _WARMUP:
             return False  # decided before any read, so early reports cost nothing
-        self._refresh(study, trial, sign)
         curves = self._curves
+        if total is None and self._read_at[0] != trial.number:
+            self._refresh(study, sign, (trial.number, -1))  # its length: finished trials'
         progress = curves.progress(trial)
-        if len(curves) < _MIN_FINISHED or progress is None:
+        if progress is None or progress < _WARMUP or progress >= 1.0:
             return False
-        if progress < _WARMUP or progress >= 1.0:
+        rung = int(progress / _RUNG)
+        if (trial.number, rung) != self._read_at:
+            self._refresh(study, sign, (trial.number, rung))
+            if len(curves) < _MIN_FINISHED:
+                return self._trails_peers(study, trial, sign, progress)
+        if len(curves) < _MIN_FINISHED:
             return False
         gains = curves.gains(progress, current)
         if len(gains) < _MIN_FINISHED:

@@ -82,7 +82,8 @@ def _check_trainer_options(loaded: LoadedSpec, spec: StudySpec) -> None:
         if keys and keys[0] in spec.search_space:
             raise loaded.error(("search_space", *keys), message) from None
         if len(keys) == 1 and keys[0] not in TrainerOptions.model_fields:
-            valid = ["trainer", "keep_checkpoints", *sorted(TrainerOptions.model_fields)]
+            fixed = ["trainer", "keep_checkpoints", "resume", "resume_every_minutes"]
+            valid = [*fixed, *sorted(TrainerOptions.model_fields)]
             message = unknown_key_message(str(keys[0]), valid)
         raise loaded.error(("objective", *keys), message) from None
 

@@ -129,6 +129,19 @@ def _message(located: _Located) -> str:
             return f"this key is required but missing; add one of: {', '.join(tags)}"
         tag = str(ctx.get("tag"))
         return f"unknown type {tag!r}; {suggest(tag, tags)}valid: {', '.join(tags)}"
+    typed = _type_message(kind, given, keys, ctx)
+    if typed is not None:
+        return typed
+    message = d["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in ("value_error", "assertion_error", "objective_kind"):
+        return message.rstrip(".")
+    message = message.replace("Input should be", "must be")
+    return message if isinstance(given, Mapping | list) else f"{message}, but got {got}"
+
+
+def _type_message(kind: str, given: Any, keys: Any, ctx: Mapping[str, Any]) -> str | None:
+    """The message of an error about the kind or the range of a value, or None."""
+    got = describe(given)
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"must be a mapping such as {example(keys)}, but got {got}"
     if kind in ("list_type", "tuple_type"):
@@ -140,6 +153,12 @@ def _message(located: _Located) -> str:
         return f"must not be empty, but got {got}; give e.g. {example(keys)}"
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters, but got {len(given)}"
+    return _scalar_message(kind, given, ctx)
+
+
+def _scalar_message(kind: str, given: Any, ctx: Mapping[str, Any]) -> str | None:
+    """The message of an error about a number, a truth value or one of a few options."""
+    got = describe(given)
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, but got {got}{_number_hint(given)}"
     if kind in ("float_type", "float_parsing"):
@@ -158,11 +177,7 @@ def _message(located: _Located) -> str:
         return f"must be {_BOUNDS[kind]} {bound}, but got {got}"
     if kind == "finite_number":
         return f"must be a finite number, but got {got}"
-    message = d["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind in ("value_error", "assertion_error", "objective_kind"):
-        return message.rstrip(".")
-    message = message.replace("Input should be", "must be")
-    return message if isinstance(given, Mapping | list) else f"{message}, but got {got}"
+    return None
 
 
 def _number_hint(given: Any) -> str:

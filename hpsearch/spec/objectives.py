@@ -74,6 +74,10 @@ class TrainerObjective(SpecModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     trainer: Literal["image_classification"]
     keep_checkpoints: int = Field(3, ge=0)
+    # Resume checkpoints (docs/trainer.md): saved after an epoch when at least this many
+    # minutes passed since the last one (0: after every epoch); `resume: false` saves none.
+    resume: bool = True
+    resume_every_minutes: float = Field(0.0, ge=0)
 
     @property
     def options(self) -> dict[str, Any]:

@@ -135,6 +135,12 @@ class StudySpec(SpecModel):
     def _no_empty_values(cls, data: Any) -> Any:
         # `direction:` with nothing after it is YAML null: most likely a value left out.
         if isinstance(data, Mapping):
+            if isinstance(data.get("direction"), list):  # one per metric: the plural key
+                raise Problem(
+                    "direction",
+                    "must be maximize or minimize, but got a list; for one direction per "
+                    "metric write `directions:` (with an s)",
+                )
             for key, value in data.items():
                 if value is None and key in cls.model_fields:
                     raise Problem(
@@ -201,16 +207,19 @@ class StudySpec(SpecModel):
                 f"{len(self.study_directions)} direction(s) need as many metrics, "
                 f"but got {n_metrics}; list one metric per direction",
             )
-        for metric in self.metrics:
-            if isinstance(self.objective, TrainerObjective) and metric not in METRICS:
-                raise Problem(
-                    "metric",
-                    f"the trainer reports {', '.join(METRICS)}, but got {metric!r}",
-                )
         if isinstance(self.objective, TrainerObjective):
+            for metric in self.metrics:
+                if metric not in METRICS:
+                    raise Problem(
+                        "metric", f"the trainer reports {', '.join(METRICS)}, but got {metric!r}"
+                    )
             self._check_trainer_space(self.objective)
         self._check_conditions()
         self._check_enqueue()
+        self._check_grid()
+        return self
+
+    def _check_grid(self) -> None:
         if isinstance(self.sampler, GridSampler):
             for name, param in self.search_space.items():
                 if param.when:
@@ -225,7 +234,6 @@ class StudySpec(SpecModel):
                         ("search_space", name),
                         "the grid sampler needs discrete parameters; give this float a `step`",
                     )
-        return self
 
     def _check_trainer_space(self, objective: TrainerObjective) -> None:
         for name in self.search_space:

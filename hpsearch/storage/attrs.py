@@ -63,6 +63,11 @@ PRUNE_REASON_ATTR = "prune_reason"
 # retried again.
 CRASHED_WORKERS_ATTR = "crashed_workers"
 CRASH_STEPS_ATTR = "crash_steps"
+# Every metric the objective reported beside the study's, per step:
+# `{"step": [1, 2], "val_loss": [0.9, 0.7], ...}`. Written when the trial ends by
+# `objective.trial` (`study.metrics.MetricLog`, which also writes each metric's final value
+# under the metric's own name); read by `inspect.export` (`curve_<metric>` columns).
+CURVES_ATTR = "hpsearch:curves"
 
 # --- trial system attributes ---------------------------------------------------------------
 
@@ -96,3 +101,8 @@ STOP_ATTR = "hpsearch:stopped"
 # `hpsearch:batch_size:<key>`: the study-wide batch-size limit of one model, input and device,
 # shared by every worker. Written and read by `objective.trainer` (`StudyLimits`).
 BATCH_SIZE_LIMIT_PREFIX = "hpsearch:batch_size:"
+# How the study stores its power-of-two parameters: "value" (the exponent `log2_<name>` the
+# sampler searches, and the value beside it under the parameter's name). Absent on a study an
+# older hpsearch made: the exponent only. Written by `study.create`; read by `objective.trial`
+# and `inspect.source` (`study.powers`).
+POWER_OF_TWO_ATTR = "hpsearch:power_of_two"

@@ -49,6 +49,7 @@ __all__ = [
     "OPTUNA_VERSION",
     "OVERRIDDEN_HOOKS",
     "FrozenStudy",
+    "artifact_ids",
     "build_frozen_trial",
     "create_new_trial",
     "create_scoped_session",
@@ -64,6 +65,8 @@ __all__ = [
     "study_storage",
     "told_trial",
     "trial_id",
+    "trial_intermediate_values",
+    "trial_system_attrs",
     "upsert_user_attrs",
 ]
 
@@ -106,6 +109,26 @@ def told_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The storage's id of a live or frozen trial (not its per-study `number`)."""
     return int(trial._trial_id)
+
+
+def artifact_ids(trial: FrozenTrial) -> list[str]:
+    """The ids of the artifacts uploaded for `trial` (`optuna.artifacts.upload_artifact` keeps
+    them in its system attributes), read without a query of its own."""
+    prefix = "artifacts:"  # optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX
+    return [key.removeprefix(prefix) for key in trial.system_attrs if key.startswith(prefix)]
+
+
+def trial_intermediate_values(trial: optuna.Trial) -> Mapping[int, float]:
+    """The steps a live trial holds, as `Trial.report` sees them (no storage read)."""
+    values: Mapping[int, float] = trial._cached_frozen_trial.intermediate_values
+    return values
+
+
+def trial_system_attrs(trial: optuna.Trial) -> Mapping[str, Any]:
+    """A live trial's system attributes as it started (no storage read, no deprecation warning:
+    Optuna deprecated them for users, and uses them for `failed_trial` and `retry_history`)."""
+    attrs: Mapping[str, Any] = trial._cached_frozen_trial.system_attrs
+    return attrs
 
 
 def forget_finished(study: optuna.Study, trial_id: int) -> None:

@@ -18,6 +18,8 @@ from hpsearch.storage.attrs import (
 from hpsearch.study.algorithms import check_requirements, make_pruner, make_sampler
 from hpsearch.study.create import Joined, create_or_load, space_document
 from hpsearch.study.join import read_attr, write_attr
+from hpsearch.study.metrics import CURVES_ATTR, MetricLog, read_curves
+from hpsearch.study.powers import ENCODING_ATTR, stored_as_exponents, uses_exponents
 from hpsearch.study.space import (
     EXPONENT_PREFIX,
     grid,
@@ -29,6 +31,12 @@ from hpsearch.study.space import (
 
 __all__ = [
     "BUDGET_CHANGES_ATTR",
+    "CURVES_ATTR",
+    "ENCODING_ATTR",
+    "MetricLog",
+    "read_curves",
+    "stored_as_exponents",
+    "uses_exponents",
     "STOP_ATTR",
     "UID_ATTR",
     "Joined",

@@ -19,9 +19,17 @@ from optuna.storages import BaseStorage
 
 from hpsearch.errors import SpecError
 from hpsearch.spec import Budget, LoadedSpec, StudySpec
-from hpsearch.storage.attrs import ENQUEUED_ATTR, READY_ATTR, SPACE_ATTR, SPEC_ATTR, UID_ATTR
+from hpsearch.storage.attrs import (
+    ENQUEUED_ATTR,
+    POWER_OF_TWO_ATTR,
+    READY_ATTR,
+    SPACE_ATTR,
+    SPEC_ATTR,
+    UID_ATTR,
+)
 from hpsearch.study.algorithms import make_pruner, make_sampler
 from hpsearch.study.join import check_joiner, read_attr, spec_document, write_attr
+from hpsearch.study.powers import VALUE
 from hpsearch.study.space import to_optuna_params
 
 _log = logging.getLogger(__name__)
@@ -103,6 +111,7 @@ def create_or_load(
         # objective (`val_accuracy`, not "Objective 0").
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(spec.metrics))
+    write_attr(study, POWER_OF_TWO_ATTR, VALUE)  # before SPACE_ATTR: joiners read both
     write_attr(study, SPACE_ATTR, space_document(spec))
     write_attr(study, SPEC_ATTR, spec_document(spec))
     for values in spec.enqueue:

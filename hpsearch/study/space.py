@@ -1,9 +1,9 @@
 """The study file's search space as Optuna `suggest_*` calls, and back.
 
-A power of two is suggested as its integer exponent under the Optuna name `log2_<name>`: an
-integer range may change between workers (each GPU's own `high: auto`), a categorical list may
-not (Optuna refuses a changed choice list within a study). Conditional parameters (`when`) are
-suggested only when their parents took one of the listed values, parents first.
+A power of two is suggested as its integer exponent, `log2_<name>`, which the sampler models,
+with its value beside it under its own name (`study.powers`; studies made before keep only the
+exponent, `exponents=True`). Conditional parameters (`when`) are suggested only when their
+parents took one of the listed values, parents first.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ EXPONENT_PREFIX = "log2_"
 
 
 def optuna_name(name: str, param: Param) -> str:
-    """The name a parameter has inside Optuna (and so in optuna-dashboard)."""
+    """The name Optuna samples a parameter under (a power of two: its exponent)."""
     return EXPONENT_PREFIX + name if isinstance(param, PowerOfTwoParam) else name
 
 
@@ -44,7 +44,13 @@ def is_active(param: Param, values: Mapping[str, Any]) -> bool:
 Limit = Callable[[str, Mapping[str, Any]], int | None]
 
 
-def suggest(trial: optuna.Trial, spec: StudySpec, *, limit: Limit | None = None) -> dict[str, Any]:
+def suggest(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    *,
+    limit: Limit | None = None,
+    exponents: bool = False,
+) -> dict[str, Any]:
     """Sample one point of the search space: the values the objective sees.
 
     Args:
@@ -54,6 +60,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec, *, limit: Limit | None = None)
             worker's device holds given the values chosen so far (the batch-size fitter).
             Those parameters are suggested after every parameter that does not depend on
             them, so a searched model or precision is known when the fit is asked.
+        exponents: store powers of two as `log2_<name>` exponents only (a study made so).
     """
     values: dict[str, Any] = {}
     for name in suggestion_order(spec):
@@ -63,7 +70,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec, *, limit: Limit | None = None)
         bound = None
         if isinstance(param, PowerOfTwoParam) and param.high == "auto" and limit is not None:
             bound = limit(name, dict(values))
-        values[name] = _suggest_one(trial, name, param, bound)
+        values[name] = _suggest_one(trial, name, param, bound, exponents)
     return values
 
 
@@ -86,26 +93,31 @@ def suggestion_order(spec: StudySpec) -> list[str]:
     return [n for n in order if n not in late] + [n for n in order if n in late]
 
 
-def _suggest_one(trial: optuna.Trial, name: str, param: Param, limit: int | None) -> Any:
+def _suggest_one(
+    trial: optuna.Trial, name: str, param: Param, limit: int | None, exponents: bool
+) -> Any:
     if isinstance(param, FloatParam):
         return trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
     if isinstance(param, IntParam):
         return trial.suggest_int(name, param.low, param.high, log=param.log, step=param.step)
     if isinstance(param, PowerOfTwoParam):
         high = param.high_exponent(limit)
-        exponent = trial.suggest_int(optuna_name(name, param), param.low_exponent, high)
-        return 2**exponent
+        value = 2 ** trial.suggest_int(EXPONENT_PREFIX + name, param.low_exponent, high)
+        if not exponents:  # the value, for every Optuna tool to show; no sampler models it
+            trial.suggest_int(name, value, value)
+        return value
     assert isinstance(param, CategoricalParam)
     return trial.suggest_categorical(name, param.choices)
 
 
 def to_optuna_params(spec: StudySpec, values: Mapping[str, Any]) -> dict[str, Any]:
-    """User-facing values (`batch_size: 32`) -> Optuna parameters (`log2_batch_size: 5`)."""
+    """User-facing values (`batch_size: 32`) -> the parameters Optuna samples
+    (`log2_batch_size: 5`)."""
     out: dict[str, Any] = {}
     for name, value in values.items():
         param = spec.search_space[name]
         if isinstance(param, PowerOfTwoParam):
-            out[optuna_name(name, param)] = int(value).bit_length() - 1
+            out[EXPONENT_PREFIX + name] = int(value).bit_length() - 1
         else:
             out[name] = value
     return out

@@ -20,7 +20,8 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """`write(tmp)`, then rename `tmp` to `path`."""
     # Write then rename: a reader (an upload to the shared store, a user copying the winner)
     # never sees half a file, and a crash leaves the previous version intact.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 def save_checkpoint(
     path: Path,
     *,
-    model: nn.Module,
+    model: nn.Module | Mapping[str, Any],
     options: Mapping[str, Any],
     metrics: Mapping[str, float],
     classes: Sequence[str],
@@ -47,10 +48,12 @@ def save_checkpoint(
 
     The sidecar is written last, so a checkpoint with a sidecar is always complete.
     `preprocessing` (image size, channels, mean, std) is what inference must repeat.
+    `model`: the module, or its state dict (a resumed trial's best epoch, kept on the CPU).
     """
     import torch  # here, not at the top: naming and removing checkpoints needs no torch
 
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    weights = model if isinstance(model, Mapping) else model.state_dict()
+    state = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
     payload = {
         "model": state,
         "options": dict(options),
@@ -58,9 +61,9 @@ def save_checkpoint(
         "classes": list(classes),
         "preprocessing": dict(preprocessing),
     }
-    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     score = {"score": metrics[monitor], "monitor": monitor, "mode": mode}
-    _atomic_write(sidecar(path), lambda tmp: tmp.write_text(json.dumps(score)))
+    atomic_write(sidecar(path), lambda tmp: tmp.write_text(json.dumps(score)))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from hpsearch.train import resume
 from hpsearch.train.checkpoints import save_checkpoint
 from hpsearch.train.data import Data, load_data
 from hpsearch.train.models import Classifier, build_model, freeze_backbone
@@ -220,6 +222,74 @@ def _val_batches(data: Data, device: torch.device) -> Iterator[tuple[torch.Tenso
         yield data.transform(x.to(device, non_blocking=True), train=False), y
 
 
+@dataclass
+class _Progress:
+    """The epochs a trial reported so far, its best one, and (when resuming is on) the best
+    epoch's weights on the CPU, which a resumed trial's best checkpoint is written from."""
+
+    monitor: str
+    mode: str
+    keep_weights: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    def add(self, metrics: dict[str, float], model: nn.Module) -> bool:
+        """Record an epoch; True when it is the best so far."""
+        self.history.append(metrics)
+        if self.best and not _better(metrics[self.monitor], self.best[self.monitor], self.mode):
+            return False
+        self.best = dict(metrics)
+        if self.keep_weights:
+            self.best_weights = _cpu_copy(model.state_dict())
+        return True
+
+
+def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _resume_state(setup: TrainingSetup, data: Data, progress: _Progress) -> dict[str, Any]:
+    """Everything the next epoch needs to run as if the trial had never stopped."""
+    epoch = int(progress.history[-1]["epoch"])
+    best_is_last = progress.best.get("epoch") == epoch
+    return {
+        "format": resume.FORMAT,
+        "epoch": epoch,
+        "history": progress.history,
+        "model": _cpu_copy(setup.model.state_dict()),
+        "best_model": None if best_is_last else progress.best_weights,
+        "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict(),
+        "scaler": setup.scaler.state_dict(),
+        "steps": setup.steps,
+        "rng": resume.rng_state(getattr(data.train, "generator", None)),
+    }
+
+
+def _restore(
+    store: resume.ResumeStore, setup: TrainingSetup, data: Data, progress: _Progress
+) -> int:
+    """Load the latest resume checkpoint, if any, into `setup` and `progress`; returns the
+    first epoch still to train (1 when there is nothing to resume)."""
+    path = store.latest()
+    state = None if path is None else resume.load_state(path)
+    if state is None:
+        return 1
+    setup.model.load_state_dict(state["model"])
+    setup.optimizer.load_state_dict(state["optimizer"])
+    setup.scheduler.load_state_dict(state["scheduler"])
+    setup.scaler.load_state_dict(state["scaler"])
+    setup.steps = int(state["steps"])
+    for metrics in state["history"]:
+        progress.add(dict(metrics), setup.model)
+    if state["best_model"] is not None:
+        progress.best_weights = state["best_model"]
+    # Last: building the model and loading the data above drew from the generators.
+    resume.set_rng_state(state["rng"], getattr(data.train, "generator", None))
+    return int(state["epoch"]) + 1
+
+
 def fit(
     options: TrainerOptions,
     report: Report,
@@ -229,6 +299,8 @@ def fit(
     checkpoint_path: Path | None = None,
     cache_dir: Path | None = None,
     log: logging.Logger | None = None,
+    resume_from: resume.ResumeStore | None = None,
+    resume_every_s: float = 0.0,
 ) -> dict[str, float]:
     """Train one trial: each epoch trains, evaluates, maybe checkpoints, then calls `report`.
 
@@ -240,6 +312,10 @@ def fit(
         checkpoint_path: where the best epoch's checkpoint goes (plus a `.json` score sidecar).
         cache_dir: where the image-folder scan and dataset statistics are cached.
         log: the logger for progress lines (default: this module's).
+        resume_from: where resume checkpoints are saved after each epoch and the latest is
+            loaded from first (see `hpsearch.train.resume`); a resumed trial reports its
+            earlier epochs again (the caller skips what it recorded) and goes on after them.
+        resume_every_s: at least this many seconds between two resume checkpoints.
 
     Returns:
         The best epoch's metrics plus `epochs_run` and `best_epoch`.
@@ -264,49 +340,91 @@ def fit(
         device=device,
         steps_per_epoch=steps,
     )
-    model = setup.model
     size = f"{data.in_channels}x{data.image_size}x{data.image_size}"
     source = options.dataset.name or options.dataset.path
     log.info(
         f"training {options.model} on {source}: {len(data.classes)} classes, "
         f"{data.num_train} images of {size}, {steps} steps/epoch, device {device}"
     )
-    best: dict[str, float] = {}
-    epoch = 0
-    for epoch in range(1, options.epochs + 1):
-        # Two-stage fine-tuning: only the new head learns for the first epochs. Frozen
-        # BatchNorm layers also stay in eval mode, so their statistics keep their loaded values.
-        frozen = epoch <= options.freeze_backbone_epochs
-        freeze_backbone(model, frozen)
-        model.train()
-        if frozen:
-            model.backbone.eval()
-        start = time.perf_counter()
-        train_loss, seen = _train_epoch(setup, data, steps)
-        metrics = {**setup.evaluate(_val_batches(data, device)), "train_loss": train_loss}
-        metrics["epoch"] = float(epoch)
-        seconds = time.perf_counter() - start
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS)
-        log.info(
-            f"epoch {epoch}/{options.epochs}: {shown} ({seconds:.1f}s, "
-            f"{seen / seconds:.0f} train images/s)"
-        )
-        if not best or _better(metrics[monitor], best[monitor], mode):
-            best = dict(metrics)
-            if checkpoint_path is not None:
-                save_checkpoint(
-                    checkpoint_path,
-                    model=model,
-                    options=options.model_dump(mode="json"),
-                    metrics=best,
-                    classes=data.classes,
-                    preprocessing=data.preprocessing(),
-                    monitor=monitor,
-                    mode=mode,
-                )
+    progress = _Progress(monitor, mode, keep_weights=resume_from is not None)
+    first = 1
+    if resume_from is not None and (first := _restore(resume_from, setup, data, progress)) > 1:
+        log.info(f"resuming after epoch {first - 1}/{options.epochs}")
+        _save_best(checkpoint_path, progress, options, data)
+        for metrics in progress.history:  # the caller records the epochs it has not yet
+            report(dict(metrics), int(metrics["epoch"]))
+    saved = time.monotonic()
+    for epoch in range(first, options.epochs + 1):
+        metrics = _epoch(setup, data, options, epoch, steps, log)
+        if progress.add(metrics, setup.model) and checkpoint_path is not None:
+            _save_best(checkpoint_path, progress, options, data, model=setup.model)
+        if resume_from is not None and time.monotonic() - saved >= resume_every_s:
+            resume_from.save(
+                epoch, functools.partial(torch.save, _resume_state(setup, data, progress))
+            )
+            saved = time.monotonic()
         report(dict(metrics), epoch)
-        if not math.isfinite(train_loss):
+        if not math.isfinite(metrics["train_loss"]):
             # A diverged run (lr far too high) cannot recover: stop instead of burning budget.
-            log.warning(f"epoch {epoch}: training loss is {train_loss}; stopping this trial")
+            log.warning(f"epoch {epoch}: training loss is {metrics['train_loss']}; stopping")
             break
-    return {**best, "epochs_run": float(epoch), "best_epoch": best["epoch"]}
+    best = progress.best
+    epochs_run = progress.history[-1]["epoch"]
+    return {**best, "epochs_run": epochs_run, "best_epoch": best["epoch"]}
+
+
+def _epoch(
+    setup: TrainingSetup,
+    data: Data,
+    options: TrainerOptions,
+    epoch: int,
+    steps: int,
+    log: logging.Logger,
+) -> dict[str, float]:
+    """Train one epoch and evaluate it; returns its metrics."""
+    # Two-stage fine-tuning: only the new head learns for the first epochs. Frozen
+    # BatchNorm layers also stay in eval mode, so their statistics keep their loaded values.
+    frozen = epoch <= options.freeze_backbone_epochs
+    freeze_backbone(setup.model, frozen)
+    setup.model.train()
+    if frozen:
+        setup.model.backbone.eval()
+    start = time.perf_counter()
+    train_loss, seen = _train_epoch(setup, data, steps)
+    metrics = {**setup.evaluate(_val_batches(data, setup.device)), "train_loss": train_loss}
+    metrics["epoch"] = float(epoch)
+    seconds = time.perf_counter() - start
+    # Kept with the trial beside the losses (`hpsearch:curves`): what the schedule and the
+    # hardware did this epoch.
+    metrics["lr"] = float(setup.optimizer.param_groups[0]["lr"])
+    metrics["train_images_per_s"] = seen / max(seconds, 1e-9)
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS)
+    log.info(
+        f"epoch {epoch}/{options.epochs}: {shown} ({seconds:.1f}s, "
+        f"{seen / seconds:.0f} train images/s)"
+    )
+    return metrics
+
+
+def _save_best(
+    path: Path | None,
+    progress: _Progress,
+    options: TrainerOptions,
+    data: Data,
+    *,
+    model: nn.Module | None = None,
+) -> None:
+    """The best epoch's checkpoint: from the live model, or from the kept weights (resumed)."""
+    weights = model if model is not None else progress.best_weights
+    if path is None or weights is None:
+        return
+    save_checkpoint(
+        path,
+        model=weights,
+        options=options.model_dump(mode="json"),
+        metrics=progress.best,
+        classes=data.classes,
+        preprocessing=data.preprocessing(),
+        monitor=progress.monitor,
+        mode=progress.mode,
+    )

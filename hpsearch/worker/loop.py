@@ -332,9 +332,9 @@ class _Worker:
             return True
         if session.requeue_missing():
             return True  # a stopped worker's trial had no retry yet: run it here
-        if self.report.budget_reason is not None:
-            session.fail_waiting(self.report.budget_reason)  # nothing can start them any more
-        return False
+        # A retry queued meanwhile (by the worker that was stopped) still runs here; queued
+        # trials nothing can start any more are failed with why, not left WAITING.
+        return session.settle_waiting()
 
     def leave(self, session: StudySession, stopped: WorkerStopped | None) -> None:
         """Hand back the running trial if this worker was stopped; say what it did."""

@@ -100,10 +100,15 @@ class RetryPolicy:
             attrs[CRASHED_WORKERS_ATTR] = [*crashed_workers, worker]
             attrs[CRASH_STEPS_ATTR] = [*crash_steps, step]
         system_attrs = {k: v for k, v in trial.system_attrs.items() if k != RETRY_ATTR}
+        # The retry carries the steps recorded so far: written with the new trial's row, not
+        # reported, so the study shows one curve, the pruner judges one curve, and the epoch
+        # budget (claimed per reported step) counts each of them once. A resumed trial goes
+        # on after them; one that starts over reports them again, which records nothing.
         retry_trial = optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
+            intermediate_values=dict(trial.intermediate_values),
             user_attrs=attrs,
             system_attrs={
                 **system_attrs,

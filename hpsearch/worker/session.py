@@ -26,7 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.budget import Ledger, Limits, gpu_seconds, target_reached
+from hpsearch.budget import Ledger, Limits, counts_as_new_trial, gpu_seconds, target_reached
 from hpsearch.budget import trials_started as count_started
 from hpsearch.spec import Budget, LoadedSpec
 from hpsearch.storage import STORAGE_ERRORS, ResilientRDBStorage, StorageURL, open_storage
@@ -220,16 +220,23 @@ class StudySession:
             return False
         return self.policy.requeue_missing(self.study)
 
-    def fail_waiting(self, reason: str) -> int:
-        """Fail the queued trials that can no longer start (the budget is spent), with why."""
-        database = self.database
-        if database is None:
-            return 0
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        failed = sum(database.fail_waiting(trial_id(t), reason) for t in waiting)
+    def settle_waiting(self) -> bool:
+        """The budget is spent for new trials: fail each queued trial that can never start,
+        with why; True when one can still start (a retry takes no slot of `n_trials`, and
+        may have been queued since this worker last asked)."""
+        database, ledger = self.database, self.ledger
+        if database is None or ledger is None or (state := ledger.state()) is None:
+            return False
+        startable, failed, now = False, 0, time.time()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            reason = state.refuses(now, new_trial=counts_as_new_trial(trial.system_attrs))
+            if reason is None:
+                startable = True
+            elif database.fail_waiting(trial_id(trial), reason):
+                failed += 1
         if failed:
-            _log.warning("%d queued trial(s) failed: the budget is spent (%s)", failed, reason)
-        return failed
+            _log.warning("%d queued trial(s) failed: the budget is spent", failed)
+        return startable
 
     # --- handing a trial back -------------------------------------------------------------
 
