@@ -328,7 +328,9 @@ class _Worker:
             # A crashed trial may still need a retry. Looking again soon at first, since the
             # other trials often end within moments (the end of a study), then every `poll`
             # seconds: no worker exits long after the last.
-            _sleep(min(wait, self.poll), self.stop)
+            pause = min(wait, self.poll)
+            _log.debug("budget spent, another trial still running: looking again in %gs", pause)
+            _sleep(pause, self.stop)
             return True
         if session.requeue_missing():
             return True  # a stopped worker's trial had no retry yet: run it here
