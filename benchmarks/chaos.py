@@ -208,15 +208,27 @@ class Chaos(Invariants):
     # --- the run --------------------------------------------------------------------------
 
     def run(self) -> ChaosResult:
-        c = self.config
         started = time.monotonic()
         self.db.start()
-        for slot in range(c.workers):
+        for slot in range(self.config.workers):
             self.start_worker(slot)
         # The chaos starts with the first trial (the study exists and workers are in trials).
         while time.monotonic() < started + 60 and not self.db.query("SELECT 1 FROM trials"):
             time.sleep(0.1)
-        begin = time.monotonic()
+        self._chaos(time.monotonic())
+        # Calm: the database back, every slot filled, the study runs to its end.
+        self.maybe_restart_db(force=True)
+        self._drain()
+        self._kill_hung()
+        self.reap()
+        self.result.seconds = time.monotonic() - started
+        time.sleep(0.1)
+        self.check()
+        return self.result
+
+    def _chaos(self, begin: float) -> None:
+        """Strike until the chaos window ends, or the study does."""
+        c = self.config
         chaos_end = begin + c.chaos_s
         script = sorted((begin + t, action) for t, action in c.script)
         # Database kills spread over the chaos window, workers' events in between.
@@ -231,24 +243,40 @@ class Chaos(Invariants):
                     break
                 next_done_check = now + 1.0
             self.maybe_restart_db()
-            if c.script:
-                while script and now >= script[0][0]:
-                    self.act(script.pop(0)[1])
-            elif db_times and now >= db_times[0]:
-                db_times.pop(0)
-                self.act("db")
-            elif now >= next_event:
-                roll = self.rng.random()
-                self.act("sigkill" if roll < 0.45 else "sigterm" if roll < 0.7 else "refill")
-                next_event = now + self.rng.uniform(*c.event_gap)
+            next_event = self._strike(now, script, db_times, next_event)
             if now >= next_snapshot:
                 self.snapshot()
                 next_snapshot = now + 1.0
             self._check_terms()
             time.sleep(0.05)
-        # Calm: the database back, every slot filled, the study runs to its end.
-        self.maybe_restart_db(force=True)
-        drain_end = time.monotonic() + c.drain_s
+
+    def _strike(
+        self,
+        now: float,
+        script: list[tuple[float, str]],
+        db_times: list[float],
+        next_event: float,
+    ) -> float:
+        """Do what is due at `now`; returns when the next worker event is due.
+
+        With a script, only the script's actions; else a database kill, else a worker's event
+        (one per call). What was done is popped from `script` / `db_times`.
+        """
+        if self.config.script:
+            while script and now >= script[0][0]:
+                self.act(script.pop(0)[1])
+        elif db_times and now >= db_times[0]:
+            db_times.pop(0)
+            self.act("db")
+        elif now >= next_event:
+            roll = self.rng.random()
+            self.act("sigkill" if roll < 0.45 else "sigterm" if roll < 0.7 else "refill")
+            return now + self.rng.uniform(*self.config.event_gap)
+        return next_event
+
+    def _drain(self) -> None:
+        """Refill the slots until the study is done and every worker has exited."""
+        drain_end = time.monotonic() + self.config.drain_s
         while time.monotonic() < drain_end:
             self._check_terms()
             self.reap()
@@ -258,17 +286,15 @@ class Chaos(Invariants):
                 break
             self.snapshot()
             time.sleep(0.5)
-        for p in self.procs:  # bounded: whatever still runs is a violation, then killed
+
+    def _kill_hung(self) -> None:
+        """Bounded: whatever still runs after the drain is a violation, then killed."""
+        for p in self.procs:
             if p.popen.poll() is None:
                 self.result.violate("hung", f"worker {p.pid} still running after the drain")
                 p.killed_at = time.monotonic()
                 p.popen.kill()
                 p.popen.wait()
-        self.reap()
-        self.result.seconds = time.monotonic() - started
-        time.sleep(0.1)
-        self.check()
-        return self.result
 
     def act(self, action: str) -> None:
         if action == "sigkill":

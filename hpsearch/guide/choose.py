@@ -108,6 +108,50 @@ def plan_study(
     objective: dict[str, Why] = {"model": Why(chosen.model, chosen.why_model)}
     if chosen.model != "small_cnn":
         objective["pretrained"] = Why(chosen.pretrained, _pretrained_why(chosen))
+    space, enqueue = _search_or_fix(preset, trainings, batch, batch_default, epochs, objective)
+    objective["device"] = Why(machine.device_option, _device_why(machine))
+    if chosen.model == "small_cnn" and not machine.gpu:
+        objective["cpu_threads"] = Why(
+            1,
+            "one thread per trial: a small model gains nothing "
+            "from more, and threads waiting for a core cost a lot",
+        )
+    keys, budget_why = budget_section(budget)
+    if epoch_s is not None:
+        most = epochs[0]["high"] if isinstance(epochs[0], dict) else int(epochs[0])
+        notes.insert(0, _time_note(epoch_s, speed, budget, trainings, most))
+    if not machine.gpu and chosen.model != "small_cnn":
+        notes.insert(0, f"no GPU here: {chosen.model} will train on this machine's CPU")
+    return Plan(
+        name=name,
+        data=data,
+        machine=machine,
+        budget=budget,
+        metric=_metric(data),
+        preset=preset,
+        objective=objective,
+        dataset=_dataset(data, chosen, channels, data_path),
+        space=space,
+        enqueue=enqueue,
+        budget_keys=Why(keys, budget_why),
+        speed=speed,
+        epoch_s=epoch_s,
+        notes=notes,
+    )
+
+
+def _search_or_fix(
+    preset: Preset,
+    trainings: int,
+    batch: tuple[Any, str],
+    batch_default: int,
+    epochs: tuple[Any, str],
+    objective: dict[str, Why],
+) -> tuple[dict[str, Why], dict[str, Any]]:
+    """The search space and the first trial's values (the preset's); the rest in `objective`.
+
+    A knob is searched only with a budget of at least its `min_trainings` trainings.
+    """
     space: dict[str, Why] = {}
     enqueue: dict[str, Any] = {}
     for knob in preset.knobs:
@@ -129,41 +173,17 @@ def plan_study(
             enqueue[key] = batch_default if key == "batch_size" else _default_epochs(value, preset)
         else:
             objective[key] = Why(value, why)
-    objective["device"] = Why(machine.device_option, _device_why(machine))
-    if chosen.model == "small_cnn" and not machine.gpu:
-        objective["cpu_threads"] = Why(
-            1,
-            "one thread per trial: a small model gains nothing "
-            "from more, and threads waiting for a core cost a lot",
-        )
-    keys, budget_why = budget_section(budget)
-    if epoch_s is not None:
-        most = epochs[0]["high"] if isinstance(epochs[0], dict) else int(epochs[0])
-        notes.insert(0, _time_note(epoch_s, speed, budget, trainings, most))
-    if not machine.gpu and chosen.model != "small_cnn":
-        notes.insert(0, f"no GPU here: {chosen.model} will train on this machine's CPU")
+    return space, enqueue
+
+
+def _metric(data: DataFacts) -> Why:
+    """Balanced accuracy for imbalanced classes: plain accuracy rewards the largest class."""
     imbalanced = data.imbalance >= IMBALANCED
-    metric = Why(
+    return Why(
         "val_balanced_accuracy" if imbalanced else "val_accuracy",
         f"classes are imbalanced ({data.imbalance:.1f}x): the mean recall per class"
         if imbalanced
         else "the share of validation images classified correctly",
-    )
-    return Plan(
-        name=name,
-        data=data,
-        machine=machine,
-        budget=budget,
-        metric=metric,
-        preset=preset,
-        objective=objective,
-        dataset=_dataset(data, chosen, channels, data_path),
-        space=space,
-        enqueue=enqueue,
-        budget_keys=Why(keys, budget_why),
-        speed=speed,
-        epoch_s=epoch_s,
-        notes=notes,
     )
 
 

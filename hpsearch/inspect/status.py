@@ -287,6 +287,15 @@ def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> Non
         if p.last_complete is None or end > p.last_complete:
             p.last_complete = end
         p.finished_s += duration_s(trial) or 0.0
+    _add_outcome(p, view, trial)
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if isinstance(worker, str):
+        _add_to_worker(p.workers.setdefault(worker, Worker(worker)), trial, now)
+
+
+def _add_outcome(p: _Pass, view: StudyView, trial: FrozenTrial) -> None:
+    """What a trial adds to the savings, durations and best trial; or to those running."""
+    state = trial.state
     if state in (TrialState.COMPLETE, TrialState.PRUNED):
         pruned = state == TrialState.PRUNED  # only a pruned trial's `epochs` matters
         p.savings.add(trial, view.user_params(trial.params) if pruned else {})
@@ -300,17 +309,19 @@ def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> Non
             p.best = trial
     elif state == TrialState.RUNNING:
         p.running.append(trial)
-    worker = trial.user_attrs.get(WORKER_ATTR)
-    if isinstance(worker, str):
-        w = p.workers.setdefault(worker, Worker(worker))
-        if state == TrialState.RUNNING:
-            w.running.append(trial.number)
-            if start is not None:
-                ran = (now - start).total_seconds()
-                w.running_s = max(w.running_s or 0.0, ran)
-        elif state.is_finished():
-            w.finished += 1
-            if end is not None:
-                ago = (now - end).total_seconds()
-                if w.last_finished_s_ago is None or ago < w.last_finished_s_ago:
-                    w.last_finished_s_ago = ago
+
+
+def _add_to_worker(w: Worker, trial: FrozenTrial, now: dt.datetime) -> None:
+    """A trial of worker `w`: one it runs (and for how long), or one it finished (and when)."""
+    start, end = trial.datetime_start, trial.datetime_complete
+    if trial.state == TrialState.RUNNING:
+        w.running.append(trial.number)
+        if start is not None:
+            ran = (now - start).total_seconds()
+            w.running_s = max(w.running_s or 0.0, ran)
+    elif trial.state.is_finished():
+        w.finished += 1
+        if end is not None:
+            ago = (now - end).total_seconds()
+            if w.last_finished_s_ago is None or ago < w.last_finished_s_ago:
+                w.last_finished_s_ago = ago

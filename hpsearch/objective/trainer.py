@@ -139,18 +139,8 @@ def trainer_runner(
             options = trainer_options(loaded, objective, {**values, "seed": seed})
             rng = fitter.range_for(trial.study, options)
         attrs: dict[str, Any] = {SEED_ATTR: seed, EPOCHS_ATTR: options.epochs}
-        if rng is not None and "batch_size" in values:
-            micro, steps = fitter.plan(rng, options.batch_size)
-            if steps > 1:
-                options = options.model_copy(update={"micro_batch_size": micro})
-            attrs.update(
-                {
-                    MICRO_BATCH_SIZE_ATTR: micro,
-                    ACCUMULATION_STEPS_ATTR: steps,
-                    DEVICE_ATTR: rng.device,
-                }
-            )
-        attrs[BATCH_SIZE_ATTR] = options.batch_size
+        options, batch_attrs = _batch_plan(fitter, rng, options, sampled="batch_size" in values)
+        attrs.update(batch_attrs)
         record(trial, attrs)
         files = TrialFiles(trial, context.artifacts / RESUME_DIR, shared)
         try:
@@ -196,6 +186,34 @@ def trainer_runner(
         return metrics
 
     return Runner(run, limit)
+
+
+def _batch_plan(
+    fitter: _BatchSizeFitter,
+    rng: bs.BatchRange | None,
+    options: TrainerOptions,
+    *,
+    sampled: bool,
+) -> tuple[TrainerOptions, dict[str, Any]]:
+    """The options as trained, and the attributes that record the batch size.
+
+    A sampled batch size within a fitted range is planned on this device: split into
+    micro-batches with gradient accumulation when one step would not fit.
+    """
+    attrs: dict[str, Any] = {}
+    if rng is not None and sampled:
+        micro, steps = fitter.plan(rng, options.batch_size)
+        if steps > 1:
+            options = options.model_copy(update={"micro_batch_size": micro})
+        attrs.update(
+            {
+                MICRO_BATCH_SIZE_ATTR: micro,
+                ACCUMULATION_STEPS_ATTR: steps,
+                DEVICE_ATTR: rng.device,
+            }
+        )
+    attrs[BATCH_SIZE_ATTR] = options.batch_size
+    return options, attrs
 
 
 def _prune(

@@ -97,14 +97,7 @@ class AutoPruner(BasePruner):
         step = trial.last_step
         if step is None:
             return False
-        if self._sign is None:
-            # Directions never change: read once, not at every report.
-            directions = study.directions
-            if len(directions) > 1:
-                self._sign = math.nan  # Optuna prunes single-objective studies only
-            else:
-                self._sign = 1.0 if directions[0] == StudyDirection.MAXIMIZE else -1.0
-        sign = self._sign
+        sign = self._study_sign(study)
         if math.isnan(sign):
             return False
         current = best_so_far(trial, sign)
@@ -113,12 +106,33 @@ class AutoPruner(BasePruner):
         total = planned_steps(trial)
         if total is not None and step / total < _WARMUP:
             return False  # decided before any read, so early reports cost nothing
-        curves = self._curves
         if total is None and self._read_at[0] != trial.number:
             self._refresh(study, sign, (trial.number, -1))  # its length: finished trials'
-        progress = curves.progress(trial)
+        progress = self._curves.progress(trial)
         if progress is None or progress < _WARMUP or progress >= 1.0:
             return False
+        return self._behind(study, trial, sign, current, progress)
+
+    def _study_sign(self, study: optuna.Study) -> float:
+        """1 to maximize, -1 to minimize, NaN for several objectives (never pruned)."""
+        if self._sign is None:
+            # Directions never change: read once, not at every report.
+            directions = study.directions
+            if len(directions) > 1:
+                self._sign = math.nan  # Optuna prunes single-objective studies only
+            else:
+                self._sign = 1.0 if directions[0] == StudyDirection.MAXIMIZE else -1.0
+        return self._sign
+
+    def _behind(
+        self, study: optuna.Study, trial: FrozenTrial, sign: float, current: float, progress: float
+    ) -> bool:
+        """Whether the trial, past its warm-up, cannot catch up with the best finished trial.
+
+        The finished curves are read again once per rung the trial reaches; until enough trials
+        have finished, it is compared with its peers at that rung instead (`_trails_peers`).
+        """
+        curves = self._curves
         rung = int(progress / _RUNG)
         if (trial.number, rung) != self._read_at:
             self._refresh(study, sign, (trial.number, rung))
