@@ -16,6 +16,7 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from hpsearch.search import AutoPruner, AutoSampler
+from hpsearch.search.mirror import Mirror
 
 Curve = Callable[[int], float]
 
@@ -66,6 +67,15 @@ def test_a_hopeless_curve_is_stopped_but_never_before_the_warm_up() -> None:
     decisions = _decisions(study, lambda step: 0.1, 20)
     assert not any(decisions[s] for s in range(1, 4)), "pruned inside the 20% warm-up"
     assert decisions[4], "a flat 0.1 against finished trials at 0.8-0.95 must be stopped"
+
+
+def test_a_short_trial_is_never_stopped_before_its_third_report() -> None:
+    # A fifth of 4 epochs is passed at epoch 1; one or two reports say too little.
+    study = _study()
+    for top in (0.80, 0.85, 0.88, 0.90, 0.92, 0.95):
+        _finished(study, _rising(top, 0.3), 4)
+    decisions = _decisions(study, lambda step: 0.1, 4)
+    assert [decisions[s] for s in (1, 2, 3)] == [False, False, True]
 
 
 def test_one_worker_stops_nothing_before_three_trials_finished() -> None:
@@ -277,6 +287,36 @@ def test_pruned_trials_do_not_stall_the_model() -> None:
 
     study.optimize(objective, n_trials=30)
     assert study.best_value > 0.97
+
+
+def test_gp_never_proposes_a_configuration_already_run() -> None:
+    # Every configuration of this space has run: whatever GP proposes was tried, and the
+    # mirror says so ({}: the sampler draws the trial at random). With a float beside it,
+    # GP's proposal stands.
+    def mirror_after(distributions: dict[str, optuna.distributions.BaseDistribution]) -> Mirror:
+        mirror = Mirror(optuna.samplers.GPSampler(seed=0), [optuna.study.StudyDirection.MINIMIZE])
+        trials = []
+        for number, kind in enumerate(["a", "b", "a", "b", "a", "b"]):
+            params = {"kind": kind, "x": 0.1 * number}
+            trial = create_trial(
+                params={n: params[n] for n in distributions},
+                distributions=distributions,
+                value=float(number),
+            )
+            trial.number = number
+            trials.append(trial)
+        mirror.sync(trials, current=len(trials))
+        return mirror
+
+    kinds: dict[str, optuna.distributions.BaseDistribution] = {
+        "kind": optuna.distributions.CategoricalDistribution(["a", "b"])
+    }
+    assert mirror_after(kinds).sample(kinds) == {}
+    both: dict[str, optuna.distributions.BaseDistribution] = {
+        **kinds,
+        "x": FloatDistribution(0, 1),
+    }
+    assert set(mirror_after(both).sample(both)) == {"kind", "x"}
 
 
 @pytest.mark.parametrize("module", ["hpsearch.search"])

@@ -127,8 +127,20 @@ class Mirror:
         return len(self._done)
 
     def sample(self, space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        """GP's proposal over `space` (a proposal, not a trial: the mirror's trial is failed)."""
+        """GP's proposal over `space` (a proposal, not a trial: the mirror's trial is failed),
+        or {} when it is a configuration the study already ran.
+
+        GP's acquisition is maximised over a box, and on noisy real curves (pruned trials'
+        estimated values disagreeing with each other) its noise term keeps the expected
+        improvement at a corner positive: on a real CNN study it proposed the same corner
+        (lowest lr, smallest batch, lowest weight decay) five times, each pruned again
+        (benchmarks/cnn_study.py). A configuration already run teaches nothing new: the caller
+        draws that trial at random instead.
+        """
         asked = self.study.ask(fixed_distributions=space)
         params = dict(asked.params)
         self.study.tell(asked, state=TrialState.FAIL)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if all(trial.params.get(name) == value for name, value in params.items()):
+                return {}
         return params

@@ -16,7 +16,8 @@ same point, optimistically, would it beat the incumbent?" If not, it stops.
   (its final value minus its best so far at p) is measured for every finished trial; the
   trial is stopped when its best so far plus a high quantile of those gains is still below the
   best finished value. A slow starter whose peers gained a lot from this point is kept.
-- **Warm-up relative to the trial's length** (no decision before `_WARMUP` of its steps).
+- **Warm-up relative to the trial's length** (no decision before `_WARMUP` of its steps), and
+  never before its third report.
 - **Before `_MIN_FINISHED` trials finished** there are no finished curves to learn gains from;
   a fleet's first round would run unpruned (8 workers, 8 full trainings). Then the trial is
   compared, as each fifth of its epochs is crossed, with every other trial that reached the
@@ -58,6 +59,11 @@ _RUNG = 0.2
 # _EARLY_PEERS other trials reached it and it trails the _EARLY_QUANTILE of their values there.
 _EARLY_PEERS = 3
 _EARLY_QUANTILE = 0.5
+# No decision before a trial has reported this many times, whatever its length: on a short
+# trial (8 epochs) a fifth of the epochs is one or two reports, and a real CNN's first epochs
+# under a cosine schedule say little about its end (benchmarks/cnn_study.py). LCBench's
+# 52-epoch curves reach the warm-up share at epoch 11: this changes nothing there.
+_MIN_REPORTS = 3
 _PEERS = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -104,6 +110,8 @@ class AutoPruner(BasePruner):
         if current is None:
             return bool(trial.intermediate_values)  # only NaN so far: diverged
         total = planned_steps(trial)
+        if len(trial.intermediate_values) < _MIN_REPORTS:
+            return False
         if total is not None and step / total < _WARMUP:
             return False  # decided before any read, so early reports cost nothing
         if total is None and self._read_at[0] != trial.number:

@@ -108,7 +108,10 @@ class AutoSampler(BaseSampler):
             return sampler.sample_relative(study, trial, search_space)
         if not search_space or self._mirror is None:
             return {}
-        return self._mirror.sample(search_space)
+        params = self._mirror.sample(search_space)
+        if not params:  # GP proposed a configuration already run: this trial is random
+            self._chosen[trial.number] = self._random
+        return params
 
     def sample_independent(
         self,
