@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 import yaml
-from optuna.distributions import IntDistribution
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import FrozenTrial, TrialState
 
@@ -115,9 +114,8 @@ def _populate(kind: str, request: pytest.FixtureRequest, folder: Path) -> Popula
     storage = optuna.storages.RDBStorage(url)
     study = optuna.load_study(study_name=name, storage=storage)
     # The best trial, told by hand with the attributes the built-in trainer records.
-    study.enqueue_trial({"x": 2.0, "log2_batch_size": 5, "epochs": 6, "optimizer": "adam"})
-    # The value beside the exponent, as hpsearch's own trials store it.
-    best = study.ask({**study.trials[0].distributions, "batch_size": IntDistribution(32, 32)})
+    study.enqueue_trial({"x": 2.0, "batch_size": 32, "epochs": 6, "optimizer": "adam"})
+    best = study.ask(study.trials[0].distributions)
     assert best.number == BEST
     best.set_user_attr("checkpoint", f"/ckpt/trial-{BEST}/best.pt")
     best.set_user_attr("device", "cpu")
