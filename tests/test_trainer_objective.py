@@ -84,8 +84,10 @@ def test_trials_record_batch_size_device_seed_and_keep_best_checkpoints(
         assert t.user_attrs["epochs_run"] == 1
         assert t.user_attrs["accumulation_steps"] == 1
         # Every metric kept: final values the dashboard lists, curves `export` reads.
-        for metric in ("val_loss", "train_loss", "val_balanced_accuracy", "lr"):
+        for metric in ("val_loss", "train_loss", "val_balanced_accuracy", "scheduled_lr"):
             assert isinstance(t.user_attrs[metric], float)
+        # The schedule's learning rate is not stored under the parameter's name `lr`.
+        assert "lr" not in t.user_attrs
         assert t.user_attrs["train_images_per_s"] > 0
         assert t.user_attrs["hpsearch:curves"]["step"] == [1]
     out = tmp_path / "trials.csv"
