@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--powers", choices=("none", "value", "exponent"), default="none",
         help="LCBench's batch_size and max_units as power_of_two parameters, stored as values "
-        "(today's studies) or as log2 exponents (older studies); none: log-scale integers",
+        "sampled as exponents (today's studies) or as log2 exponents (older studies); none: "
+        "log-scale integers",
     )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ["HPSEARCH_SQ_POWERS"] = args.powers  # read by sq_problems/sq_methods workers

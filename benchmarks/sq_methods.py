@@ -22,15 +22,15 @@ import optuna
 import yaml
 from sq_problems import EPOCHS, LCBench, Tabular
 
-from hpsearch.spec import StudySpec, load_spec
-from hpsearch.study import suggest
+from hpsearch.spec import PowerOfTwoParam, StudySpec, load_spec
+from hpsearch.study import EXPONENT, VALUE, PowersOfTwo, suggest
 from hpsearch.study.algorithms import make_pruner, make_sampler
 
 
 # `--powers exponent`: power-of-two parameters stored as `log2_<name>` exponents, as studies
-# made before hpsearch stored the values (`--powers value`) were.
-def _exponents() -> bool:
-    return os.environ.get("HPSEARCH_SQ_POWERS") == "exponent"
+# made before hpsearch stored the values (`--powers value`, sampled as exponents) were.
+def _encoding() -> str:
+    return EXPONENT if os.environ.get("HPSEARCH_SQ_POWERS") == "exponent" else VALUE
 
 
 # method -> (sampler, pruner) as a study file writes them; None: the key is left out.
@@ -112,10 +112,13 @@ def build(
         )
         auto_pruner = pruner_spec is not None and pruner_spec["type"] == "auto"
         pruner = AutoPruner() if auto_pruner else optuna.pruners.NopPruner()
+        powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
+        if powers and _encoding() == VALUE:
+            sampler = PowersOfTwo(sampler, powers)  # as make_sampler does
         return spec, sampler, pruner
     with tempfile.TemporaryDirectory() as tmp:
         spec = _seeded(load_spec(study_file(method, space, direction, Path(tmp))).spec, seed)
-    return spec, make_sampler(spec), make_pruner(spec.pruner)
+    return spec, make_sampler(spec, encoding=_encoding()), make_pruner(spec.pruner)
 
 
 def build_worker(
@@ -127,7 +130,8 @@ def build_worker(
     with tempfile.TemporaryDirectory() as tmp:
         spec = _seeded(load_spec(study_file(method, space, "maximize", Path(tmp))).spec, seed)
     salt = None if worker == 0 else f"worker-{worker}"
-    return spec, make_sampler(spec, salt=salt), make_pruner(spec.pruner)
+    sampler = make_sampler(spec, salt=salt, encoding=_encoding())
+    return spec, sampler, make_pruner(spec.pruner)
 
 
 def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: int) -> Run:
@@ -141,7 +145,7 @@ def run_lcbench(bench: LCBench, task: str, method: str, seed: int, trainings: in
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal spent
-        values = suggest(trial, spec, exponents=_exponents())
+        values = suggest(trial, spec, encoding=_encoding())
         trial.set_user_attr("epochs", EPOCHS)  # what the trainer records before it trains
         curve = bench.curves(task, [values])[0]
         for epoch in range(1, EPOCHS + 1):
@@ -179,7 +183,7 @@ def run_tabular(table: Tabular, method: str, seed: int, trainings: int) -> Run:
     result = Run("tabular", table.dataset, method, seed)
 
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, spec, exponents=_exponents())
+        values = suggest(trial, spec, encoding=_encoding())
         observed = float(bench(table.params(values))["val_acc"])
         result.trials.append((1, table.true_value(values)))
         trial.set_user_attr("observed", observed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -61,18 +62,40 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    import optuna  # optuna's own per-trial lines duplicate ours; keep its warnings
+    import optuna
 
+    # Optuna's own lines come out as ours: one line in our format, parameters by the names the
+    # study file gives them, trials by number, and none that repeats our progress line.
     optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
-    for optuna_handler in logging.getLogger("optuna").handlers:
-        optuna_handler.filters[:] = [] if verbose else [_drop_traceback]
+    optuna.logging.disable_default_handler()
+    ours = logging.StreamHandler(sys.stderr)
+    ours.setFormatter(handler.formatter)
+    ours.addFilter(_optuna_line if not verbose else _readable_names)
+    optuna_root = logging.getLogger("optuna")
+    optuna_root.handlers[:] = [ours]
+    optuna_root.propagate = False
 
 
-def _drop_traceback(record: logging.LogRecord) -> bool:
-    # Optuna logs a failed trial's traceback; the reason is already one line in our progress
-    # line and in the trial's `fail_reason`. `-v` shows the traceback for debugging.
+# "Trial 3 failed with parameters: {...} because of ..." and "Trial 3 failed with value None.":
+# our progress line already says `trial 3 FAIL (ValueError: ...)` (`trial 3 queued again` for a
+# handed-back one), and `-v` shows them with the traceback.
+_REPEATS = re.compile(r"Trial \d+ failed (with parameters: |with value )")
+
+
+def _optuna_line(record: logging.LogRecord) -> bool:
+    if _REPEATS.match(record.getMessage()):
+        return False
+    # The reason is already one line in our progress line and in the trial's `fail_reason`.
     record.exc_info = None
     record.exc_text = None
+    return _readable_names(record)
+
+
+def _readable_names(record: logging.LogRecord) -> bool:
+    """`log2_batch_size` (the exponent a sampler searches) as `batch_size`, `Trial#3` as
+    `trial 3`."""
+    message = re.sub(r"\blog2_(\w+)", r"\1", record.getMessage())
+    record.msg, record.args = re.sub(r"\bTrial ?#(\d+)", r"trial \1", message), None
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -256,3 +257,47 @@ def test_a_worker_imports_only_the_command_it_runs() -> None:
         == "['hpsearch.commands.common', 'hpsearch.commands.progress', 'hpsearch.commands.run']"
     )
     assert out[1] == "[]"
+
+
+def test_a_failing_run_prints_our_lines_only_and_its_exit_reason(
+    write_study: Callable[..., Path], unique_name: str, tmp_path: Path
+) -> None:
+    """Optuna's `[W ...] Trial 0 failed with parameters: {...}` and `Trial 0 failed with value
+    None.` repeated each FAIL line, and the worker's exit line said `(stopped)` for
+    max_failures."""
+    path = write_study(f"""
+        name: {unique_name}
+        metric: loss
+        direction: minimize
+        budget: {{n_trials: 12, max_failures: 3}}
+        objective: {{function: objective.py:fails}}
+        search_space: {{batch_size: {{type: power_of_two, low: 8, high: 64}}}}
+    """)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    argv = [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert not [line for line in lines if line.startswith("[") or "Trial" in line], lines
+    fails = [line.split(" INFO ", 1)[1] for line in lines if " FAIL " in line]
+    assert [line.split(" | ")[0] for line in fails] == [
+        f"[{n + 1}/12] trial {n} FAIL (ValueError: boom)" for n in range(3)
+    ]
+    exit_line = next(line for line in lines if " done: " in line)
+    assert exit_line.endswith("done: 3 fail (budget.max_failures: 3 failed trials in a row)")
+
+
+def test_optuna_warnings_come_out_as_ours_with_readable_names(
+    quadratic_study: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sampler's warning names the exponent it searches (`log2_batch_size`) and `Trial#3`."""
+    assert main(["validate", str(quadratic_study())]) == 0  # configures the logging
+    capsys.readouterr()
+    logging.getLogger("optuna.samplers._tpe.sampler").warning(
+        "The parameter `log2_batch_size` in Trial#3 is sampled independently"
+    )
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].endswith(
+        " WARNING The parameter `batch_size` in trial 3 is sampled independently"
+    )

@@ -340,3 +340,32 @@ def test_the_dashboard_stops_on_sigterm_as_pid_1(served_study: Served) -> None:
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+def test_the_dashboard_api_shows_the_batch_size_as_a_power_of_two(served_study: Served) -> None:
+    """optuna-dashboard reads the trials as Optuna stores them: `batch_size` with its value,
+    on a log scale, and no `log2_batch_size` exponent anywhere in what it serves."""
+    loaded = load_spec(served_study.path)
+    view = open_view(loaded, resolve(loaded, flag=served_study.url))
+    server = DashboardServer(make_app(view.storage, read_only=True), host="127.0.0.1", port=0)
+    server.start()
+    try:
+        code, body = _request(server.url(f"/api/studies/{view.study_id}"), "GET")
+    finally:
+        server.shutdown()
+        view.close()
+    assert code == 200, body
+    assert "log2" not in body
+    served = json.loads(body)
+    (space,) = [s for s in served["union_search_space"] if s["name"] == "batch_size"]
+    assert space["distribution"] == {
+        "type": "IntDistribution", "low": 8, "high": 64, "step": 1, "log": True,
+    }  # fmt: skip
+    shown = {
+        int(p["param_external_value"])
+        for t in served["trials"]
+        for p in t["params"]
+        if p["name"] == "batch_size"
+    }
+    assert shown
+    assert shown <= {8, 16, 32, 64}

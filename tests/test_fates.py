@@ -69,3 +69,25 @@ def test_a_beating_trial_costs_no_look(
     trial = session.study.ask()
     assert session.database is not None
     assert not session.database.keep_alive(trial_id(trial))
+
+
+def test_the_revival_is_logged_with_the_trials_number_not_its_database_id(
+    storage_url: str, quadratic_study: Callable[..., Path], unique_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    other = optuna.create_study(storage=storage_url)
+    for _ in range(3):  # the database's trial ids run ahead of this study's numbers
+        other.ask()
+    path = quadratic_study(extra="workers: {heartbeat_interval: 60}")
+    session = StudySession.open(load_spec(path), StorageURL(storage_url, "test"), worker="w#0")
+    study = session.study
+    trial = study.ask()
+    assert trial_id(trial) != trial.number
+    _judged_stale_by_another_worker(storage_url, unique_name, trial)
+    session.database._beat_ok = -float("inf")  # type: ignore[union-attr]  # noqa: SLF001
+    with caplog.at_level("WARNING"):
+        trial.report(1.0, 1)  # revives it
+    revived = [r.getMessage() for r in caplog.records if "failed as stale" in r.getMessage()]
+    assert revived == [
+        f"trial {trial.number} was failed as stale but its worker is alive: it goes on"
+    ]

@@ -185,3 +185,21 @@ def test_a_gpu_model_on_device_auto_without_a_gpu_is_said_plainly_with_the_study
     assert "objective.device: no GPU here, so resnet18 will train on this machine's CPU" in out
     assert "; the study: 2 trainings of up to 1 epochs, " in out
     assert " on this machine (pruning shortens it)" in out
+
+
+def test_validate_states_the_time_init_measured_not_a_second_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`init` said "about 6 min" (its timing probe); `validate` then said "at most 5.2 h" (the
+    FLOP bound) for the same study on the same machine: one fact, one figure."""
+    out_file = tmp_path / "init.yaml"
+    argv = ["init", str(tmp_path / "data"), "--model", "small_cnn", "-o", str(out_file)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    note = next(line for line in said.splitlines() if "per epoch (timing probe" in line)
+    figure = note.split("note:", 1)[1].strip()  # "about 0.1 s per epoch (...); the study: ..."
+    assert main(["validate", str(out_file)]) == 0
+    time_line = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("  time:")
+    )
+    assert time_line.split("time:", 1)[1].strip() == figure

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 import yaml
-from optuna.distributions import IntDistribution
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import FrozenTrial, TrialState
 
@@ -98,6 +97,10 @@ class Populated:
         return [command, str(self.path), "--storage", self.url, "-q", *extra]
 
 
+def _checkpoint(populated: Populated) -> Path:
+    return populated.path.parent / "ckpt" / f"trial-{BEST}" / "best.pt"
+
+
 def _url(kind: str, request: pytest.FixtureRequest, folder: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{folder / 'hpsearch.db'}"
@@ -115,11 +118,13 @@ def _populate(kind: str, request: pytest.FixtureRequest, folder: Path) -> Popula
     storage = optuna.storages.RDBStorage(url)
     study = optuna.load_study(study_name=name, storage=storage)
     # The best trial, told by hand with the attributes the built-in trainer records.
-    study.enqueue_trial({"x": 2.0, "log2_batch_size": 5, "epochs": 6, "optimizer": "adam"})
-    # The value beside the exponent, as hpsearch's own trials store it.
-    best = study.ask({**study.trials[0].distributions, "batch_size": IntDistribution(32, 32)})
+    study.enqueue_trial({"x": 2.0, "batch_size": 32, "epochs": 6, "optimizer": "adam"})
+    best = study.ask(study.trials[0].distributions)
     assert best.number == BEST
-    best.set_user_attr("checkpoint", f"/ckpt/trial-{BEST}/best.pt")
+    checkpoint = folder / "ckpt" / f"trial-{BEST}" / "best.pt"  # a real file: export lists it
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_text("weights")
+    best.set_user_attr("checkpoint", str(checkpoint))
     best.set_user_attr("device", "cpu")
     best.set_user_attr("epochs_run", 6)
     for epoch in range(1, 7):
@@ -193,7 +198,7 @@ def test_status_json_has_the_studys_numbers(
         "number": BEST,
         "values": [0.0],
         "params": BEST_PARAMS,
-        "checkpoint": f"/ckpt/trial-{BEST}/best.pt",
+        "checkpoint": str(_checkpoint(populated)),
     }
     budget = data["budget"]
     assert (budget["source"], budget["trials_claimed"], budget["trial_limit"]) == (
@@ -328,7 +333,7 @@ def test_best_prints_yaml_that_enqueue_accepts(
         assert f"# trial {trial.number} " in out
     assert f"# trial {BEST} in " in out
     assert ": loss = 0\n" in out
-    assert f"# checkpoint: /ckpt/trial-{BEST}/best.pt" in out
+    assert f"# checkpoint: {_checkpoint(populated)}" in out
     assert "# attrs: device=cpu, epochs_run=6" in out
     assert "# checkpoint: none recorded" in out  # the runners-up have none
 

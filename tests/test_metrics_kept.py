@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from hpsearch.cli import main
@@ -98,3 +99,74 @@ def test_a_pruned_trial_keeps_what_it_reported_and_long_curves_fit_one_field() -
     assert curves["step"][-1] == 2000
     assert len(curves["step"]) == len(curves["val_loss"]) > 500
     assert set(curves) == {"step", "val_loss"}
+
+
+NAMESAKE = """
+def train(params, report):
+    # A metric named like a parameter: the schedule's learning rate beside the searched `lr`.
+    for step in (1, 2):
+        report({"loss": params["lr"] / step, "lr": params["lr"] / 4 / step}, step)
+    return {"loss": params["lr"] / 2, "lr": params["lr"] / 8, "acc": 0.5}
+"""
+
+
+def test_best_shows_no_attribute_under_a_parameters_name(
+    write_study: Callable[..., Path],
+    tmp_path: Path,
+    unique_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`best` printed `# attrs: lr=0.0015` above `lr: 0.003`: two figures for one name."""
+    (tmp_path / "fn.py").write_text(NAMESAKE)
+    path = write_study(f"""
+        name: {unique_name}
+        metric: loss
+        direction: minimize
+        pruner: {{type: none}}
+        objective: {{function: fn.py:train}}
+        search_space: {{lr: {{type: float, low: 0.001, high: 0.01}}}}
+        budget: {{n_trials: 1}}
+    """)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["best", str(path), "--storage", url, "-q"]) == 0
+    out = capsys.readouterr().out
+    attrs = next(line for line in out.splitlines() if line.startswith("# attrs:"))
+    assert attrs == "# attrs: acc=0.5"
+    assert out.count("lr") == 1  # the parameter only
+
+
+SAVES = """
+def train(params, report):
+    path = report.directory / "model.pt"
+    path.write_text("weights")
+    report.keep_checkpoint(path)
+    return {"loss": params["x"]}
+"""
+
+
+def test_export_lists_no_checkpoint_whose_file_was_deleted(
+    write_study: Callable[..., Path], tmp_path: Path, unique_name: str
+) -> None:
+    """`export` listed checkpoints a user had deleted: a listed path must open."""
+    (tmp_path / "fn.py").write_text(SAVES)
+    path = write_study(f"""
+        name: {unique_name}
+        metric: loss
+        direction: minimize
+        pruner: {{type: none}}
+        objective: {{function: fn.py:train}}
+        search_space: {{x: {{type: float, low: 0.0, high: 4.0}}}}
+        budget: {{n_trials: 2}}
+    """)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    argv = ["--storage", url, "-q"]
+    assert main(["run", str(path), *argv, "--artifacts", str(tmp_path / "a")]) == 0
+    trials = optuna.load_study(study_name=unique_name, storage=url).trials
+    Path(trials[0].user_attrs["checkpoint"]).unlink()
+    out = tmp_path / "trials.jsonl"
+    assert main(["export", str(path), *argv, "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    listed = {row["number"]: row.get("user_attrs_checkpoint") for row in rows}
+    assert listed == {0: None, 1: trials[1].user_attrs["checkpoint"]}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,3 +73,43 @@ def test_a_killed_worker_and_a_stopped_study_show_no_live_worker_and_no_eta(
     assert ": enough for today" in table
     assert "stopped: no ETA" in table
     assert "0 live" in table
+
+
+def test_a_sigkilled_worker_is_gone_at_once_and_a_stopped_study_has_no_eta(
+    quadratic_study: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real worker process, SIGKILLed mid-trial: its heartbeat is still fresh (the grace
+    period is long), but on its own machine status sees that its process is gone."""
+    path = quadratic_study(n_trials=50, sleep=600, extra="workers: {grace_period: 3600}")
+    name = load_spec(path).spec.name
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", url, "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300  # a hang guard, not a speed limit
+        while not _running(url, name):
+            assert worker.poll() is None, "the worker exited before its first trial ran"
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=60)
+    stop = ["stop", str(path), "--storage", url, "--reason", "killed one", "--wait", "0"]
+    assert main(stop) == 0
+    capsys.readouterr()
+    assert main(["status", str(path), "--storage", url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["eta_s"], data["live_workers"]) == (None, [])
+    assert "is gone (killed)" in data["stuck"][0]["reason"]
+    assert main(["status", str(path), "--storage", url]) == 0
+    assert "0 live" in capsys.readouterr().out
+
+
+def _running(url: str, name: str) -> bool:
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except KeyError:  # not created yet
+        return False
+    return any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)

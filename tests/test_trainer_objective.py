@@ -78,14 +78,16 @@ def test_trials_record_batch_size_device_seed_and_keep_best_checkpoints(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     for t in trials:
         assert t.user_attrs["batch_size"] == t.params["batch_size"] <= 64
-        assert t.params["batch_size"] == 2 ** t.params["log2_batch_size"]
+        assert set(t.params) == {"batch_size", "lr"}  # no exponent beside it
         assert t.user_attrs["device"].startswith("cpu")
         assert t.user_attrs["seed"] == t.number
         assert t.user_attrs["epochs_run"] == 1
         assert t.user_attrs["accumulation_steps"] == 1
         # Every metric kept: final values the dashboard lists, curves `export` reads.
-        for metric in ("val_loss", "train_loss", "val_balanced_accuracy", "lr"):
+        for metric in ("val_loss", "train_loss", "val_balanced_accuracy", "scheduled_lr"):
             assert isinstance(t.user_attrs[metric], float)
+        # The schedule's learning rate is not stored under the parameter's name `lr`.
+        assert "lr" not in t.user_attrs
         assert t.user_attrs["train_images_per_s"] > 0
         assert t.user_attrs["hpsearch:curves"]["step"] == [1]
     out = tmp_path / "trials.csv"
@@ -156,9 +158,9 @@ def test_a_smaller_device_in_the_fleet_bounds_fleet_min_only(
     )
     assert main(["run", str(path), "--storage", url, "--n-trials", "12", "-q"]) == 0
     later = optuna.load_study(study_name=unique_name, storage=url).trials[1:]
-    distribution = later[-1].distributions["log2_batch_size"]
+    distribution = later[-1].distributions["batch_size"]
     assert isinstance(distribution, optuna.distributions.IntDistribution)
-    assert 2**distribution.high == expected_high
+    assert distribution.high == expected_high
     assert all(t.params["batch_size"] <= expected_high for t in later)
 
 

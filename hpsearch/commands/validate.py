@@ -8,7 +8,7 @@ import logging
 from hpsearch import objective
 from hpsearch.commands.common import Preflight, add_study_arguments, load, preflight
 from hpsearch.spec import GridSampler
-from hpsearch.study import check_requirements, optuna_name
+from hpsearch.study import check_requirements
 
 NAME = "validate"
 _log = logging.getLogger("hpsearch")
@@ -49,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
         shown.pop("type")
         fields = " ".join(f"{k}={v}" for k, v in shown.items())
         when = f"  when {param.when}" if param.when else ""
-        alias = optuna_name(name, param)
-        alias_note = f" (optuna: {alias})" if alias != name else ""
-        print(f"    {name}: {param.type} {fields}{when}{alias_note}")
+        print(f"    {name}: {param.type} {fields}{when}")
     if spec.enqueue:
         print(f"  enqueued:   {len(spec.enqueue)} trial(s)")
     if budget.is_unlimited and not isinstance(spec.sampler, GridSampler):

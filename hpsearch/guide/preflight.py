@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.guide.inspect_data import median_short_side
-from hpsearch.guide.timing import Speed, device_of, fmt_seconds, measure, upper_bound
+from hpsearch.guide.timing import Speed, cached, device_of, fmt_seconds, measure, upper_bound
 from hpsearch.guide.weights import weights_status
 from hpsearch.spec import (
     CategoricalParam,
@@ -187,16 +187,18 @@ def _time(
         return seconds if speed.measured else seconds + steps * _overhead(speed)
 
     bound = upper_bound(options, summary.image_size)
-    if not _could_matter(epoch(bound) * fewest, epoch(bound), allowed_s):
+    size, channels, classes = summary.image_size, options.in_channels, len(summary.classes)
+    # A figure measured here before (by `init`'s probe) is the one to state: `init` said "about
+    # 6 min", and `validate` must not then say "at most 5.2 h" for the same study.
+    known = cached(
+        options, image_size=size, channels=channels, num_classes=classes, cache_dir=cache_dir
+    )
+    if known is None and not _could_matter(epoch(bound) * fewest, epoch(bound), allowed_s):
         bounded = f"at most {fmt_seconds(epoch(bound))} per epoch ({bound.how()})"
         total = _study_total(spec, epoch(bound), most, allowed_s, workers, "at most")
         return [], f"{bounded}; no timing probe needed{total}"
-    speed = measure(
-        options,
-        image_size=summary.image_size,
-        channels=options.in_channels,
-        num_classes=len(summary.classes),
-        cache_dir=cache_dir,
+    speed = known or measure(
+        options, image_size=size, channels=channels, num_classes=classes, cache_dir=cache_dir
     )
     if speed is None:  # the probe itself ran out of time: very slow, but how slow is unknown
         speed = bound

@@ -80,6 +80,31 @@ def probe_batch_size(options: TrainerOptions, image_size: int, device: str) -> i
     return max(2, min(options.batch_size, 1 << (fits.bit_length() - 1)))
 
 
+def cached(
+    options: TrainerOptions,
+    *,
+    image_size: int,
+    channels: int,
+    num_classes: int,
+    cache_dir: Path | None = None,
+) -> Speed | None:
+    """What an earlier probe on this machine measured for these options (`hpsearch init`'s, an
+    earlier `validate`'s), without probing; None when nothing was measured.
+
+    On a CPU the probe's batch is only a sample size (time grows linearly with the batch), so a
+    probe at any batch size answers; on a GPU only the trial's own batch does.
+    """
+    device = device_of(options)
+    batch = probe_batch_size(options, image_size, device)
+    known = _read((cache_dir or default_cache_dir()) / "timing.json")
+    batches = [batch] + ([1 << k for k in range(1, 13)] if device == "cpu" else [])
+    for size in batches:
+        found = known.get(_key(options, device, size, image_size, channels, num_classes))
+        if found is not None:
+            return Speed(**found)
+    return None
+
+
 def measure(
     options: TrainerOptions,
     *,

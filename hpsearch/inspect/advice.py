@@ -30,7 +30,7 @@ from hpsearch.spec import (
     PowerOfTwoParam,
 )
 from hpsearch.storage.attrs import FAIL_REASON_ATTR
-from hpsearch.study import EXPONENT_PREFIX, optuna_name
+from hpsearch.study import EXPONENT_PREFIX
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
 _SHARES = ("val_accuracy", "val_balanced_accuracy")  # metrics that cannot exceed 1
@@ -272,9 +272,10 @@ def _position(trial: FrozenTrial, name: str, param: Param) -> float | None:
     """Where the trial's value lies in the range it was drawn from: 0 (low) to 1 (high).
 
     The trial's own distribution, not the file: it holds the fitted `high: auto` limit and
-    the log scale, and a power of two as its exponent.
+    the log scale (a power of two: its value, or in an older study its exponent).
     """
-    key = optuna_name(name, param)
+    dist = trial.distributions.get(name)
+    key = name if dist is not None and not dist.single() else EXPONENT_PREFIX + name
     dist = trial.distributions.get(key)
     if not isinstance(dist, FloatDistribution | IntDistribution) or key not in trial.params:
         return None

@@ -111,9 +111,15 @@ def render(
 
 
 def _shown_attrs(trial: FrozenTrial, view: StudyView) -> str:
+    """The trial's other attributes, none under a parameter's name: the parameter below is that
+    name's one figure (a metric `lr`, the schedule's last learning rate, read as a second value
+    of the parameter `lr`; an attribute `epochs=6` only repeated it)."""
     shown = []
+    params = view.user_params(trial.params)
     for key, value in trial.user_attrs.items():
         if key in PROVENANCE_ATTRS or key == CHECKPOINT_ATTR or is_curve_attr(key, view.metrics):
+            continue
+        if key in params:
             continue
         if isinstance(value, bool | int | float | str) and len(str(value)) <= 80:
             shown.append(f"{key}={fmt_value(value)}")

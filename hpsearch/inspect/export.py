@@ -96,7 +96,7 @@ def trial_row(view: StudyView, trial: FrozenTrial, kept: set[int] | None = None)
     row["retry_of"] = trial.system_attrs.get(FAILED_TRIAL_ATTR)
     row.update(_curve_columns(view, trial, steps))
     for key in _attr_order(trial.user_attrs):
-        if key == CHECKPOINT_ATTR and kept is not None and trial.number not in kept:
+        if key == CHECKPOINT_ATTR and not _listed(trial, kept):
             continue
         if not is_curve_attr(key, view.metrics) and key != CURVES_ATTR:
             value = trial.user_attrs[key]
@@ -160,6 +160,15 @@ def scan(view: StudyView) -> Columns:
     first = [f"user_attrs_{k}" for k in FIRST_ATTRS if f"user_attrs_{k}" in kinds]
     names = head + params + tail + first + sorted(a for a in attrs if a not in first)
     return Columns(names=names, kinds=kinds, last_trial_id=last, kept=_kept(view, ranked))
+
+
+def _listed(trial: FrozenTrial, kept: set[int] | None) -> bool:
+    """Whether to list the trial's checkpoint: kept by the trainer and, where it is a local
+    file, still there (a user may delete the folder; a listed path must open)."""
+    if kept is not None and trial.number not in kept:
+        return False
+    where = str(trial.user_attrs.get(CHECKPOINT_ATTR, ""))
+    return "://" in where or Path(where).exists()
 
 
 def _kept(view: StudyView, ranked: list[tuple[float, int]]) -> set[int] | None:

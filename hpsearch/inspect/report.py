@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.inspect import advice, advice_text, best, status, table
 from hpsearch.inspect.source import StudyView, curve
-from hpsearch.study import EXPONENT_PREFIX
+from hpsearch.study import EXPONENT, EXPONENT_PREFIX, VALUE
 from hpsearch.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -288,16 +288,16 @@ nav a { margin-right: 1rem; }
 
 
 def _old_powers(view: StudyView) -> str:
-    if not view.power_of_two:
-        return ""
-    if view.exponents:
+    if not view.power_of_two or view.power_encoding == VALUE:
+        return ""  # stored as values: every plot shows `batch_size: 32`
+    if view.power_encoding == EXPONENT:
         return (
             "\nThis study was made before hpsearch stored powers of two as values: they appear "
             "in the plots as their exponent (<code>log2_&lt;name&gt;</code>)."
         )
     return (
-        "\nA power-of-two parameter appears twice in the plots: as its value "
-        "(<code>batch_size</code>) and as the exponent the sampler searches "
+        "\nThis study was made when hpsearch stored powers of two twice: in the parallel "
+        "coordinates they appear as their value (<code>batch_size</code>) and as their exponent "
         "(<code>log2_batch_size</code>)."
     )
 

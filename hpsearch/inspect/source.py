@@ -31,7 +31,7 @@ from hpsearch.storage.attrs import (
     WORKER_ATTR,
 )
 from hpsearch.storage.optuna_compat import build_frozen_trial, models, trial_id
-from hpsearch.study import EXPONENT_PREFIX, stored_as_exponents
+from hpsearch.study import EXPONENT_PREFIX, encoding_of
 
 # Trials read per database round trip: bounds memory for studies of tens of thousands of trials.
 PAGE_SIZE = 500
@@ -61,7 +61,7 @@ class StudyView:
 
     @functools.cached_property
     def power_of_two(self) -> frozenset[str]:
-        """Parameters stored as `log2_<name>` exponents: from the file and the stored space."""
+        """The power-of-two parameters: from the file and the stored space."""
         names = {
             n for n, p in self.loaded.spec.search_space.items() if isinstance(p, PowerOfTwoParam)
         }
@@ -73,9 +73,9 @@ class StudyView:
         return frozenset(names)
 
     @functools.cached_property
-    def exponents(self) -> bool:
-        """Whether this study stores its powers of two as `log2_<name>` (an older study)."""
-        return stored_as_exponents(self.study_attrs)
+    def power_encoding(self) -> str:
+        """How this study stores its powers of two (`study.powers`: older studies' exponents)."""
+        return encoding_of(self.study_attrs)
 
     def user_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Optuna parameters -> the values the objective saw (`log2_batch_size: 5` -> 32).

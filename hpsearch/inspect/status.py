@@ -8,6 +8,8 @@ is drawn by `hpsearch.inspect.table`.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import statistics
 import time
 from collections import Counter
@@ -199,6 +201,10 @@ def _stuck(
             reason = f"no heartbeat for {fmt_duration(age)} (grace period {fmt_duration(grace)})"
             stuck.append(Stuck(trial.number, worker, reason, age, ran))
             continue  # a stale heartbeat means its worker is gone
+        if (pid := dead_here(worker)) is not None:  # killed, before its heartbeat goes stale
+            reason = f"its worker's process {pid} on this machine is gone (killed)"
+            stuck.append(Stuck(trial.number, worker, reason, age or 0.0, ran))
+            continue
         if (
             ran is not None
             and median is not None
@@ -325,3 +331,25 @@ def _add_to_worker(w: Worker, trial: FrozenTrial, now: dt.datetime) -> None:
             ago = (now - end).total_seconds()
             if w.last_finished_s_ago is None or ago < w.last_finished_s_ago:
                 w.last_finished_s_ago = ago
+
+
+def dead_here(worker: object) -> int | None:
+    """The pid of a worker (`host:pid#id`) on this machine whose process no longer exists.
+
+    A SIGKILLed worker's heartbeat stays fresh for the grace period; on its own machine the
+    process table says at once that it is gone. A live process, a pid taken by another process
+    since, another machine or a process this user may not signal: None (not known to be gone).
+    """
+    if not isinstance(worker, str):
+        return None
+    host, _, rest = worker.rpartition(":")
+    pid = rest.split("#", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)  # signal 0: is there such a process (nothing is sent)
+    except ProcessLookupError:
+        return int(pid)
+    except OSError:
+        return None
+    return None

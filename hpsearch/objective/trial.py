@@ -45,7 +45,7 @@ from hpsearch.spec import (
 )
 from hpsearch.storage.artifacts import open_store
 from hpsearch.storage.attrs import FAIL_REASON_ATTR
-from hpsearch.study import MetricLog, suggest, uses_exponents
+from hpsearch.study import EXPONENT, VALUE, MetricLog, study_encoding, suggest
 from hpsearch.tracking import Trackers, TrialInfo, TrialState, open_trackers
 
 _log = logging.getLogger(__name__)
@@ -81,25 +81,25 @@ def build(
     )
     powers = [n for n, p in spec.search_space.items() if isinstance(p, PowerOfTwoParam)]
     trackers = open_trackers(spec.tracking, loaded.directory)
-    encoding: dict[str, bool] = {}  # the study's, read once
+    encoding: dict[str, str] = {}  # how the study stores powers of two, read once
 
     def objective(trial: optuna.Trial) -> TrialValue:
         recorded = False
         tracked = _Tracked(trackers, trial)
         metrics = MetricLog(spec.metrics)
         try:
-            if "exponents" not in encoding:
-                encoding["exponents"] = bool(powers) and uses_exponents(trial.study)
-            exponents = encoding["exponents"]
+            if "powers" not in encoding:
+                encoding["powers"] = study_encoding(trial.study) if powers else VALUE
             values = suggest(
                 trial,
                 spec,
                 limit=lambda name, chosen: runner.limit(trial, name, chosen),
-                exponents=exponents,
+                encoding=encoding["powers"],
             )
             # An older study keeps powers of two as exponents only (`log2_batch_size: 5`); the
             # dashboard and exports also get the value a person means (`batch_size: 32`).
-            shown = {n: values[n] for n in powers if n in values} if exponents else {}
+            old = encoding["powers"] == EXPONENT
+            shown = {n: values[n] for n in powers if n in values} if old else {}
             record(trial, {**context.attrs, **shown})
             recorded = True
             info = tracked.start(values, context.attrs)

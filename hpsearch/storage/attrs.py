@@ -101,8 +101,9 @@ STOP_ATTR = "hpsearch:stopped"
 # `hpsearch:batch_size:<key>`: the study-wide batch-size limit of one model, input and device,
 # shared by every worker. Written and read by `objective.trainer` (`StudyLimits`).
 BATCH_SIZE_LIMIT_PREFIX = "hpsearch:batch_size:"
-# How the study stores its power-of-two parameters: "value" (the exponent `log2_<name>` the
-# sampler searches, and the value beside it under the parameter's name). Absent on a study an
-# older hpsearch made: the exponent only. Written by `study.create`; read by `objective.trial`
-# and `inspect.source` (`study.powers`).
+# How the study stores its power-of-two parameters (`study.powers`): "value-only" (the value
+# under the parameter's own name, which the sampler searches as its exponent); "value" (the
+# exponent `log2_<name>` sampled, the value beside it: studies of December 2026); absent on a
+# study an older hpsearch made: the exponent only. Written by `study.create`; read by
+# `study.create` (a joiner), `objective.trial` and `inspect.source`.
 POWER_OF_TWO_ATTR = "hpsearch:power_of_two"

@@ -44,6 +44,7 @@ class TrialFates(RDBStorage):
     """Optuna's `RDBStorage` with hpsearch's transactions for trials their workers lost."""
 
     taken: int | None  # the trial this process last started (`ResilientRDBStorage._stamp`)
+    taken_number: int | None  # its number, for log lines
     _outage: float  # when this process last reconnected
     _beat_ok: float  # when the last heartbeat of `taken` known to be written was sent
     max_wait: float | None
@@ -203,7 +204,10 @@ class TrialFates(RDBStorage):
 
         revived = self._retry(revive, "revive trial")
         if revived:
-            _log.warning("trial %d was failed as stale but its worker is alive: it goes on", trial_id)
+            _log.warning(
+                "trial %s was failed as stale but its worker is alive: it goes on",
+                self.taken_number,
+            )
         return revived
 
     def _cancel_retry(self, session: Any, trial: Any) -> None:

@@ -21,6 +21,9 @@ why the public API does not do, so an upgrade can replace it when Optuna offers 
   (the public `get_all_trials` has no LIMIT).
 - `make_grpc_server`: the gRPC proxy server with a handle to stop it gracefully
   (`run_grpc_proxy_server` blocks with no handle).
+- `TranslatedStudy`: a study whose trials read translated, for a sampler that must see them
+  otherwise than they are stored (`study.powers.PowersOfTwo`). Optuna's samplers read trials
+  through the private `Study._get_trials` (its cached read), so the view overrides it too.
 - `FrozenStudy`: the type `BaseStorage.get_all_studies` returns (not exported by optuna.study).
 """
 
@@ -64,6 +67,7 @@ __all__ = [
     "study_id",
     "study_storage",
     "told_trial",
+    "TranslatedStudy",
     "trial_id",
     "trial_intermediate_values",
     "trial_system_attrs",
@@ -104,6 +108,37 @@ def told_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
     storage = study._storage
     storage.get_all_trials(study._study_id, deepcopy=False, states=())
     return copy.deepcopy(storage.get_trial(trial_id))
+
+
+class TranslatedStudy:
+    """`study` with every trial it reads passed through `translate`; all else is the study's.
+
+    Optuna's samplers read a study's trials through `get_trials`, `trials` and the private
+    `_get_trials` (the cached read), and write through its storage and ids, which stay the
+    study's own: a sampler's system attributes land on the real trials.
+    """
+
+    def __init__(self, study: optuna.Study, translate: Callable[[FrozenTrial], FrozenTrial]):
+        self._study = study
+        self._translate = translate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Any = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states, use_cache=False)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Any = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [self._translate(t) for t in trials]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:

@@ -89,6 +89,7 @@ class ResilientRDBStorage(TrialFates):
         self._stale: set[int] = set()  # found stale for Optuna's `fail_stale_trials`
         self._stale_asked = -float("inf")
         self.taken: int | None = None  # the trial this process last started, for a signal
+        self.taken_number: int | None = None  # its number
         # When this process wrote the first heartbeat of `taken`, with the trial's start.
         self._first_beat = -float("inf")
         self._beat_ok = -float("inf")
@@ -133,6 +134,9 @@ class ResilientRDBStorage(TrialFates):
         if self._trial_attrs:
             upsert_user_attrs(session, self.engine.dialect.name, trial_id, self._trial_attrs)
         self.taken = trial_id
+        # Its number, for log lines (people know trials by number, not by database id); the
+        # row is in this session already, so no query.
+        self.taken_number = int(models.TrialModel.find_or_raise_by_id(trial_id, session).number)
         self._first_beat = self._beat_ok = time.monotonic()
 
     def _create_new_trial(
@@ -311,7 +315,8 @@ class ResilientRDBStorage(TrialFates):
         except (StorageInternalError, sa_exc.SQLAlchemyError) as e:
             # A missed beat is harmless while shorter than the grace period; a dead heartbeat
             # thread would get this live trial failed and run twice.
-            _log.warning("heartbeat of trial %d not recorded: %s", trial_id, first_line(e))
+            which = f"trial {self.taken_number}" if trial_id == self.taken else "a trial"
+            _log.warning("heartbeat of %s not recorded: %s", which, first_line(e))
             self.reconnect()
 
     # --- attributes -----------------------------------------------------------------------

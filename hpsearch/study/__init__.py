@@ -19,9 +19,19 @@ from hpsearch.study.algorithms import check_requirements, make_pruner, make_samp
 from hpsearch.study.create import Joined, create_or_load, space_document
 from hpsearch.study.join import read_attr, write_attr
 from hpsearch.study.metrics import CURVES_ATTR, MetricLog, read_curves
-from hpsearch.study.powers import ENCODING_ATTR, stored_as_exponents, uses_exponents
-from hpsearch.study.space import (
+from hpsearch.study.powers import (
+    ENCODING_ATTR,
+    EXPONENT,
+    EXPONENT_AND_VALUE,
     EXPONENT_PREFIX,
+    VALUE,
+    PowersOfTwo,
+    encoding_of,
+    stored_as_exponents,
+    study_encoding,
+    unwrapped,
+)
+from hpsearch.study.space import (
     grid,
     is_active,
     optuna_name,
@@ -35,8 +45,14 @@ __all__ = [
     "ENCODING_ATTR",
     "MetricLog",
     "read_curves",
+    "EXPONENT",
+    "EXPONENT_AND_VALUE",
+    "VALUE",
+    "PowersOfTwo",
+    "encoding_of",
     "stored_as_exponents",
-    "uses_exponents",
+    "study_encoding",
+    "unwrapped",
     "STOP_ATTR",
     "UID_ATTR",
     "Joined",

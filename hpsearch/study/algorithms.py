@@ -15,6 +15,7 @@ from optuna.samplers import BaseSampler
 from hpsearch import search
 from hpsearch import spec as s
 from hpsearch.spec import LoadedSpec, StudySpec
+from hpsearch.study.powers import VALUE, PowersOfTwo
 from hpsearch.study.space import grid
 from hpsearch.tracking import missing_extra
 
@@ -100,11 +101,15 @@ _SAMPLERS: dict[type, Callable[[Any, StudySpec], BaseSampler]] = {
 }
 
 
-def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
+def make_sampler(
+    spec: StudySpec, *, salt: str | None = None, encoding: str = VALUE
+) -> BaseSampler:
     """The spec's sampler; `salt` derives a distinct seed for a worker joining the study.
 
     Workers with the same seed would draw the same "random" startup points and duplicate each
     other's trials; the study's creator keeps the seed as written, so one worker reproduces.
+    Power-of-two parameters stored as values (`encoding`) are searched as their exponents
+    (`PowersOfTwo`); an older study stores the exponents themselves.
     """
     sampler_spec = spec.sampler
     if salt is not None and sampler_spec.seed is not None:
@@ -114,7 +119,9 @@ def make_sampler(spec: StudySpec, *, salt: str | None = None) -> BaseSampler:
         # TPE's `group` is "experimental" since Optuna 2.8; it is what keeps conditional spaces
         # modelled jointly, so the warning tells our users nothing they can act on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _SAMPLERS[type(sampler_spec)](sampler_spec, spec)
+        sampler = _SAMPLERS[type(sampler_spec)](sampler_spec, spec)
+    powers = [n for n, p in spec.search_space.items() if isinstance(p, s.PowerOfTwoParam)]
+    return PowersOfTwo(sampler, powers) if powers and encoding == VALUE else sampler
 
 
 # --- pruners ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from hpsearch.storage.attrs import (
 )
 from hpsearch.study.algorithms import make_pruner, make_sampler
 from hpsearch.study.join import check_joiner, read_attr, spec_document, write_attr
-from hpsearch.study.powers import VALUE
+from hpsearch.study.powers import VALUE, study_encoding
 from hpsearch.study.space import to_optuna_params
 
 _log = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ def create_or_load(
             pruner=pruner,
         )
         _wait_until_ready(study)
+        if (encoding := study_encoding(study)) != VALUE:  # an older study keeps its exponents
+            study.sampler = make_sampler(spec, salt=worker or str(uuid.uuid4()), encoding=encoding)
         _check_directions(loaded, study, spec)
         study_budget, changed = check_joiner(
             loaded, study, spec, change_budget=change_budget, worker=worker

@@ -1,9 +1,10 @@
 """The study file's search space as Optuna `suggest_*` calls, and back.
 
-A power of two is suggested as its integer exponent, `log2_<name>`, which the sampler models,
-with its value beside it under its own name (`study.powers`; studies made before keep only the
-exponent, `exponents=True`). Conditional parameters (`when`) are suggested only when their
-parents took one of the listed values, parents first.
+A power of two is suggested as its value on a log scale (`batch_size: 32`), which
+`study.powers.PowersOfTwo` samples as its exponent; older studies keep what they were made with
+(`encoding`: the exponent `log2_<name>`, alone or with the value beside it). Conditional
+parameters (`when`) are suggested only when their parents took one of the listed values,
+parents first.
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ from hpsearch.spec import (
     PowerOfTwoParam,
     StudySpec,
 )
+from hpsearch.study.powers import (
+    EXPONENT,
+    EXPONENT_PREFIX,
+    VALUE,
+    exponent,
+    value_distribution,
+)
 
-EXPONENT_PREFIX = "log2_"
 
-
-def optuna_name(name: str, param: Param) -> str:
-    """The name Optuna samples a parameter under (a power of two: its exponent)."""
-    return EXPONENT_PREFIX + name if isinstance(param, PowerOfTwoParam) else name
+def optuna_name(name: str, param: Param, encoding: str = VALUE) -> str:
+    """The name a study's sampler searches a parameter under (in an older study, a power of
+    two's exponent)."""
+    if isinstance(param, PowerOfTwoParam) and encoding != VALUE:
+        return EXPONENT_PREFIX + name
+    return name
 
 
 def is_active(param: Param, values: Mapping[str, Any]) -> bool:
@@ -49,7 +58,7 @@ def suggest(
     spec: StudySpec,
     *,
     limit: Limit | None = None,
-    exponents: bool = False,
+    encoding: str = VALUE,
 ) -> dict[str, Any]:
     """Sample one point of the search space: the values the objective sees.
 
@@ -60,7 +69,7 @@ def suggest(
             worker's device holds given the values chosen so far (the batch-size fitter).
             Those parameters are suggested after every parameter that does not depend on
             them, so a searched model or precision is known when the fit is asked.
-        exponents: store powers of two as `log2_<name>` exponents only (a study made so).
+        encoding: how the study stores powers of two (`study.powers`: an older study's).
     """
     values: dict[str, Any] = {}
     for name in suggestion_order(spec):
@@ -70,7 +79,7 @@ def suggest(
         bound = None
         if isinstance(param, PowerOfTwoParam) and param.high == "auto" and limit is not None:
             bound = limit(name, dict(values))
-        values[name] = _suggest_one(trial, name, param, bound, exponents)
+        values[name] = _suggest_one(trial, name, param, bound, encoding)
     return values
 
 
@@ -94,7 +103,7 @@ def suggestion_order(spec: StudySpec) -> list[str]:
 
 
 def _suggest_one(
-    trial: optuna.Trial, name: str, param: Param, limit: int | None, exponents: bool
+    trial: optuna.Trial, name: str, param: Param, limit: int | None, encoding: str
 ) -> Any:
     if isinstance(param, FloatParam):
         return trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
@@ -102,36 +111,48 @@ def _suggest_one(
         return trial.suggest_int(name, param.low, param.high, log=param.log, step=param.step)
     if isinstance(param, PowerOfTwoParam):
         high = param.high_exponent(limit)
+        if encoding == VALUE:
+            stored = value_distribution(param.low_exponent, high)
+            value = trial.suggest_int(name, stored.low, stored.high, log=True)
+            if value != 2 ** exponent(value):
+                raise ValueError(
+                    f"{name}: the sampler proposed {value}, not a power of two: a study with a "
+                    "power_of_two parameter needs hpsearch's sampler (study.make_sampler)"
+                )
+            return value
         value = 2 ** trial.suggest_int(EXPONENT_PREFIX + name, param.low_exponent, high)
-        if not exponents:  # the value, for every Optuna tool to show; no sampler models it
+        if encoding != EXPONENT:  # the value beside it, as a one-value distribution
             trial.suggest_int(name, value, value)
         return value
     assert isinstance(param, CategoricalParam)
     return trial.suggest_categorical(name, param.choices)
 
 
-def to_optuna_params(spec: StudySpec, values: Mapping[str, Any]) -> dict[str, Any]:
-    """User-facing values (`batch_size: 32`) -> the parameters Optuna samples
-    (`log2_batch_size: 5`)."""
+def to_optuna_params(
+    spec: StudySpec, values: Mapping[str, Any], encoding: str = VALUE
+) -> dict[str, Any]:
+    """User-facing values (`batch_size: 32`) -> the parameters the study's trials hold (in an
+    older study, `log2_batch_size: 5`)."""
     out: dict[str, Any] = {}
     for name, value in values.items():
         param = spec.search_space[name]
-        if isinstance(param, PowerOfTwoParam):
-            out[EXPONENT_PREFIX + name] = int(value).bit_length() - 1
+        if isinstance(param, PowerOfTwoParam) and encoding != VALUE:
+            out[EXPONENT_PREFIX + name] = exponent(value)
         else:
             out[name] = value
     return out
 
 
 def grid(spec: StudySpec, *, limits: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
-    """Every value of each (discrete) parameter, in Optuna names, for the grid sampler."""
+    """Every value of each (discrete) parameter, for the grid sampler: a power of two as its
+    exponent `log2_<name>`, as the sampler sees it (`PowersOfTwo`)."""
     out: dict[str, list[Any]] = {}
     for name, param in spec.search_space.items():
         if isinstance(param, CategoricalParam):
             out[name] = list(param.choices)
         elif isinstance(param, PowerOfTwoParam):
             high = param.high_exponent((limits or {}).get(name))
-            out[optuna_name(name, param)] = list(range(param.low_exponent, high + 1))
+            out[EXPONENT_PREFIX + name] = list(range(param.low_exponent, high + 1))
         elif isinstance(param, IntParam):
             out[name] = list(range(param.low, param.high + 1, param.step))
         else:

@@ -395,8 +395,9 @@ def _epoch(
     metrics["epoch"] = float(epoch)
     seconds = time.perf_counter() - start
     # Kept with the trial beside the losses (`hpsearch:curves`): what the schedule and the
-    # hardware did this epoch.
-    metrics["lr"] = float(setup.optimizer.param_groups[0]["lr"])
+    # hardware did this epoch. Not named `lr`: that is the searched peak learning rate, and a
+    # trial's attribute `lr=0.00025` beside its parameter `lr: 0.001` read as a contradiction.
+    metrics["scheduled_lr"] = float(setup.optimizer.param_groups[0]["lr"])
     metrics["train_images_per_s"] = seen / max(seconds, 1e-9)
     shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS)
     log.info(

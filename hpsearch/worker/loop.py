@@ -352,7 +352,10 @@ class _Worker:
                 self.loaded.path,
             )  # fmt: skip
         done = ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.trials.items()))
-        why = report.stopped_by or report.budget_reason or "stopped"
+        gave_up = report.gave_up and (
+            f"budget.max_failures: {session.budget.max_failures} failed trials in a row"
+        )
+        why = report.stopped_by or gave_up or report.budget_reason or "stopped"
         _log.info("worker %s done: %s (%s)", self.name, done or "no trials", why)
         if stopped is not None and stopped.exit_code:
             raise stopped  # run_worker turns it into the error and exit code

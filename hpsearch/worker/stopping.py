@@ -25,7 +25,7 @@ from hpsearch.storage import (
 )
 from hpsearch.storage.attrs import FAIL_REASON_ATTR, HOST_ATTR, STOP_ATTR, UID_ATTR
 from hpsearch.storage.optuna_compat import storage_backend, study_id, study_storage
-from hpsearch.study import read_attr, write_attr
+from hpsearch.study import read_attr, unwrapped, write_attr
 
 
 class Failures:
@@ -59,7 +59,7 @@ class Failures:
 
 def grid_exhausted(study: optuna.Study) -> str | None:
     """Why a grid study is done: every point of its grid has run (or is running)."""
-    sampler = study.sampler
+    sampler = unwrapped(study.sampler)
     if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
         return "every point of the grid has run"
     return None
