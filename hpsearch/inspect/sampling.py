@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.inspect.source import curve, pareto_front
 
-PLOT_TRIALS = 2000  # trials drawn in the history, parallel-coordinate and slice plots
+PLOT_TRIALS = 1000  # trials drawn in the history, parallel-coordinate and slice plots
 CURVES = 200  # learning curves drawn: about 3,000 points at 15 epochs each
 _BEST_SHARE = 0.1  # of the plotted trials, this share are the best ones
 
