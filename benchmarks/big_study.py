@@ -14,7 +14,8 @@ The SQLite study is built once per size and build script and kept in the tempora
 `hpsearch --help` and `--version` no slower than `optuna --help` (the same run's median, with
 5% for noise). `optuna trials` (every trial read and printed) is the yardstick beside each
 figure. Each figure is the median of --repeats runs (`report`: of --report-repeats).
-`--trials 2000` is a quick run.
+`--trials 2000` is a quick run; `--hpsearch PATH` times another checkout's command (before and
+after a change) on the same study.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def measure(argv: list[str], cwd: Path) -> Figure:
     return Figure(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # KiB on Linux
 
 
-def commands(study: Path, url: str, out: Path) -> list[Command]:
-    hp = [str(BIN / "hpsearch")]
+def commands(study: Path, url: str, out: Path, hpsearch: str) -> list[Command]:
+    hp = [hpsearch]
     on = [str(study), "--storage", url, "-q"]
     optuna = [str(BIN / "optuna")]
     named = ["--storage", url, "--study-name", STUDY_NAME]
@@ -98,13 +99,14 @@ def run_all(
 ) -> tuple[list[tuple[Command, Figure]], float]:
     """Every command, --repeats times each, interleaved so machine noise hits all alike."""
     out = study.with_name("report.html")
-    todo = commands(study, url, out)
+    out.unlink(missing_ok=True)
+    todo = [c for c in commands(study, url, out, args.hpsearch) if getattr(args, c.repeats)]
     runs: dict[str, list[Figure]] = {c.name: [] for c in todo}
     for round_ in range(max(args.repeats, args.report_repeats)):
         for c in todo:
             if round_ < getattr(args, c.repeats):
                 runs[c.name].append(measure(c.argv, study.parent))
-    size_mb = out.stat().st_size / 1e6
+    size_mb = out.stat().st_size / 1e6 if out.exists() else 0.0
     return [
         (c, Figure(statistics.median(f.cpu_s for f in runs[c.name]),
                    statistics.median(f.rss_mb for f in runs[c.name])))
@@ -184,7 +186,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20_000)
     parser.add_argument("--storages", default="sqlite,postgresql")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--report-repeats", type=int, default=1)
+    parser.add_argument("--report-repeats", type=int, default=1, help="0: no report")
+    parser.add_argument(
+        "--hpsearch", default=str(BIN / "hpsearch"), help="the hpsearch command to time "
+        "(another checkout's, to compare; default: this environment's)",
+    )  # fmt: skip
     parser.add_argument(
         "--postgres", default=DEFAULT_POSTGRES, help="server to make a database on"
     )
