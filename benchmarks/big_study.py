@@ -10,7 +10,8 @@ and on PostgreSQL, then runs each command as its own process and reads that proc
 
 The SQLite study is built once per size and build script and kept in the temporary folder
 (`hpsearch-big-study/`); PostgreSQL gets a database of its own, dropped at the end. The limits
-(issue 22): `status` and `best` at most 1 s of CPU, `report` at most 15 s and 400 MB,
+(issue 22): `status` and `best` at most 1 s of CPU (and a `status --watch` refresh: the CPU it
+adds per refresh, every 10 s by default), `report` at most 15 s and 400 MB,
 `hpsearch --help` and `--version` no slower than `optuna --help` (the same run's median, with
 5% for noise). `optuna trials` (every trial read and printed) is the yardstick beside each
 figure. Each figure is the median of --repeats runs (`report`: of --report-repeats).
@@ -24,6 +25,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +43,7 @@ BIN = Path(sys.executable).parent
 DEFAULT_POSTGRES = os.environ.get(
     "HPSEARCH_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test"
 )
+_IMPORT = "import hpsearch.cli, hpsearch.commands.status, hpsearch.inspect.status"
 HELP_NOISE = 1.05  # `--help` within 5% of optuna's: the same run's noise, not a slowdown
 
 
@@ -89,6 +92,8 @@ def commands(study: Path, url: str, out: Path, hpsearch: str) -> list[Command]:
         Command("hpsearch --help", [*hp, "--help"], "optuna --help"),
         Command("hpsearch --version", [*hp, "--version"], "optuna --help"),
         Command("optuna trials", [*optuna, "trials", *named, "-f", "json"]),
+        # hpsearch's start-up alone (this environment's): Python, pydantic, SQLAlchemy, Optuna.
+        Command("start-up: import hpsearch status", [sys.executable, "-c", _IMPORT]),
         Command("optuna best-trial", [*optuna, "best-trial", *named, "-f", "json"]),
         Command("optuna --help", [*optuna, "--help"]),
     ]
@@ -107,11 +112,31 @@ def run_all(
             if round_ < getattr(args, c.repeats):
                 runs[c.name].append(measure(c.argv, study.parent))
     size_mb = out.stat().st_size / 1e6 if out.exists() else 0.0
-    return [
+    results = [
         (c, Figure(statistics.median(f.cpu_s for f in runs[c.name]),
                    statistics.median(f.rss_mb for f in runs[c.name])))
         for c in todo
-    ], size_mb  # fmt: skip
+    ]  # fmt: skip
+    json_status, plain = results[1]
+    if json_status.name == "hpsearch status --json":
+        watch = Command("hpsearch status --watch (a refresh)", [], 1.0)
+        argv = [*json_status.argv, "--watch", "0.5"]
+        results.insert(2, (watch, watch_refresh(argv, study, plain)))
+    return results, size_mb
+
+
+def watch_refresh(argv: list[str], study: Path, plain: Figure, refreshes: int = 8) -> Figure:
+    """The CPU of one `status --watch` refresh: the run's, less a plain `status --json`'s, over
+    the refreshes after the first (a refresh cut short by Ctrl-C counts too: an upper bound)."""
+    process = subprocess.Popen(argv, cwd=study.parent, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    for _ in range(refreshes):
+        process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Figure(max(0.0, cpu - plain.cpu_s) / (refreshes - 1), usage.ru_maxrss / 1024)
 
 
 def table(kind: str, results: list[tuple[Command, Figure]]) -> str:
