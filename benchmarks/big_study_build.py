@@ -70,9 +70,11 @@ def write_study_file(folder: Path, trials: int) -> Path:
 
 def build(url: str, study_file: Path, trials: int, *, seed: int = 0) -> None:
     """The study of `trials` trials at `url` (an empty database)."""
-    hpsearch = Path(sys.executable).with_name("hpsearch")
+    run = [str(Path(sys.executable).with_name("hpsearch")), "run", str(study_file)]
+    artifacts = study_file.parent / "artifacts"
     subprocess.run(
-        [str(hpsearch), "run", str(study_file), "--storage", url, "--n-trials", "1", "-q"],
+        # Its checkpoint goes beside the study file (a temporary folder), not under ~/.local.
+        [*run, "--storage", url, "--n-trials", "1", "-q", "--artifacts", str(artifacts)],
         check=True,
         cwd=study_file.parent,
     )
