@@ -22,10 +22,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from optuna.storages._rdb.models import TrialHeartbeatModel
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.cli import main
-from hpsearch.inspect import source
+from hpsearch.inspect import advice, advice_text, facts, report, sampling, source
 from hpsearch.inspect.source import open_view
 from hpsearch.inspect.status import collect
 from hpsearch.inspect.table import render
@@ -488,8 +489,8 @@ def test_trials_are_read_in_pages(populated: Populated) -> None:
     loaded = load_spec(populated.path)
     view = open_view(loaded, resolve(loaded, flag=populated.url))
     try:
-        paged = [t.number for t in view.trials(page_size=3)]
-        assert paged == [t.number for t in populated.trials()]
+        paged = list(view.trials(page_size=3))
+        assert paged == populated.trials()  # each trial as Optuna builds it, field by field
         cut = trial_id(next(t for t in view.trials() if t.number == 5))
         assert [t.number for t in view.trials(page_size=2, up_to_id=cut)] == list(range(6))
     finally:
@@ -610,3 +611,79 @@ def test_nan_free_json_lines(populated: Populated, tmp_path: Path) -> None:
     for line in out.read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert os.path.getsize(out) > 0
+
+
+# --- big studies: what status, best and report read ----------------------------------------
+
+
+@both_servers
+def test_status_and_best_never_read_every_trial(
+    populated: Populated, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On a 20,000-trial study, building every trial costs seconds (benchmarks/big_study.py):
+    # status reads a few columns by SQL, best asks Optuna's best-trial query.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("every trial was read")
+
+    monkeypatch.setattr(source.StudyView, "trials", refuse)
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_all_trials", refuse)
+    assert main(populated.args("status", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["best"]["number"] == BEST
+    assert main(populated.args("best")) == 0
+    assert f"# trial {BEST} " in capsys.readouterr().out
+
+
+@both_servers
+def test_the_facts_status_reads_by_sql_are_those_of_the_trials(populated: Populated) -> None:
+    loaded = load_spec(populated.path)
+    view = open_view(loaded, resolve(loaded, flag=populated.url))
+    try:
+        read = facts.read_facts(view)
+        assert read.trials == [facts.facts_of(view, t) for t in view.trials()]
+        assert any(f.worker and f.planned and f.last_step for f in read.trials)
+    finally:
+        view.close()
+
+
+def test_a_big_studys_report_draws_a_sample_and_says_so(populated: Populated) -> None:
+    trials = populated.trials()
+    drawn = sampling.sample(trials, [StudyDirection.MINIMIZE], "loss", limit=6, curves=3)
+    assert len(drawn.trials) == 6
+    assert len(drawn.curves) == 3
+    # Every trial that improved the best value is drawn: the history's best line is exact.
+    best, records = float("inf"), set()
+    for t in trials:
+        if t.state == TrialState.COMPLETE and t.values[0] < best:
+            best = t.values[0]
+            records.add(t.number)
+    assert records <= {t.number for t in drawn.trials}
+    assert BEST in {t.number for t in drawn.curves}  # the best curves come first
+    loaded = load_spec(populated.path)
+    view = open_view(loaded, resolve(loaded, flag=populated.url))
+    try:
+        page = report.build(view, plot_trials=6, curves=3)
+        unsampled = report.build(view)
+    finally:
+        view.close()
+    assert f"This study has {len(trials)} trials: the plots below draw 6 of them" in page
+    assert '<section id="sample">' in page
+    assert "Optimization History Plot" in page
+    assert "This study has" not in unsampled
+
+
+def test_importances_come_from_a_sample_of_a_big_study(populated: Populated) -> None:
+    loaded = load_spec(populated.path)
+    view = open_view(loaded, resolve(loaded, flag=populated.url))
+    try:
+        n = sum(t.state == TrialState.COMPLETE for t in populated.trials())
+        whole = advice.collect(view)
+        sampled = advice.collect(view, importance_trials=n - 1)
+    finally:
+        view.close()
+    assert whole.importance_note is None
+    assert sampled.importance_note == (
+        f"(importances from a random {n - 1} of the {n} completed trials: more would cost "
+        "minutes and not change the ranking)"
+    )
+    assert sampled.importances
+    assert sampled.importance_note in advice_text.render(sampled)

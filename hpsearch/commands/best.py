@@ -8,7 +8,6 @@ from pathlib import Path
 from hpsearch.commands.common import add_study_arguments, bounded_int, load
 from hpsearch.errors import HpsearchError
 from hpsearch.inspect.best import best_trials, render
-from hpsearch.inspect.fetch import download_checkpoint
 from hpsearch.inspect.source import open_view
 from hpsearch.spec import TrainerObjective
 from hpsearch.storage.artifacts import open_store
@@ -46,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         trials, n_complete = best_trials(view, top=args.top)
         print(render(view, trials, n_complete, keep=keep), end="")
         if args.download is not None:
+            # Only here: the artifact store's client (boto3 for S3) costs a third of a
+            # second of start-up that a plain `best` does not need.
+            from hpsearch.inspect.fetch import download_checkpoint
+
             if not trials:
                 raise HpsearchError("no completed trial yet: nothing to --download")
             for rank, trial in enumerate(trials):

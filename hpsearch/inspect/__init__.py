@@ -1,9 +1,10 @@
 """Reading a study without changing it: `status`, `best`, `export`, `report`, the dashboard.
 
 `source` (a study opened read-only, read a page at a time, parameters as the user wrote them),
-`status` and `table` (the numbers of `hpsearch status`, and their text), `best`, `export`,
-`report` (one offline HTML file), `format` (the formats they share), `dashboard`
-(optuna-dashboard in-process, read-only off loopback).
+`facts` (the few columns of every trial `status` needs, read by SQL), `status` and `table` (the
+numbers of `hpsearch status`, and their text), `best`, `export`, `report` (one offline HTML
+file; `sampling`: the trials a big study's plots draw), `format` (the formats they share),
+`dashboard` (optuna-dashboard in-process, read-only off loopback).
 """
 
 from __future__ import annotations

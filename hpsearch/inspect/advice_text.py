@@ -75,7 +75,7 @@ def _mattered_lines(advice: Advice) -> list[str]:
     if not advice.importances:
         return [f"  {advice.importance_note or 'nothing to judge yet'}"]
     mattered = advice.mattered()
-    lines = []
+    lines = [f"  {advice.importance_note}"] if advice.importance_note else []
     complete = advice.counts["COMPLETE"]
     if complete < SETTLED_AFTER:
         lines.append(

@@ -7,6 +7,7 @@ no other trial beats on every objective), sorted by the first objective.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -25,10 +26,15 @@ from hpsearch.storage.attrs import CHECKPOINT_ATTR, WORKER_ATTR
 from hpsearch.storage.optuna_compat import trial_id
 
 
-def best_trials(view: StudyView, *, top: int | None = None) -> tuple[list[FrozenTrial], int]:
-    """(the best trials, best first; the number of completed trials they were chosen from)."""
+def best_trials(
+    view: StudyView, *, top: int | None = None, trials: list[FrozenTrial] | None = None
+) -> tuple[list[FrozenTrial], int]:
+    """(the best trials, best first; the number of completed trials they were chosen from).
+
+    `trials`: the study's trials when the caller has read them already (`report`).
+    """
     n_complete = 0
-    if not view.multi_objective and (top or 1) == 1:
+    if trials is None and not view.multi_objective and (top or 1) == 1:
         # Optuna's best-trial query and a SQL count: a big study is not read trial by trial.
         count = view.count(TrialState.COMPLETE)
         if count is not None:
@@ -40,7 +46,7 @@ def best_trials(view: StudyView, *, top: int | None = None) -> tuple[list[Frozen
         keep = top or 1
         # A bounded heap: only `top` trials are held however large the study.
         heap: list[tuple[float, int, FrozenTrial]] = []
-        for trial in view.trials():
+        for trial in _every(view, trials):
             if trial.state != TrialState.COMPLETE or trial.values is None:
                 continue
             n_complete += 1
@@ -52,13 +58,20 @@ def best_trials(view: StudyView, *, top: int | None = None) -> tuple[list[Frozen
         ranked = sorted(heap, key=lambda i: (-i[0], -i[1]))
         return [t for _, _, t in ranked], n_complete
     points: list[tuple[int, list[float]]] = []
-    for trial in view.trials():
+    known: dict[int, FrozenTrial] = {}
+    for trial in _every(view, trials):
         if trial.state == TrialState.COMPLETE and trial.values is not None:
             n_complete += 1
             points.append((trial_id(trial), list(trial.values)))
-    front = [view.trial(key) for key in pareto_front(points, view.directions)]
+            if trials is not None:
+                known[trial_id(trial)] = trial  # held already; a streamed one is not kept
+    front = [known.get(key) or view.trial(key) for key in pareto_front(points, view.directions)]
     front.sort(key=lambda t: (_signed(t, view), t.number))
     return (front[:top] if top else front), n_complete
+
+
+def _every(view: StudyView, trials: list[FrozenTrial] | None) -> Iterable[FrozenTrial]:
+    return view.trials() if trials is None else trials
 
 
 def _signed(trial: FrozenTrial, view: StudyView) -> float:

@@ -3,12 +3,18 @@
 The plots are Optuna's own (`optuna.visualization`, plotly). plotly.js is inlined once at the top,
 so the file opens offline and can be mailed or attached to a ticket. A plot that cannot be drawn
 (too few trials, one parameter value only) becomes a one-line note instead of failing the report.
+
+The trials are read once, without the per-metric curves attribute (the bulk of a trainer's trial,
+which no part of the report shows), and that one list feeds the best parameters, the advice (its
+importances computed once, drawn as the importance plot) and the plots. A big study's plots draw
+a sample of its trials, and the report says so (`inspect.sampling`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 import logging
 import re
 import warnings
@@ -21,8 +27,10 @@ import optuna.visualization as vis
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.inspect import advice, advice_text, best, status, table
+from hpsearch.inspect import advice, advice_text, best, sampling, status, table
 from hpsearch.inspect.source import StudyView, curve
+from hpsearch.storage.attrs import CURVES_ATTR
+from hpsearch.storage.optuna_compat import trials_study
 from hpsearch.study import EXPONENT, EXPONENT_PREFIX, VALUE
 from hpsearch.version import __version__
 
@@ -46,28 +54,39 @@ class Section:
     body: str
 
 
-def build(view: StudyView) -> str:
-    """The whole report as one HTML string."""
+def build(
+    view: StudyView,
+    *,
+    plot_trials: int = sampling.PLOT_TRIALS,
+    curves: int = sampling.CURVES,
+) -> str:
+    """The whole report as one HTML string; its plots draw at most `plot_trials` trials and
+    `curves` learning curves (`inspect.sampling`)."""
     state = status.collect(view)
-    trials, n_complete = best.best_trials(view, top=5 if not view.multi_objective else None)
-    study = view.study()
-    all_trials = study.get_trials(deepcopy=False)
-    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
-    advised, advice_html = _advice(view)
+    trials = list(view.trials(without=frozenset({CURVES_ATTR})))
+    top = 5 if not view.multi_objective else None
+    ranked, n_complete = best.best_trials(view, top=top, trials=trials)
+    advised, advice_html = _advice(view, trials)
+    drawn = sampling.sample(
+        trials, view.directions, view.metrics[0], limit=plot_trials, curves=curves
+    )
+    del trials  # only the sample is drawn: let the rest go before plotly's figures grow
+    note = drawn.note()
     sections = [
         Section("status", "Status", _pre(table.render(state))),
-        Section("best", "Best parameters", _pre(best.render(view, trials, n_complete))),
+        Section("best", "Best parameters", _pre(best.render(view, ranked, n_complete))),
         Section("advice", "Advice (hpsearch advise)", advice_html),
-        *_figures(view, study, all_trials, complete, advised),
+        *([Section("sample", "Plots of a sample", _note(note))] if note else []),
+        *_figures(view, drawn, advised),
     ]
     return _page(view, sections)
 
 
-def _advice(view: StudyView) -> tuple[advice.Advice | None, str]:
+def _advice(view: StudyView, trials: list[FrozenTrial]) -> tuple[advice.Advice | None, str]:
     if view.multi_objective:
         return None, _note("advice covers studies of one objective; see the Pareto front below.")
     try:
-        advised = advice.collect(view)
+        advised = advice.collect(view, trials)
         text = advice_text.render(advised, study_file=str(view.loaded.path))
     except Exception as e:  # the advice must not cost the rest of the report
         _log.warning("report: advice not written: %s: %s", type(e).__name__, e)
@@ -76,12 +95,10 @@ def _advice(view: StudyView) -> tuple[advice.Advice | None, str]:
 
 
 def _figures(
-    view: StudyView,
-    study: optuna.Study,
-    trials: list[FrozenTrial],
-    complete: list[FrozenTrial],
-    advised: advice.Advice | None,
+    view: StudyView, drawn: sampling.Sample, advised: advice.Advice | None
 ) -> list[Section]:
+    study = trials_study(view.name, view.directions, drawn.trials)
+    complete = [t for t in drawn.trials if t.state == TrialState.COMPLETE]
     metrics = view.metrics
     targets: list[tuple[str, Callable[[FrozenTrial], float] | None]] = (
         [(metrics[0], None)]
@@ -110,16 +127,14 @@ def _figures(
     section(
         "history",
         "Optimization history",
-        lambda: [
-            vis.plot_optimization_history(study, target=t, target_name=m) for m, t in targets
-        ],
+        lambda: [_history(view, study, drawn, m, t) for m, t in targets],
     )
     if view.multi_objective:
         section("pareto-front", "Pareto front", lambda: [_pareto(study, metrics)])
     section(
         "intermediate",
         "Intermediate values (learning curves; pruned trials dotted)",
-        lambda: [_learning_curves(study, trials, metrics[0])],
+        lambda: [_learning_curves(view, drawn.curves, metrics[0])],
     )
     section(
         "importances",
@@ -196,8 +211,36 @@ def _pareto(study: optuna.Study, metrics: list[str]) -> Any:
     return vis.plot_pareto_front(study, target_names=metrics)
 
 
-def _learning_curves(study: optuna.Study, trials: list[FrozenTrial], metric: str) -> Any:
+def _history(
+    view: StudyView,
+    study: optuna.Study,
+    drawn: sampling.Sample,
+    metric: str,
+    target: Callable[[FrozenTrial], float] | None,
+) -> Any:
+    """Optuna's history plot; a sample's drawn here, as Optuna draws it (Optuna's own takes
+    trial numbers for list positions, so it needs every trial)."""
+    if len(drawn.trials) == drawn.total:
+        return vis.plot_optimization_history(study, target=target, target_name=metric)
+    import plotly.graph_objects as go
+
+    complete = [t for t in drawn.trials if t.state == TrialState.COMPLETE and t.values]
+    values = [target(t) if target else t.values[0] for t in complete]
+    numbers = [t.number for t in complete]
+    figure = go.Figure(go.Scatter(x=numbers, y=values, mode="markers", name=metric))
+    if target is None:
+        pick = max if view.directions[0] == StudyDirection.MAXIMIZE else min
+        running = list(itertools.accumulate(values, pick))
+        figure.add_trace(go.Scatter(x=numbers, y=running, mode="lines", name="Best Value"))
+    figure.update_layout(
+        title="Optimization History Plot", xaxis_title="Trial", yaxis_title=metric
+    )
+    return figure
+
+
+def _learning_curves(view: StudyView, trials: list[FrozenTrial], metric: str) -> Any:
     if any(t.intermediate_values for t in trials):
+        study = trials_study(view.name, view.directions, trials)
         figure = vis.plot_intermediate_values(study)
     else:
         figure = _curves_from_attrs(trials, metric)

@@ -26,9 +26,19 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _ran(trial: FrozenTrial) -> float:
-    ran = _number(trial.user_attrs.get(EPOCHS_RUN_ATTR))
-    return ran if ran is not None else float(trial.last_step or 0)
+# A searched `epochs` parameter: what a trial planned.
+EPOCHS_PARAM = "epochs"
+
+
+def planned_epochs(param: Any, user_attrs: Mapping[str, Any]) -> float | None:
+    """The epochs a trial planned: its `epochs` parameter, else its `epochs` attribute."""
+    return _number(param) or _number(user_attrs.get(EPOCHS_ATTR))
+
+
+def ran_epochs(user_attrs: Mapping[str, Any], last_step: int | None) -> float:
+    """The epochs a trial ran: its `epochs_run` attribute, else its last reported step."""
+    ran = _number(user_attrs.get(EPOCHS_RUN_ATTR))
+    return ran if ran is not None else float(last_step or 0)
 
 
 @dataclass
@@ -49,13 +59,24 @@ class Savings:
 
     def add(self, trial: FrozenTrial, params: Mapping[str, Any]) -> None:
         """One trial, with its user-facing parameters (`epochs` may be searched)."""
-        if trial.state == TrialState.COMPLETE:
-            self._complete_run += _ran(trial)
-            if trial.last_step is not None:
-                self._max_complete_step = max(self._max_complete_step or 0, trial.last_step)
-        elif trial.state == TrialState.PRUNED:
-            plan = _number(params.get("epochs")) or _number(trial.user_attrs.get(EPOCHS_ATTR))
-            self._pruned.append((plan or self.planned_option, _ran(trial)))
+        attrs = trial.user_attrs
+        self.add_run(
+            trial.state,
+            planned=planned_epochs(params.get(EPOCHS_PARAM), attrs),
+            ran=ran_epochs(attrs, trial.last_step),
+            last_step=trial.last_step,
+        )
+
+    def add_run(
+        self, state: TrialState, *, planned: float | None, ran: float, last_step: int | None
+    ) -> None:
+        """One trial, as its state, planned and run epochs (`planned_epochs`, `ran_epochs`)."""
+        if state == TrialState.COMPLETE:
+            self._complete_run += ran
+            if last_step is not None:
+                self._max_complete_step = max(self._max_complete_step or 0, last_step)
+        elif state == TrialState.PRUNED:
+            self._pruned.append((planned or self.planned_option, ran))
 
     def as_json(self) -> dict[str, Any]:
         saved = ran = planned = 0.0

@@ -1,8 +1,9 @@
 """`hpsearch status`: how a running study is doing, as a 100-column table or as JSON.
 
-Every number comes from one streamed pass over the trials (a page at a time), the budget ledger
-and Optuna's heartbeat table; the rules behind each one are in docs/inspect.md. The table itself
-is drawn by `hpsearch.inspect.table`.
+Every number comes from one pass over a few facts of each trial (`inspect.facts`: read by SQL,
+not as whole trials, so a 20,000-trial study takes well under a second), the best trial, the
+budget ledger and Optuna's heartbeat table; the rules behind each one are in docs/inspect.md.
+The table itself is drawn by `hpsearch.inspect.table`.
 """
 
 from __future__ import annotations
@@ -16,18 +17,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from hpsearch.inspect.disk import checkpoint_usage
+from hpsearch.inspect.facts import TrialFacts, read_facts
 from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.savings import Savings
-from hpsearch.inspect.source import StudyView, duration_s, is_better, pareto_front
-from hpsearch.storage.attrs import (
-    CHECKPOINT_ATTR,
-    FAILED_TRIAL_ATTR,
-    WORKER_ATTR,
-)
-from hpsearch.storage.optuna_compat import artifact_ids, trial_id
+from hpsearch.inspect.source import StudyView, is_better, pareto_front
+from hpsearch.storage.attrs import CHECKPOINT_ATTR
 from hpsearch.study import STOP_ATTR
 
 # A RUNNING trial is "stuck" after this many median trial durations (with >= 3 to judge by).
@@ -90,7 +87,7 @@ class Status:
 
 @dataclass
 class _Pass:
-    """What one pass over the trials accumulates; only small tuples are kept per trial."""
+    """What one pass over the trials' facts accumulates."""
 
     counts: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -98,19 +95,19 @@ class _Pass:
     last_complete: dt.datetime | None = None
     durations: list[float] = field(default_factory=list)
     finished_s: float = 0.0
-    best: FrozenTrial | None = None
+    best: TrialFacts | None = None
     points: list[tuple[int, list[float]]] = field(default_factory=list)
     savings: Savings = field(default_factory=Savings)
-    running: list[FrozenTrial] = field(default_factory=list)
+    running: list[TrialFacts] = field(default_factory=list)
     workers: dict[str, Worker] = field(default_factory=dict)
-    artifacts: set[str] = field(default_factory=set)  # ids of what the trials uploaded
 
 
 def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     """Read the study once and work out every number of the status table."""
     now = dt.datetime.now()  # Optuna hands out naive local datetimes
     p = _Pass(savings=Savings.for_view(view))
-    for trial in view.trials():
+    facts = read_facts(view)
+    for trial in facts.trials:
         _add(p, view, trial, now)
     median = statistics.median(p.durations) if p.durations else None
     grace = float(view.loaded.spec.workers.grace_seconds)
@@ -147,11 +144,12 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
 
     best = None
     if p.best is not None:
+        chosen = view.trial(p.best.id)  # the one trial whose parameters are shown
         best = {
-            "number": p.best.number,
-            "values": list(p.best.values),
-            "params": view.user_params(p.best.params),
-            "checkpoint": p.best.user_attrs.get(CHECKPOINT_ATTR),
+            "number": chosen.number,
+            "values": list(chosen.values),
+            "params": view.user_params(chosen.params),
+            "checkpoint": chosen.user_attrs.get(CHECKPOINT_ATTR),
         }
     front = None
     if view.multi_objective:
@@ -178,7 +176,7 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
         workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
         stuck=stuck,
         stopped=stopped,
-        checkpoints=checkpoint_usage(view, p.artifacts),
+        checkpoints=checkpoint_usage(view, facts.artifacts),
     )
 
 
@@ -194,9 +192,9 @@ def _stuck(
     """RUNNING trials that look abandoned; marks the workers of the others live."""
     stuck: list[Stuck] = []
     for trial in p.running:
-        age = ages.get(trial_id(trial))
-        ran = (now - trial.datetime_start).total_seconds() if trial.datetime_start else None
-        worker = trial.user_attrs.get(WORKER_ATTR)
+        age = ages.get(trial.id)
+        ran = (now - trial.start).total_seconds() if trial.start else None
+        worker = trial.worker
         if age is not None and age > grace:
             reason = f"no heartbeat for {fmt_duration(age)} (grace period {fmt_duration(grace)})"
             stuck.append(Stuck(trial.number, worker, reason, age, ran))
@@ -216,7 +214,7 @@ def _stuck(
                 f"({fmt_duration(median)})"
             )
             stuck.append(Stuck(trial.number, worker, reason, None, ran))
-        if isinstance(worker, str):
+        if worker is not None:
             p.workers[worker].live = True
     return stuck
 
@@ -280,46 +278,44 @@ def _eta(
     return eta, by
 
 
-def _add(p: _Pass, view: StudyView, trial: FrozenTrial, now: dt.datetime) -> None:
+def _add(p: _Pass, view: StudyView, trial: TrialFacts, now: dt.datetime) -> None:
     state = trial.state
     p.counts[state.name] += 1
-    p.artifacts.update(artifact_ids(trial))
-    if FAILED_TRIAL_ATTR in trial.system_attrs:
+    if trial.retry:
         p.retries += 1
-    start, end = trial.datetime_start, trial.datetime_complete
+    start, end = trial.start, trial.end
     if start is not None and (p.first_start is None or start < p.first_start):
         p.first_start = start
     if state.is_finished() and end is not None:
         if p.last_complete is None or end > p.last_complete:
             p.last_complete = end
-        p.finished_s += duration_s(trial) or 0.0
+        p.finished_s += trial.duration_s or 0.0
     _add_outcome(p, view, trial)
-    worker = trial.user_attrs.get(WORKER_ATTR)
-    if isinstance(worker, str):
-        _add_to_worker(p.workers.setdefault(worker, Worker(worker)), trial, now)
+    if trial.worker is not None:
+        _add_to_worker(p.workers.setdefault(trial.worker, Worker(trial.worker)), trial, now)
 
 
-def _add_outcome(p: _Pass, view: StudyView, trial: FrozenTrial) -> None:
+def _add_outcome(p: _Pass, view: StudyView, trial: TrialFacts) -> None:
     """What a trial adds to the savings, durations and best trial; or to those running."""
     state = trial.state
-    if state in (TrialState.COMPLETE, TrialState.PRUNED):
-        pruned = state == TrialState.PRUNED  # only a pruned trial's `epochs` matters
-        p.savings.add(trial, view.user_params(trial.params) if pruned else {})
+    p.savings.add_run(state, planned=trial.planned, ran=trial.ran, last_step=trial.last_step)
     if state == TrialState.COMPLETE and trial.values is not None:
-        d = duration_s(trial)
+        d = trial.duration_s
         if d is not None:
             p.durations.append(d)
         if view.multi_objective:
             p.points.append((trial.number, list(trial.values)))
-        elif p.best is None or is_better(trial.values[0], p.best.values[0], view.directions[0]):
-            p.best = trial
+        else:
+            best = p.best.values if p.best is not None else None
+            if best is None or is_better(trial.values[0], best[0], view.directions[0]):
+                p.best = trial
     elif state == TrialState.RUNNING:
         p.running.append(trial)
 
 
-def _add_to_worker(w: Worker, trial: FrozenTrial, now: dt.datetime) -> None:
+def _add_to_worker(w: Worker, trial: TrialFacts, now: dt.datetime) -> None:
     """A trial of worker `w`: one it runs (and for how long), or one it finished (and when)."""
-    start, end = trial.datetime_start, trial.datetime_complete
+    start, end = trial.start, trial.end
     if trial.state == TrialState.RUNNING:
         w.running.append(trial.number)
         if start is not None:

@@ -17,21 +17,28 @@ why the public API does not do, so an upgrade can replace it when Optuna offers 
   wrong stale judgement (`TrialFates.revive`) must be read again.
 - `told_trial`: a finished trial through the cache layer's own read of the study (what the
   cache holds after `get_all_trials` is its behaviour, not its API).
-- `build_frozen_trial`: the row-to-`FrozenTrial` builder, for reading trials a page at a time
-  (the public `get_all_trials` has no LIMIT).
+- `frozen_trial`: a copy of Optuna's row-to-`FrozenTrial` builder, over plain rows of each of its
+  tables (SQLAlchemy Core), for reading trials a page at a time (the public `get_all_trials` has
+  no LIMIT) at a sixth of the CPU that Optuna's ORM objects cost on a big study.
 - `make_grpc_server`: the gRPC proxy server with a handle to stop it gracefully
   (`run_grpc_proxy_server` blocks with no handle).
 - `TranslatedStudy`: a study whose trials read translated, for a sampler that must see them
   otherwise than they are stored (`study.powers.PowersOfTwo`). Optuna's samplers read trials
   through the private `Study._get_trials` (its cached read), so the view overrides it too.
 - `FrozenStudy`: the type `BaseStorage.get_all_studies` returns (not exported by optuna.study).
+- `trials_study`: a study that is a given list of trials, for Optuna's plots and importance
+  evaluators, which read a study only through `Study.get_trials` (their behaviour, not their
+  API). `Study.add_trials` would renumber the trials (a plot's trial 12,345 drawn as trial 3)
+  and copy each one.
+- `ARTIFACTS_PREFIX`: the system attribute under which Optuna keeps an uploaded artifact's id.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -39,21 +46,23 @@ import sqlalchemy as sa
 import sqlalchemy.dialects.mysql
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 OPTUNA_VERSION = "5.0.0"
 
 __all__ = [
+    "ARTIFACTS_PREFIX",
     "CACHE_LAYER_CALLS",
     "OPTUNA_VERSION",
     "OVERRIDDEN_HOOKS",
     "FrozenStudy",
     "artifact_ids",
-    "build_frozen_trial",
+    "frozen_trial",
     "create_new_trial",
     "create_scoped_session",
     "make_grpc_server",
@@ -69,6 +78,7 @@ __all__ = [
     "told_trial",
     "TranslatedStudy",
     "trial_id",
+    "trials_study",
     "trial_intermediate_values",
     "trial_system_attrs",
     "upsert_user_attrs",
@@ -146,10 +156,14 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return int(trial._trial_id)
 
 
+# `optuna.artifacts.upload_artifact` keeps an uploaded artifact's id in a system attribute
+# `artifacts:<id>` of its trial (optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX).
+ARTIFACTS_PREFIX = "artifacts:"
+
+
 def artifact_ids(trial: FrozenTrial) -> list[str]:
-    """The ids of the artifacts uploaded for `trial` (`optuna.artifacts.upload_artifact` keeps
-    them in its system attributes), read without a query of its own."""
-    prefix = "artifacts:"  # optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX
+    """The ids of the artifacts uploaded for `trial`, read without a query of its own."""
+    prefix = ARTIFACTS_PREFIX
     return [key.removeprefix(prefix) for key in trial.system_attrs if key.startswith(prefix)]
 
 
@@ -262,9 +276,46 @@ def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:
     return RDBStorage._get_stale_trial_ids(storage, study_id)
 
 
-def build_frozen_trial(storage: RDBStorage, row: Any) -> FrozenTrial:
-    """A `FrozenTrial` from a `models.TrialModel` row loaded with its relationships."""
-    return storage._build_frozen_trial_from_trial_model(row)
+def frozen_trial(
+    row: Any,
+    params: Sequence[Any],
+    values: Sequence[Any],
+    steps: Sequence[Any],
+    user_attrs: Mapping[str, Any],
+    system_attrs: Mapping[str, Any],
+) -> FrozenTrial:
+    """What Optuna's `RDBStorage._build_frozen_trial_from_trial_model` makes of a trial, from
+    plain rows: `row` of the trials table, `params` (name, stored value, distribution JSON) in
+    `param_id` order, `values` (objective, stored value, type), `steps` (step, stored value,
+    type), the attributes decoded."""
+    by_objective = {
+        objective: models.TrialValueModel.stored_repr_to_value(value, kind)
+        for objective, value, kind in values
+    }
+    return FrozenTrial(
+        number=row.number,
+        state=row.state,
+        value=None,
+        values=[by_objective[i] for i in sorted(by_objective)] if by_objective else None,
+        datetime_start=row.datetime_start,
+        datetime_complete=row.datetime_complete,
+        params={n: _distribution(d).to_external_repr(v) for n, v, d in params},
+        distributions={n: _distribution(d) for n, _, d in params},
+        user_attrs=dict(user_attrs),
+        system_attrs=dict(system_attrs),
+        intermediate_values={
+            step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(v, kind)
+            for step, v, kind in steps
+        },
+        trial_id=row.trial_id,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _distribution(text: str) -> optuna.distributions.BaseDistribution:
+    # A study repeats a few distributions on every trial: parse each once. Nothing changes a
+    # distribution in place, so trials may share one.
+    return optuna.distributions.json_to_distribution(text)
 
 
 def make_grpc_server(storage: BaseStorage, host: str, port: int, pool: Any) -> Any:
@@ -272,3 +323,29 @@ def make_grpc_server(storage: BaseStorage, host: str, port: int, pool: Any) -> A
     from optuna.storages._grpc.server import make_server  # gRPC is imported only here
 
     return make_server(storage, host, port, pool)
+
+
+class _TrialsStudy(optuna.Study):
+    """A study whose trials are a given list (see `trials_study`)."""
+
+    def __init__(
+        self, name: str, directions: list[StudyDirection], trials: list[FrozenTrial]
+    ) -> None:
+        storage = InMemoryStorage()
+        storage.create_new_study(directions, name)
+        super().__init__(study_name=name, storage=storage)
+        self._given = trials
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        trials = self._given if states is None else [t for t in self._given if t.state in states]
+        return copy.deepcopy(trials) if deepcopy else list(trials)
+
+
+def trials_study(
+    name: str, directions: list[StudyDirection], trials: list[FrozenTrial]
+) -> optuna.Study:
+    """A read-only study of `trials`, as they are (numbers kept, nothing copied or read again),
+    for `optuna.visualization` and `optuna.importance`."""
+    return _TrialsStudy(name, directions, trials)
