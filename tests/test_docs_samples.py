@@ -224,3 +224,12 @@ def test_the_study_file_mistake_samples_are_what_validate_prints(tmp_path: Path)
     (tmp_path / "studies" / "x.yaml").write_text(fixed)
     second = _hpsearch(tmp_path, "validate", "studies/x.yaml", code=2)
     assert second == _block("study-file.md", "Once that is fixed:")
+
+
+def test_the_data_summary_sample_is_what_validate_prints(tutorial: dict[str, str]) -> None:
+    """trainer.md's `summarize(dataset)` sample: the `data:` part of getting-started's
+    `validate`, on the same images."""
+    shown = tutorial["validate"].split("\n  data:\n")[1].split("\n  time:")[0]
+    summary = "\n".join(line.removeprefix("    ") for line in shown.splitlines())
+    sample = _block("trainer.md", "prints the summary from `summarize(dataset)`")
+    assert _normalised(sample) == _normalised(summary)
