@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -57,14 +58,17 @@ def _normalised(output: str) -> list[str]:
     return lines
 
 
+def _env(folder: Path) -> dict[str, str]:
+    # This user's data and cache folders stay untouched (the timing cache, the default storage).
+    env = {**os.environ, "HPSEARCH_HOME": str(folder / "data"), "PYTHONUNBUFFERED": "1"}
+    return {**env, "HPSEARCH_CACHE_DIR": str(folder / "cache")}
+
+
 def _hpsearch(folder: Path, *argv: str, code: int = 0) -> str:
     """What `hpsearch ARGV` shows in a terminal (stderr, then stdout), run in `folder`."""
-    # This user's data and cache folders stay untouched (the timing cache, the default storage).
-    env = {**os.environ, "HPSEARCH_HOME": str(folder / "data")}
-    env["HPSEARCH_CACHE_DIR"] = str(folder / "cache")
     done = subprocess.run(
         [sys.executable, "-m", "hpsearch", *argv],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=600,
+        cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == code, done.stderr
     return done.stderr + done.stdout
@@ -98,6 +102,7 @@ def tutorial_run(tutorial: dict[str, str]) -> dict[str, str]:
         "status": _hpsearch(folder, "status", "study.yaml"),
         "advise": _hpsearch(folder, "advise", "study.yaml", "-o", "study-next.yaml"),
         "best": _hpsearch(folder, "best", "study.yaml"),
+        "folder": str(folder),
     }
 
 
@@ -157,10 +162,10 @@ def test_the_run_sample_has_the_lines_run_logs(tutorial_run: dict[str, str]) -> 
     """Every kind of line getting-started's `run` sample shows (its 20 trainings shortened to 6
     here) is one the run logged, in the same words."""
     logged = set(_normalised(tutorial_run["run"]))
-    # Whether a trial of 6 is pruned is up to the pruner: that line is checked when one was.
-    pruned = "T INFO [N/N] trial N PRUNED at step N | best N (trial N) | ETA N U"
+    # Whether a trial of 6 is pruned is up to the pruner: those lines are checked when one was.
     if not any("PRUNED" in line for line in logged):
-        logged.add(pruned)
+        logged.add("T INFO [N/N] trial N PRUNED at step N | best N (trial N) | ETA N U")
+        logged |= {line.replace("N complete (", "N complete, N pruned (") for line in logged}
     shown = _normalised(_block("getting-started.md", "then one progress line:"))
     assert [line for line in shown if line not in logged and not line.endswith("...")] == []
 
@@ -184,6 +189,26 @@ def test_the_getting_started_advice_has_the_topics_advise_prints(
     if not any(line.startswith("  pruning saved") for line in real):  # none of 6 was pruned
         shown = [line for line in shown if not line.startswith("  pruning saved")]
     assert shown == real
+
+
+@pytest.mark.slow  # 6 real trainings
+def test_the_dashboard_sample_is_what_dashboard_prints(tutorial_run: dict[str, str]) -> None:
+    """getting-started's `dashboard` lines; the server it then runs is stopped, unvisited."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "dashboard", "study.yaml", "--port", "0"],
+        cwd=tutorial_run["folder"], env=_env(Path(tutorial_run["folder"])),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    guard = threading.Timer(300, server.kill)  # a server that never prints fails, not hangs
+    guard.start()
+    try:
+        assert server.stdout is not None
+        printed = "".join(server.stdout.readline() for _ in range(3))
+    finally:
+        guard.cancel()
+        server.terminate()
+        server.wait(timeout=60)
+    assert _normalised(_output_after("hpsearch dashboard study.yaml")) == _normalised(printed)
 
 
 LR_DEMO = """\
