@@ -23,13 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.inspect.savings import Savings, describe
 from hpsearch.inspect.source import StudyView
-from hpsearch.spec import (
-    CategoricalParam,
-    FloatParam,
-    IntParam,
-    Param,
-    PowerOfTwoParam,
-)
+from hpsearch.spec import CategoricalParam, FloatParam, IntParam, Param, PowerOfTwoParam
 from hpsearch.storage.attrs import CURVES_ATTR, FAIL_REASON_ATTR
 from hpsearch.storage.optuna_compat import trials_study
 from hpsearch.study import EXPONENT_PREFIX
