@@ -23,6 +23,7 @@ Methods: `default` (no sampler or pruner named), `tpe` (TPE, no pruning), `defau
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -96,7 +97,11 @@ budget: {{epochs: {epochs * trainings}}}
 {search}objective:
   trainer: image_classification
   model: small_cnn
-  dataset: {{path: {train}, val_path: {val}, channels: 1, normalize: dataset}}
+  dataset:
+    path: {json.dumps(str(train))}
+    val_path: {json.dumps(str(val))}
+    channels: 1
+    normalize: dataset
   epochs: {epochs}
   lr_schedule: cosine
   device: cpu
@@ -164,9 +169,9 @@ def main() -> None:
     for method, rows in results.items():
         mean = statistics.mean(r[0] for r in rows)
         per_seed = ", ".join(f"{r[0]:.3f}" for r in rows)
-        trials = statistics.mean(r[1] for r in rows)
-        done = statistics.mean(r[2] for r in rows)
-        print(f"| {method} | {mean:.4f} | {per_seed} | {trials:.1f} ({done:.1f}) |")
+        started_trials = statistics.mean(r[1] for r in rows)
+        completed = statistics.mean(r[2] for r in rows)
+        print(f"| {method} | {mean:.4f} | {per_seed} | {started_trials:.1f} ({completed:.1f}) |")
     print(f"\n{len(seeds) * len(methods)} studies in {time.time() - started:.0f} s")
 
 
