@@ -588,6 +588,35 @@ def test_a_study_made_by_optuna_alone_is_read_without_creating_tables(
     engine.dispose()
 
 
+def test_a_reader_writes_no_version_rows_and_loads_no_alembic(tmp_path: Path) -> None:
+    # Optuna's storage records its version and stamps alembic's revision when it opens a
+    # database that lacks them; a reader writes nothing, and alembic's import alone costs
+    # `status` 0.2 s of CPU (benchmarks/big_study.py).
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    path = tmp_path / "plain.yaml"
+    path.write_text(STUDY.format(name="plain", n_trials=5).lstrip())
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    study = optuna.create_study(study_name="plain", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=3)
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.execute(sa.text("DELETE FROM alembic_version"))
+        c.execute(sa.text("DELETE FROM version_info"))
+    code = (
+        "import sys; from hpsearch.cli import main; "
+        f"code = main(['status', {str(path)!r}, '--storage', {url!r}, '-q']); "
+        "print('alembic' in sys.modules); sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "3 total: 3 complete" in done.stdout
+    assert done.stdout.splitlines()[-1] == "False"
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT COUNT(*) FROM alembic_version")).scalar_one() == 0
+        assert c.execute(sa.text("SELECT COUNT(*) FROM version_info")).scalar_one() == 0
+    engine.dispose()
+
+
 @pytest.mark.parametrize("populated", ["postgresql"], indirect=True)
 def test_no_command_prints_the_database_password(
     populated: Populated, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -634,13 +663,16 @@ def test_status_and_best_never_read_every_trial(
 
 
 @both_servers
-def test_the_facts_status_reads_by_sql_are_those_of_the_trials(populated: Populated) -> None:
+def test_the_figures_status_counts_by_sql_are_those_of_the_trials(populated: Populated) -> None:
     loaded = load_spec(populated.path)
     view = open_view(loaded, resolve(loaded, flag=populated.url))
     try:
-        read = facts.read_facts(view)
-        assert read.trials == [facts.facts_of(view, t) for t in view.trials()]
-        assert any(f.worker and f.planned and f.last_step for f in read.trials)
+        counted = facts.read_summary(view)
+        assert counted == facts.summarise(view, view.trials())
+        assert counted.workers
+        assert counted.durations
+        assert counted.counts["PRUNED"]
+        assert any(planned and last for _, planned, _, last in counted.runs)
     finally:
         view.close()
 

@@ -53,7 +53,7 @@ class Savings:
 
     planned_option: float | None = None  # the objective's fixed `epochs`
     unit: str = "epochs"  # "steps" outside the built-in trainer
-    _pruned: list[tuple[float | None, float]] = field(default_factory=list)
+    _pruned: list[tuple[float | None, float, int]] = field(default_factory=list)  # plan, run, n
     _complete_run: float = 0.0
     _max_complete_step: int | None = None
 
@@ -68,29 +68,36 @@ class Savings:
         )
 
     def add_run(
-        self, state: TrialState, *, planned: float | None, ran: float, last_step: int | None
+        self,
+        state: TrialState,
+        *,
+        planned: float | None,
+        ran: float,
+        last_step: int | None,
+        count: int = 1,
     ) -> None:
-        """One trial, as its state, planned and run epochs (`planned_epochs`, `ran_epochs`)."""
+        """`count` trials alike, as their state, planned and run epochs (`planned_epochs`,
+        `ran_epochs`)."""
         if state == TrialState.COMPLETE:
-            self._complete_run += ran
+            self._complete_run += ran * count
             if last_step is not None:
                 self._max_complete_step = max(self._max_complete_step or 0, last_step)
         elif state == TrialState.PRUNED:
-            self._pruned.append((planned or self.planned_option, ran))
+            self._pruned.append((planned or self.planned_option, ran, count))
 
     def as_json(self) -> dict[str, Any]:
         saved = ran = planned = 0.0
         counted = 0
-        for plan, run in self._pruned:
+        for plan, run, n in self._pruned:
             plan = plan if plan is not None else self._max_complete_step
             if plan is None:
                 continue
-            counted += 1
-            ran, planned = ran + run, planned + plan
-            saved += max(0.0, plan - run)
+            counted += n
+            ran, planned = ran + run * n, planned + plan * n
+            saved += max(0.0, plan - run) * n
         total = saved + ran + self._complete_run
         return {
-            "pruned_trials": len(self._pruned),
+            "pruned_trials": sum(n for _, _, n in self._pruned),
             "counted_trials": counted,
             "epochs_run": ran,
             "epochs_planned": planned,

@@ -13,17 +13,14 @@ import os
 import socket
 import statistics
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from optuna.trial import TrialState
-
 from hpsearch.inspect.disk import checkpoint_usage
-from hpsearch.inspect.facts import TrialFacts, read_facts
+from hpsearch.inspect.facts import Summary, read_summary
 from hpsearch.inspect.format import STATES, fmt_duration
 from hpsearch.inspect.savings import Savings
-from hpsearch.inspect.source import StudyView, is_better, pareto_front
+from hpsearch.inspect.source import StudyView, pareto_front
 from hpsearch.storage.attrs import CHECKPOINT_ATTR
 from hpsearch.study import STOP_ATTR
 
@@ -85,38 +82,19 @@ class Status:
         return data
 
 
-@dataclass
-class _Pass:
-    """What one pass over the trials' facts accumulates."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    first_start: dt.datetime | None = None
-    last_complete: dt.datetime | None = None
-    durations: list[float] = field(default_factory=list)
-    finished_s: float = 0.0
-    best: TrialFacts | None = None
-    points: list[tuple[int, list[float]]] = field(default_factory=list)
-    savings: Savings = field(default_factory=Savings)
-    running: list[TrialFacts] = field(default_factory=list)
-    workers: dict[str, Worker] = field(default_factory=dict)
-
-
 def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     """Read the study once and work out every number of the status table."""
     now = dt.datetime.now()  # Optuna hands out naive local datetimes
-    p = _Pass(savings=Savings.for_view(view))
-    facts = read_facts(view)
-    for trial in facts.trials:
-        _add(p, view, trial, now)
+    p = read_summary(view)
+    workers = _workers(p, now)
     median = statistics.median(p.durations) if p.durations else None
     grace = float(view.loaded.spec.workers.grace_seconds)
-    stuck = _stuck(p, view.heartbeat_ages(), grace, median, now)
+    stuck = _stuck(p, workers, view.heartbeat_ages(), grace, median, now)
     # A worker whose trial's heartbeat went stale is gone (killed), however recently it finished
     # another; once the study is stopped, only a worker still finishing its trial is live.
     gone = {s.worker for s in stuck if s.heartbeat_age_s is not None}
     stopped = _stop_record(view)
-    for w in p.workers.values():
+    for w in workers.values():
         recent = w.last_finished_s_ago is not None and w.last_finished_s_ago <= recent_s
         if recent and stopped is None and w.worker not in gone and not w.live:
             w.live = True
@@ -127,10 +105,10 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     # worker while budget is left. Otherwise times stop at the last trial, so a finished study
     # keeps its real duration and rate instead of aging with the clock.
     stale = sum(1 for s in stuck if s.heartbeat_age_s is not None)
-    live = any(w.live for w in p.workers.values())
+    live = any(w.live for w in workers.values())
     spent = budget["spent"]
     working = running > stale or (spent is None and live)
-    end = now if working or p.last_complete is None else p.last_complete
+    end = now if working or p.last_end is None else p.last_end
     if started is not None:
         # An idle study with budget left still runs down its timeout clock: show that clock.
         until = end.timestamp() if spent is not None else time.time()
@@ -143,8 +121,8 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
     eta, eta_by = _eta(remaining, per_hour, budget) if stopped is None else (None, None)
 
     best = None
-    if p.best is not None:
-        chosen = view.trial(p.best.id)  # the one trial whose parameters are shown
+    if p.counts["COMPLETE"] and not view.multi_objective:
+        chosen = view.storage.get_best_trial(view.study_id)  # Optuna's query, as `best` asks
         best = {
             "number": chosen.number,
             "values": list(chosen.values),
@@ -171,12 +149,12 @@ def collect(view: StudyView, *, recent_s: float = 600.0) -> Status:
         remaining_trials=remaining,
         eta_s=eta,
         eta_limited_by=eta_by,
-        pruning=p.savings.as_json(),
+        pruning=_savings(view, p),
         recent_window_s=recent_s,
-        workers=sorted(p.workers.values(), key=lambda w: (not w.live, w.worker)),
+        workers=sorted(workers.values(), key=lambda w: (not w.live, w.worker)),
         stuck=stuck,
         stopped=stopped,
-        checkpoints=checkpoint_usage(view, facts.artifacts),
+        checkpoints=checkpoint_usage(view, p.artifacts),
     )
 
 
@@ -186,8 +164,37 @@ def _stop_record(view: StudyView) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, dict) and "reason" in record else None
 
 
+def _workers(p: Summary, now: dt.datetime) -> dict[str, Worker]:
+    """Every worker seen, with the trials it runs (and for how long) and when it last finished."""
+    workers: dict[str, Worker] = {}
+    for name, seen in p.workers.items():
+        w = workers[name] = Worker(name, finished=seen.finished)
+        if seen.last_end is not None:
+            w.last_finished_s_ago = (now - seen.last_end).total_seconds()
+    for trial in p.running:
+        if trial.worker is None:
+            continue
+        w = workers.setdefault(trial.worker, Worker(trial.worker))
+        w.running.append(trial.number)
+        if trial.start is not None:
+            w.running_s = max(w.running_s or 0.0, (now - trial.start).total_seconds())
+    return workers
+
+
+def _savings(view: StudyView, p: Summary) -> dict[str, Any]:
+    savings = Savings.for_view(view)
+    for (state, planned, ran, last_step), count in p.runs.items():
+        savings.add_run(state, planned=planned, ran=ran, last_step=last_step, count=count)
+    return savings.as_json()
+
+
 def _stuck(
-    p: _Pass, ages: dict[int, float], grace: float, median: float | None, now: dt.datetime
+    p: Summary,
+    workers: dict[str, Worker],
+    ages: dict[int, float],
+    grace: float,
+    median: float | None,
+    now: dt.datetime,
 ) -> list[Stuck]:
     """RUNNING trials that look abandoned; marks the workers of the others live."""
     stuck: list[Stuck] = []
@@ -215,11 +222,11 @@ def _stuck(
             )
             stuck.append(Stuck(trial.number, worker, reason, None, ran))
         if worker is not None:
-            p.workers[worker].live = True
+            workers[worker].live = True
     return stuck
 
 
-def _budget(view: StudyView, p: _Pass) -> tuple[dict[str, Any], float | None, int | None]:
+def _budget(view: StudyView, p: Summary) -> tuple[dict[str, Any], float | None, int | None]:
     """(the budget numbers, when the budget clock started, trials not yet started or None).
 
     The ledger is the truth (a `run --n-trials` may override the file); without one (gRPC
@@ -276,57 +283,6 @@ def _eta(
         if eta is None or left < eta:
             eta, by = left, "timeout"
     return eta, by
-
-
-def _add(p: _Pass, view: StudyView, trial: TrialFacts, now: dt.datetime) -> None:
-    state = trial.state
-    p.counts[state.name] += 1
-    if trial.retry:
-        p.retries += 1
-    start, end = trial.start, trial.end
-    if start is not None and (p.first_start is None or start < p.first_start):
-        p.first_start = start
-    if state.is_finished() and end is not None:
-        if p.last_complete is None or end > p.last_complete:
-            p.last_complete = end
-        p.finished_s += trial.duration_s or 0.0
-    _add_outcome(p, view, trial)
-    if trial.worker is not None:
-        _add_to_worker(p.workers.setdefault(trial.worker, Worker(trial.worker)), trial, now)
-
-
-def _add_outcome(p: _Pass, view: StudyView, trial: TrialFacts) -> None:
-    """What a trial adds to the savings, durations and best trial; or to those running."""
-    state = trial.state
-    p.savings.add_run(state, planned=trial.planned, ran=trial.ran, last_step=trial.last_step)
-    if state == TrialState.COMPLETE and trial.values is not None:
-        d = trial.duration_s
-        if d is not None:
-            p.durations.append(d)
-        if view.multi_objective:
-            p.points.append((trial.number, list(trial.values)))
-        else:
-            best = p.best.values if p.best is not None else None
-            if best is None or is_better(trial.values[0], best[0], view.directions[0]):
-                p.best = trial
-    elif state == TrialState.RUNNING:
-        p.running.append(trial)
-
-
-def _add_to_worker(w: Worker, trial: TrialFacts, now: dt.datetime) -> None:
-    """A trial of worker `w`: one it runs (and for how long), or one it finished (and when)."""
-    start, end = trial.start, trial.end
-    if trial.state == TrialState.RUNNING:
-        w.running.append(trial.number)
-        if start is not None:
-            ran = (now - start).total_seconds()
-            w.running_s = max(w.running_s or 0.0, ran)
-    elif trial.state.is_finished():
-        w.finished += 1
-        if end is not None:
-            ago = (now - end).total_seconds()
-            if w.last_finished_s_ago is None or ago < w.last_finished_s_ago:
-                w.last_finished_s_ago = ago
 
 
 def dead_here(worker: object) -> int | None:

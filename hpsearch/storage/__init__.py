@@ -3,18 +3,19 @@
 `url` (the storage URL's precedence, password and redaction), `engine` (the one set of engine
 settings), `retry` (what counts as a lost connection, and the backoff), `resilient` (Optuna's
 RDB storage made to ride out database restarts, with hpsearch's one-transaction steps),
-`sqlite` (the embedded default), `mysql`, `open`
-(`open_storage`), `proxy` / `proxy_server` (Optuna's gRPC proxy, client and server), and
-`optuna_compat`, which holds every use of Optuna's private API. The study-wide budget's ledger (`hpsearch.budget`) is claimed in its transactions. Nothing here knows about trials'
-contents, workers or the trainer.
+`sqlite` (the embedded default), `mysql`, `open` (`open_storage`), `proxy` / `proxy_server`
+(Optuna's gRPC proxy, client and server), and `optuna_compat`, which holds every use of Optuna's
+private API. The study-wide budget's ledger (`hpsearch.budget`) is claimed in its
+transactions. Nothing here knows about trials' contents, workers or the trainer.
 """
 
 from __future__ import annotations
 
 from hpsearch.storage.engine import check_reachable, create_engine, engine_kwargs
+from hpsearch.storage.fates import RETRY_ATTR
 from hpsearch.storage.filekind import foreign_tables, not_a_database
 from hpsearch.storage.open import StaleCallback, open_storage
-from hpsearch.storage.resilient import RETRY_ATTR, ResilientRDBStorage
+from hpsearch.storage.resilient import ResilientRDBStorage
 from hpsearch.storage.retry import (
     BACKOFF_SECONDS,
     STORAGE_ERRORS,

@@ -66,7 +66,6 @@ class TrialFates(RDBStorage):
         self._outage = time.monotonic()
         self.engine.dispose()
 
-
     def _grace(self) -> int:
         assert self.heartbeat_interval is not None
         return self.grace_period or 2 * self.heartbeat_interval
@@ -187,10 +186,14 @@ class TrialFates(RDBStorage):
             with create_scoped_session(self.scoped_session) as session:
                 trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, True)
                 system, user = models.TrialSystemAttributeModel, models.TrialUserAttributeModel
-                mark: Any = session.query(system).filter_by(trial_id=trial_id, key=RETRY_ATTR).first()
-                if trial.state != TrialState.FAIL or mark is None or json.loads(
-                    mark.value_json
-                ) != "crash":
+                mark: Any = (
+                    session.query(system).filter_by(trial_id=trial_id, key=RETRY_ATTR).first()
+                )
+                if (
+                    trial.state != TrialState.FAIL
+                    or mark is None
+                    or json.loads(mark.value_json) != "crash"
+                ):
                     return False
                 session.delete(mark)
                 session.query(user).filter_by(trial_id=trial_id, key=FAIL_REASON_ATTR).delete()

@@ -6,6 +6,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import optuna
 import sqlalchemy
@@ -14,6 +15,7 @@ from optuna.storages import BaseStorage
 
 from hpsearch.errors import StorageError
 from hpsearch.storage.engine import check_reachable, engine_kwargs
+from hpsearch.storage.optuna_compat import reading
 from hpsearch.storage.resilient import ResilientRDBStorage
 from hpsearch.storage.retry import first_line, is_disconnect, pause_while_running, stopping
 from hpsearch.storage.sqlite import enable_wal, make_folder, read_only
@@ -54,7 +56,7 @@ def open_storage(
         enable_wal(url.sqlite_path)  # set by the workers; a reader leaves the file as it is
 
     def make() -> ResilientRDBStorage:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), reading() if not create_tables else nullcontext():
             # Heartbeats are "experimental" in Optuna 5.0; they are the mechanism we rely on
             # for crashed workers, so the warning would only be noise for our users.
             warnings.simplefilter("ignore", ExperimentalWarning)
@@ -103,7 +105,9 @@ def _riding_out_races(
             # the losers see "already exists" errors and succeed on a second try.
             races += 1
             if races == 5:
-                raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None
+                raise StorageError(
+                    f"cannot open storage {url.redacted}: {first_line(e)}"
+                ) from None
             time.sleep(0.2 * races)
         except (RuntimeError, ValueError) as e:
             raise StorageError(f"cannot open storage {url.redacted}: {first_line(e)}") from None

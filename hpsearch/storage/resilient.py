@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +41,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.budget import BudgetSpent, Ledger, counts_as_new_trial
-from hpsearch.storage.fates import RETRY_ATTR, TrialFates
+from hpsearch.storage.fates import TrialFates
 from hpsearch.storage.mysql import mysql_microseconds
 from hpsearch.storage.optuna_compat import (
     CACHE_LAYER_CALLS,

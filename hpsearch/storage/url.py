@@ -263,8 +263,8 @@ def normalise(raw: str, source: str, *, base: Path, password: str | None) -> Sto
         ) from None
     except ArgumentError:
         raise StorageError(
-            f"{source}: {_shown(raw)} is not a storage URL; use e.g. sqlite:///storage/hpsearch.db, "
-            "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
+            f"{source}: {_shown(raw)} is not a storage URL; use e.g. "
+            "sqlite:///storage/hpsearch.db, postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
         ) from None
     if "@" in (url.host or ""):  # the rest of a password that held a raw `@`
         raise StorageError(_RAW_AT.format(source=source))
