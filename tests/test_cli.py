@@ -212,6 +212,35 @@ def test_a_study_without_a_budget_is_told_it_runs_until_stopped(
     assert "warning" not in capsys.readouterr().err.lower()
 
 
+@pytest.mark.parametrize(("sampler", "warned"), [("gp", True), ("cmaes", True), ("tpe", False)])
+def test_a_sampler_that_would_draw_conditional_parameters_at_random_says_so(
+    write_study: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sampler: str,
+    warned: bool,
+) -> None:
+    # GP, CMA-ES and QMC model only the parameters every trial has; Optuna's own warning is
+    # off (it would repeat every trial), so hpsearch says it once, in validate and run.
+    path = write_study(f"""
+        name: conditional-{sampler}
+        metric: loss
+        sampler: {{type: {sampler}}}
+        budget: {{n_trials: 2}}
+        objective: {{function: objective.py:quadratic}}
+        search_space:
+          x: {{type: float, low: -5, high: 5}}
+          opt: {{type: categorical, choices: [a, b]}}
+          m: {{type: float, low: 0, high: 1, when: {{opt: a}}}}
+    """)  # fmt: skip
+    message = f"sampler.type: {sampler} models only the parameters every trial has, so m "
+    assert main(["validate", str(path)]) == 0
+    assert (message in capsys.readouterr().err) is warned
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(path), "--storage", url]) == 0
+    assert capsys.readouterr().err.count(message) == int(warned)
+
+
 @pytest.mark.slow  # a study, then four hpsearch processes
 def test_output_into_a_closed_pipe_and_to_standard_output(
     quadratic_study: Callable[..., Path], unique_name: str, tmp_path: Path

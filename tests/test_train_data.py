@@ -135,6 +135,17 @@ def test_folder_training_data_skips_corrupt_file(folder: Folder, tmp_path: Path)
     assert list((tmp_path / "cache").glob("stats-*.json"))  # dataset mean/std cached
 
 
+def test_a_worker_says_a_dataset_problem_once_not_every_trial(
+    folder: Folder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = DatasetOptions(path=str(folder.root))
+    for _ in range(3):  # a worker builds the index for each of its trials
+        index = build_index(options, cache_dir=tmp_path / "cache")
+        assert "skipped 1 unreadable" in index.warnings[0]  # still in every summary
+    said = [r.getMessage() for r in caplog.records if "unreadable image(s)" in r.getMessage()]
+    assert len(said) == 1  # the message names this test's own folder: no earlier test said it
+
+
 def test_streaming_loader_matches_preloaded(
     folder: Folder, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from hpsearch.commands.progress import Progress, install
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import Budget, LoadedSpec, parse_duration
 from hpsearch.storage import PASSWORD_ENV, STORAGE_ENV, StorageURL, refuse_sqlite_across_machines
+from hpsearch.study import drawn_at_random
 from hpsearch.worker import RunOptions, launch, parse_gpus, run_worker
 from hpsearch.worker.provenance import artifacts_dir
 
@@ -123,6 +124,8 @@ def _check_before_start(
     args: argparse.Namespace, loaded: LoadedSpec, url: StorageURL, budget: Budget, workers: int
 ) -> None:
     """The guide's warnings (and the error of unobtainable weights) before any trial starts."""
+    if (random := drawn_at_random(loaded)) is not None:
+        _log.warning("%s", random)
     name = args.name or loaded.spec.name
     # The trainer's own cache folder: the folder scan done here is reused by the trials.
     cache = artifacts_dir(loaded, url, name, args.artifacts) / "cache"

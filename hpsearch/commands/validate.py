@@ -8,7 +8,7 @@ import logging
 from hpsearch import objective
 from hpsearch.commands.common import Preflight, add_study_arguments, load, preflight
 from hpsearch.spec import GridSampler
-from hpsearch.study import check_requirements
+from hpsearch.study import check_requirements, drawn_at_random
 
 NAME = "validate"
 _log = logging.getLogger("hpsearch")
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             "%s: budget: none set, so the study runs until it is stopped; set e.g. "
             "budget: {n_trials: 30} (or timeout, gpu_hours, epochs)", loaded.path
         )  # fmt: skip
+    if (random := drawn_at_random(loaded)) is not None:
+        _log.warning("%s", random)
     _print_data_summary(checked)
     return 0
 

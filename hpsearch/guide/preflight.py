@@ -83,8 +83,9 @@ def _gpu_model_on_cpu(loaded: LoadedSpec, options: TrainerOptions) -> list[str]:
     if options.device != "auto" or options.model == "small_cnn" or device_of(options) != "cpu":
         return []
     message = (
-        f"no GPU here, so {options.model} will train on this machine's CPU (see the time "
-        "below); run on a GPU machine, pick small_cnn, or write device: cpu to accept it"
+        f"no GPU here, so {options.model} will train on this machine's CPU (the study's "
+        "estimated time is on it); run on a GPU machine, pick small_cnn, or write device: cpu "
+        "to accept it"
     )
     return [str(loaded.error(("objective", "device"), message))]
 

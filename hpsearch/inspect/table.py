@@ -143,7 +143,8 @@ def _workers(out: _Lines, s: Status) -> None:
             if w.running_s is not None:
                 doing += f" for {fmt_duration(w.running_s)}"
         else:
-            doing = f"last trial ended {fmt_duration(w.last_finished_s_ago or 0.0)} ago"
+            # A worker whose clock runs ahead of this machine's records ends in the future.
+            doing = f"last trial ended {fmt_duration(max(0.0, w.last_finished_s_ago or 0.0))} ago"
         out.more(f"{w.worker:<{name_width}}  {doing} | {w.finished} finished")
     if len(live) > 8:
         out.more(f"... and {len(live) - 8} more (see --json)")

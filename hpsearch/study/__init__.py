@@ -15,7 +15,12 @@ from hpsearch.storage.attrs import (
     STOP_ATTR,
     UID_ATTR,
 )
-from hpsearch.study.algorithms import check_requirements, make_pruner, make_sampler
+from hpsearch.study.algorithms import (
+    check_requirements,
+    drawn_at_random,
+    make_pruner,
+    make_sampler,
+)
 from hpsearch.study.create import Joined, create_or_load, space_document
 from hpsearch.study.join import read_attr, write_attr
 from hpsearch.study.metrics import CURVES_ATTR, MetricLog, read_curves
@@ -57,6 +62,7 @@ __all__ = [
     "UID_ATTR",
     "Joined",
     "check_requirements",
+    "drawn_at_random",
     "read_attr",
     "write_attr",
     "EXPONENT_PREFIX",

@@ -47,6 +47,27 @@ def _gp(p: s.GpSampler, spec: StudySpec) -> BaseSampler:
     )
 
 
+# Samplers that model only the parameters every trial has (Optuna's intersection search space):
+# in a conditional space they draw the others at random in every trial. Optuna's own warning
+# is turned off above (it would repeat on every trial); `drawn_at_random` says it once.
+_INTERSECTION_ONLY = ("gp", "cmaes", "qmc")
+
+
+def drawn_at_random(loaded: LoadedSpec) -> str | None:
+    """The warning for a sampler that will never model the study's conditional parameters."""
+    spec = loaded.spec
+    kind = spec.sampler.type
+    if kind not in _INTERSECTION_ONLY or not spec.has_conditions:
+        return None
+    names = [n for n in spec.ordered_parameters() if spec.search_space[n].when]
+    message = (
+        f"{kind} models only the parameters every trial has, so {', '.join(names)} (set "
+        "`when:`) will be drawn at random in every trial; leave `sampler:` out (the default "
+        "models conditional spaces) or use tpe"
+    )
+    return str(loaded.error(("sampler", "type"), message))
+
+
 def _random(p: s.RandomSampler, spec: StudySpec) -> BaseSampler:
     return optuna.samplers.RandomSampler(seed=p.seed)
 

@@ -167,8 +167,13 @@ def build_index(options: DatasetOptions, *, cache_dir: Path | None = None) -> Da
         )
     warnings = _warnings(index, options)
     for line in warnings:
-        logger.warning(line)
+        if line not in _said:  # a worker builds the index for every trial: say it once
+            _said.add(line)
+            logger.warning(line)
     return dataclasses.replace(index, warnings=warnings)
+
+
+_said: set[str] = set()  # the dataset warnings this process has logged
 
 
 def resolve_image_size(options: DatasetOptions, index: DatasetIndex) -> int:
