@@ -672,7 +672,8 @@ def test_the_figures_status_counts_by_sql_are_those_of_the_trials(populated: Pop
         assert counted.workers
         assert counted.durations
         assert counted.counts["PRUNED"]
-        assert any(planned and last for _, planned, _, last in counted.runs)
+        assert any(planned and ran for _, planned, ran in counted.runs)
+        assert counted.complete_step
     finally:
         view.close()
 

@@ -34,8 +34,8 @@ from hpsearch.study import EXPONENT_PREFIX
 _EPOCHS_NAMES = (EPOCHS_PARAM, EXPONENT_PREFIX + EPOCHS_PARAM)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-# (state, epochs planned, epochs run, largest step reported): what a trial adds to the savings.
-Run = tuple[TrialState, float | None, float, int | None]
+# (state, epochs planned, epochs run): what a COMPLETE or PRUNED trial adds to the savings.
+Run = tuple[TrialState, float | None, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,7 @@ class Summary:
     durations: list[float] = field(default_factory=list)  # seconds of each COMPLETE trial
     finished_s: float = 0.0  # seconds the finished trials ran
     runs: Counter[Run] = field(default_factory=Counter)  # COMPLETE and PRUNED trials
+    complete_step: int | None = None  # the largest step a COMPLETE trial reported
     workers: dict[str, WorkerSeen] = field(default_factory=dict)
     running: list[Running] = field(default_factory=list)  # in trial-id order
     points: list[tuple[int, list[float]]] = field(default_factory=list)  # number, values
@@ -121,7 +122,9 @@ def summarise(view: StudyView, trials: Iterable[FrozenTrial]) -> Summary:
                                      worker if isinstance(worker, str) else None))  # fmt: skip
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             planned = planned_epochs(view.user_params(t.params).get(EPOCHS_PARAM), t.user_attrs)
-            s.runs[(t.state, planned, ran_epochs(t.user_attrs, t.last_step), t.last_step)] += 1
+            s.runs[(t.state, planned, ran_epochs(t.user_attrs, t.last_step))] += 1
+        if t.state == TrialState.COMPLETE and t.last_step is not None:
+            s.complete_step = max(s.complete_step or 0, t.last_step)
         if view.multi_objective and t.state == TrialState.COMPLETE and t.values is not None:
             s.points.append((t.number, list(t.values)))
         s.artifacts.update(artifact_ids(t))
@@ -172,6 +175,14 @@ def _read(c: sa.Connection, view: StudyView) -> Summary:
         ).scalars()
     }
     s.runs = _runs(c, view)
+    steps = models.TrialIntermediateValueModel.__table__
+    s.complete_step = c.execute(
+        sa.select(sa.func.max(steps.c.step)).where(
+            steps.c.trial_id.in_(
+                sa.select(trials.c.trial_id).where(ours, trials.c.state == TrialState.COMPLETE)
+            )
+        )
+    ).scalar_one()
     if view.multi_objective:
         s.points = _points(c, view)
     return s
@@ -185,12 +196,14 @@ def _runs(c: sa.Connection, view: StudyView) -> Counter[Run]:
     params = models.TrialParamModel.__table__
     steps = models.TrialIntermediateValueModel.__table__
     epochs, run = user.alias("epochs"), user.alias("epochs_run")
-    last = (
+    # A trial's last step only counts where it has no `epochs_run` (see `ran_epochs`): looked up
+    # for those trials alone, and for the COMPLETE trials' largest step (`Savings`) at once.
+    largest = (
         sa.select(sa.func.max(steps.c.step))
         .where(steps.c.trial_id == trials.c.trial_id)
         .scalar_subquery()
-        .label("last")
     )
+    last = sa.case((run.c.value_json.is_(None), largest)).label("last")
     columns = (
         trials.c.state,
         params.c.param_name,
@@ -221,9 +234,8 @@ def _runs(c: sa.Connection, view: StudyView) -> Counter[Run]:
             attrs[EPOCHS_ATTR] = json.loads(planned_text)
         if run_text is not None:
             attrs[EPOCHS_RUN_ATTR] = json.loads(run_text)
-        last_step = None if step is None else int(step)
         planned = planned_epochs(view.user_params(param).get(EPOCHS_PARAM), attrs)
-        out[(state, planned, ran_epochs(attrs, last_step), last_step)] += count
+        out[(state, planned, ran_epochs(attrs, None if step is None else int(step)))] += count
     return out
 
 

@@ -81,9 +81,14 @@ class Savings:
         if state == TrialState.COMPLETE:
             self._complete_run += ran * count
             if last_step is not None:
-                self._max_complete_step = max(self._max_complete_step or 0, last_step)
+                self.add_complete_step(last_step)
         elif state == TrialState.PRUNED:
             self._pruned.append((planned or self.planned_option, ran, count))
+
+    def add_complete_step(self, step: int) -> None:
+        """A step a COMPLETE trial reported: the largest is what a pruned trial that says
+        nothing of its plan had planned."""
+        self._max_complete_step = max(self._max_complete_step or 0, step)
 
     def as_json(self) -> dict[str, Any]:
         saved = ran = planned = 0.0

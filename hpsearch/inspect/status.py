@@ -183,8 +183,10 @@ def _workers(p: Summary, now: dt.datetime) -> dict[str, Worker]:
 
 def _savings(view: StudyView, p: Summary) -> dict[str, Any]:
     savings = Savings.for_view(view)
-    for (state, planned, ran, last_step), count in p.runs.items():
-        savings.add_run(state, planned=planned, ran=ran, last_step=last_step, count=count)
+    for (state, planned, ran), count in p.runs.items():
+        savings.add_run(state, planned=planned, ran=ran, last_step=None, count=count)
+    if p.complete_step is not None:
+        savings.add_complete_step(p.complete_step)
     return savings.as_json()
 
 
