@@ -588,7 +588,9 @@ def test_a_study_made_by_optuna_alone_is_read_without_creating_tables(
     engine.dispose()
 
 
-def test_a_reader_writes_no_version_rows_and_loads_no_alembic(tmp_path: Path) -> None:
+def test_a_reader_writes_no_version_rows_and_loads_no_alembic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Optuna's storage records its version and stamps alembic's revision when it opens a
     # database that lacks them; a reader writes nothing, and alembic's import alone costs
     # `status` 0.2 s of CPU (benchmarks/big_study.py).
@@ -611,6 +613,10 @@ def test_a_reader_writes_no_version_rows_and_loads_no_alembic(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert "3 total: 3 complete" in done.stdout
     assert done.stdout.splitlines()[-1] == "False"
+    main(["doctor", str(path), "--storage", url])  # reads the schema version: none recorded
+    assert (
+        "no schema version recorded: the next `hpsearch run` records it" in capsys.readouterr().out
+    )
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT COUNT(*) FROM alembic_version")).scalar_one() == 0
         assert c.execute(sa.text("SELECT COUNT(*) FROM version_info")).scalar_one() == 0

@@ -119,7 +119,11 @@ def _schema(holder: list[RDBStorage | sa.Engine]) -> str:
     storage = _storage(holder)
     if storage is None:
         return "empty database: the first `hpsearch run` creates Optuna's tables"
-    current, head = storage.get_current_version(), storage.get_head_version()
+    try:
+        current = storage.get_current_version()
+    except AssertionError:  # Optuna asserts that a revision is recorded; a reader records none
+        return "Optuna's tables, no schema version recorded: the next `hpsearch run` records it"
+    head = storage.get_head_version()
     if current != head:
         raise Problem(
             f"schema {current} is older than this Optuna's {head}; run "

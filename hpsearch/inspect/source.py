@@ -262,13 +262,7 @@ def open_view(loaded: LoadedSpec, url: StorageURL, *, name: str | None = None) -
             f"no study database at {path}: nothing has run yet; start a worker with "
             f"`hpsearch run {loaded.path}` or point --storage at the study's database"
         )
-    storage = open_storage(url, create_tables=False)
-    if isinstance(storage, RDBStorage) and not sa.inspect(storage.engine).has_table("studies"):
-        storage.engine.dispose()
-        raise StorageError(
-            f"storage {url.redacted} has no Optuna tables: no study has run there; check "
-            "--storage / HPSEARCH_STORAGE, or start a worker with `hpsearch run`"
-        )
+    storage = open_storage(url, create_tables=False)  # raises where there are no Optuna tables
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:

@@ -73,7 +73,15 @@ def open_storage(
                 serialize_sqlite=create_tables,
             )
 
-    return _riding_out_races(make, url, create_tables=create_tables, wait=wait)
+    storage = _riding_out_races(make, url, create_tables=create_tables, wait=wait)
+    if not create_tables and not sqlalchemy.inspect(storage.engine).has_table("studies"):
+        # Optuna's version check would have failed here; a reader skips it (`reading`).
+        storage.engine.dispose()
+        raise StorageError(
+            f"storage {url.redacted} has no Optuna tables: no study has run there; check "
+            "--storage / HPSEARCH_STORAGE, or start a worker with `hpsearch run`"
+        )
+    return storage
 
 
 def _riding_out_races(
