@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Container, Sequence
+from typing import Literal
 
 import optuna
 import pytest
@@ -287,6 +288,39 @@ def test_pruned_trials_do_not_stall_the_model() -> None:
 
     study.optimize(objective, n_trials=30)
     assert study.best_value > 0.97
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_diverged_pruned_trial_is_believed_to_end_where_it_stands(
+    direction: Literal["maximize", "minimize"],
+) -> None:
+    # Finished curves climb from about 0.3 to 0.55-0.66 in 8 epochs. A diverged trial stopped
+    # at epoch 3 sits at chance (0.1), far below all of them: GP must learn about 0.1, not 0.1
+    # plus what those far better curves gained (it used to be told 0.33). A trial
+    # stopped among them is still believed to gain what they gained. Minimised, the same
+    # curves are losses on another scale: the rule must not care.
+    def metric(accuracy: float) -> float:
+        return accuracy if direction == "maximize" else 10 * (1 - accuracy)
+
+    study = optuna.create_study(direction=direction)
+    for top in (0.55, 0.58, 0.6, 0.62, 0.64, 0.66):
+        _finished(study, _line(metric(top), 8, metric(0.3)), 8)
+    stopped: dict[float, Curve] = {0.9: lambda step: 0.1, 0.1: _line(0.6, 8, 0.3)}
+    for x, accuracy in stopped.items():
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params={"x": x},
+                distributions={"x": FloatDistribution(0, 1)},
+                intermediate_values={step: metric(accuracy(step)) for step in (1, 2, 3)},
+                user_attrs={"epochs": 8},
+            )
+        )
+    mirror = Mirror(optuna.samplers.GPSampler(seed=0), study.directions)
+    mirror.sync(study.trials, current=len(study.trials))
+    believed = {t.params["x"]: t.value for t in mirror.study.trials if t.params["x"] != 0.5}
+    assert believed[0.9] == pytest.approx(metric(0.1))
+    assert believed[0.1] == pytest.approx(metric(0.6), abs=abs(metric(0.02) - metric(0.0)))
 
 
 def test_gp_never_proposes_a_configuration_already_run() -> None:

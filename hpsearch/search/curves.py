@@ -20,6 +20,11 @@ _GRID_POINTS = np.linspace(0.0, 1.0, _GRID + 1)
 # How many finished curves a trial is compared with: the nearest share at the same progress.
 _NEIGHBOURS = 0.25
 _MIN_NEIGHBOURS = 5
+# A stopped trial's estimate only trusts a neighbour whose best so far at the same progress is
+# within this many spreads (interquartile range) of the finished curves there of its own: a
+# curve far below all of them (a diverged one at chance) has no neighbour like it, and the
+# gains of the far ones, which were learning, said it would reach their level.
+_NEAR = 1.0
 TOTAL_STEPS_ATTR = "hpsearch:total_steps"
 
 
@@ -119,23 +124,43 @@ class Curves:
         Looked up at the grid point at or before `progress`: a finished trial had a little
         further to go from there, so the gains lean optimistic, the safe side for pruning.
         """
-        index = min(int(progress * _GRID), _GRID)
+        return self._neighbours(min(int(progress * _GRID), _GRID), near)[0]
+
+    def _neighbours(self, index: int, near: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The gains from grid point `index` (of the neighbours of `near`, if given), and
+        whether each is of a curve within `_NEAR` spreads of `near` there."""
         covered = self.start <= index
-        gains = self.final[covered] - self.best[covered, index]
+        best = self.best[covered, index]
+        gains = self.final[covered] - best
         if near is None:
-            return gains
+            return gains, np.ones(len(gains), dtype=bool)
         k = max(_MIN_NEIGHBOURS, int(len(gains) * _NEIGHBOURS))
-        order = np.argsort(np.abs(self.best[covered, index] - near), kind="stable")
-        return gains[order[:k]]
+        distance = np.abs(best - near)
+        order = np.argsort(distance, kind="stable")[:k]
+        # The spread of the finished curves where they are, in the metric's own units: the
+        # same rule on accuracies, losses or anything else, minimised or maximised.
+        spread = float(np.subtract(*np.quantile(best, [0.75, 0.25]))) if len(best) else 0.0
+        return gains[order], distance[order] <= _NEAR * spread
 
     def estimate(self, trial: FrozenTrial, sign: float, quantile: float) -> float | None:
         """A stopped trial's final value had it gone on (maximise orientation): its best so far
-        plus the `quantile` of the gains finished trials made from the same progress."""
+        plus the `quantile` of the gains finished trials like it made from the same progress.
+
+        A neighbour further than `_NEAR` spreads counts as gaining nothing: with no finished
+        curve near it, the trial is believed to end at its own best so far, not at the level
+        of curves that were far above it and learning. Looked up at the grid point at or after
+        the trial's progress, unlike the pruner's `gains`: at the one before, an 8-epoch curve
+        at epoch 3 (0.375) would be set beside finished curves at their epoch 2 (0.37), their
+        gains counting one more epoch than it has left, and its own value looking far above
+        theirs.
+        """
         current = best_so_far(trial, sign)
         progress = self.progress(trial)
         if current is None or progress is None:
             return current
-        gains = self.gains(min(progress, 1.0), current)
+        # Less a hair: a progress on the grid (0.5) is looked up there, not a point after.
+        index = min(math.ceil(progress * _GRID - 1e-6), _GRID)
+        gains, near = self._neighbours(index, current)
         if len(gains) < 3:
             return current
-        return current + max(float(np.quantile(gains, quantile)), 0.0)
+        return current + max(float(np.quantile(np.where(near, gains, 0.0), quantile)), 0.0)
