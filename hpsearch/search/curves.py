@@ -21,9 +21,13 @@ _GRID_POINTS = np.linspace(0.0, 1.0, _GRID + 1)
 _NEIGHBOURS = 0.25
 _MIN_NEIGHBOURS = 5
 # A stopped trial's estimate only trusts a neighbour whose best so far at the same progress is
-# within this many spreads (interquartile range) of the finished curves there of its own: a
+# within this many spreads (standard deviations) of the finished curves there of its own: a
 # curve far below all of them (a diverged one at chance) has no neighbour like it, and the
-# gains of the far ones, which were learning, said it would reach their level.
+# gains of the far ones, which were learning, said it would reach their level. Not the
+# interquartile range: finished trials are mostly the pruner's survivors, bunched within the
+# validation noise, and slow but learning trials just below them lost all their gain
+# (benchmarks/cnn_study.py; offline, on LCBench curves cut short, the estimate's error was
+# lowest with the standard deviation).
 _NEAR = 1.0
 TOTAL_STEPS_ATTR = "hpsearch:total_steps"
 
@@ -139,16 +143,16 @@ class Curves:
         order = np.argsort(distance, kind="stable")[:k]
         # The spread of the finished curves where they are, in the metric's own units: the
         # same rule on accuracies, losses or anything else, minimised or maximised.
-        spread = float(np.subtract(*np.quantile(best, [0.75, 0.25]))) if len(best) else 0.0
+        spread = float(np.std(best)) if len(best) else 0.0
         return gains[order], distance[order] <= _NEAR * spread
 
     def estimate(self, trial: FrozenTrial, sign: float, quantile: float) -> float | None:
         """A stopped trial's final value had it gone on (maximise orientation): its best so far
         plus the `quantile` of the gains finished trials like it made from the same progress.
 
-        A neighbour further than `_NEAR` spreads counts as gaining nothing: with no finished
-        curve near it, the trial is believed to end at its own best so far, not at the level
-        of curves that were far above it and learning. Looked up at the grid point at or after
+        Only the neighbours within `_NEAR` spreads of it count: with no finished curve near
+        it, the trial is believed to end at its own best so far, not at the level of curves
+        that were far above it and learning. Looked up at the grid point at or after
         the trial's progress, unlike the pruner's `gains`: at the one before, an 8-epoch curve
         at epoch 3 (0.375) would be set beside finished curves at their epoch 2 (0.37), their
         gains counting one more epoch than it has left, and its own value looking far above
@@ -161,6 +165,6 @@ class Curves:
         # Less a hair: a progress on the grid (0.5) is looked up there, not a point after.
         index = min(math.ceil(progress * _GRID - 1e-6), _GRID)
         gains, near = self._neighbours(index, current)
-        if len(gains) < 3:
+        if len(gains) < 3 or not near.any():
             return current
-        return current + max(float(np.quantile(np.where(near, gains, 0.0), quantile)), 0.0)
+        return current + max(float(np.quantile(gains[near], quantile)), 0.0)
