@@ -559,15 +559,21 @@ def test_unknown_study_lists_the_studies_there(
     assert f"(studies there: {populated.name}); pass --name" in err
 
 
-def test_a_study_made_by_optuna_alone_is_read_without_creating_tables(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _made_by_optuna(tmp_path: Path) -> tuple[Path, str]:
+    """A study file and a 3-trial study of that name made by Optuna alone, not by hpsearch."""
     (tmp_path / "objective.py").write_text(OBJECTIVE)
     path = tmp_path / "plain.yaml"
     path.write_text(STUDY.format(name="plain", n_trials=5).lstrip())
     url = f"sqlite:///{tmp_path / 'plain.db'}"
-    study = optuna.create_study(study_name="plain", storage=url)  # made by Optuna, not hpsearch
+    study = optuna.create_study(study_name="plain", storage=url)
     study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 2) ** 2, n_trials=3)
+    return path, url
+
+
+def test_a_study_made_by_optuna_alone_is_read_without_creating_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, url = _made_by_optuna(tmp_path)
     engine = sa.create_engine(url)
     before = set(sa.inspect(engine).get_table_names())
     assert main(["status", str(path), "--storage", url, "-q", "--json"]) == 0
@@ -594,12 +600,7 @@ def test_a_reader_writes_no_version_rows_and_loads_no_alembic(
     # Optuna's storage records its version and stamps alembic's revision when it opens a
     # database that lacks them; a reader writes nothing, and alembic's import alone costs
     # `status` 0.2 s of CPU (benchmarks/big_study.py).
-    (tmp_path / "objective.py").write_text(OBJECTIVE)
-    path = tmp_path / "plain.yaml"
-    path.write_text(STUDY.format(name="plain", n_trials=5).lstrip())
-    url = f"sqlite:///{tmp_path / 'plain.db'}"
-    study = optuna.create_study(study_name="plain", storage=url)
-    study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=3)
+    path, url = _made_by_optuna(tmp_path)
     engine = sa.create_engine(url)
     with engine.begin() as c:
         c.execute(sa.text("DELETE FROM alembic_version"))
