@@ -33,19 +33,29 @@ print("hpsearch-result acc=0.5 loss=0.5 images_per_s=900")
 """
 
 
-def test_a_functions_other_metrics_are_kept_per_step_and_exported(
-    write_study: Callable[..., Path], tmp_path: Path, unique_name: str
-) -> None:
-    (tmp_path / "fn.py").write_text(FUNCTION)
-    path = write_study(f"""
-        name: {unique_name}
+def _function_study(
+    write_study: Callable[..., Path], folder: Path, name: str, source: str, space: str, n: int
+) -> Path:
+    """A study of `fn.py:train` (written from `source`) with no pruner, minimising `loss`."""
+    (folder / "fn.py").write_text(source)
+    return write_study(f"""
+        name: {name}
         metric: loss
         direction: minimize
         pruner: {{type: none}}
         objective: {{function: fn.py:train}}
-        search_space: {{x: {{type: float, low: 0.0, high: 4.0}}}}
-        budget: {{n_trials: 2}}
+        search_space: {space}
+        budget: {{n_trials: {n}}}
     """)
+
+
+X_SPACE = "{x: {type: float, low: 0.0, high: 4.0}}"
+
+
+def test_a_functions_other_metrics_are_kept_per_step_and_exported(
+    write_study: Callable[..., Path], tmp_path: Path, unique_name: str
+) -> None:
+    path = _function_study(write_study, tmp_path, unique_name, FUNCTION, X_SPACE, 2)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     for trial in optuna.load_study(study_name=unique_name, storage=url).trials:
@@ -117,16 +127,8 @@ def test_best_shows_no_attribute_under_a_parameters_name(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`best` printed `# attrs: lr=0.0015` above `lr: 0.003`: two figures for one name."""
-    (tmp_path / "fn.py").write_text(NAMESAKE)
-    path = write_study(f"""
-        name: {unique_name}
-        metric: loss
-        direction: minimize
-        pruner: {{type: none}}
-        objective: {{function: fn.py:train}}
-        search_space: {{lr: {{type: float, low: 0.001, high: 0.01}}}}
-        budget: {{n_trials: 1}}
-    """)
+    space = "{lr: {type: float, low: 0.001, high: 0.01}}"
+    path = _function_study(write_study, tmp_path, unique_name, NAMESAKE, space, 1)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert main(["run", str(path), "--storage", url, "-q"]) == 0
     capsys.readouterr()
@@ -150,16 +152,7 @@ def test_export_lists_no_checkpoint_whose_file_was_deleted(
     write_study: Callable[..., Path], tmp_path: Path, unique_name: str
 ) -> None:
     """`export` listed checkpoints a user had deleted: a listed path must open."""
-    (tmp_path / "fn.py").write_text(SAVES)
-    path = write_study(f"""
-        name: {unique_name}
-        metric: loss
-        direction: minimize
-        pruner: {{type: none}}
-        objective: {{function: fn.py:train}}
-        search_space: {{x: {{type: float, low: 0.0, high: 4.0}}}}
-        budget: {{n_trials: 2}}
-    """)
+    path = _function_study(write_study, tmp_path, unique_name, SAVES, X_SPACE, 2)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     argv = ["--storage", url, "-q"]
     assert main(["run", str(path), *argv, "--artifacts", str(tmp_path / "a")]) == 0
